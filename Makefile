@@ -1,0 +1,33 @@
+# The two commands a new user needs: `make demo` and `make test`. Both install what is missing.
+BUILD_DIR ?= build
+BUILD_TYPE ?= Release
+CMAKE_FLAGS ?=
+JOBS ?= $(shell nproc)
+
+.PHONY: all deps configure build test demo bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# Everything: unit, multiprocess and slow tests. `ctest -L unit` in the build dir runs the fast ones.
+test: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+demo: build
+	@$(BUILD_DIR)/examples/tern-train --model cnn --dataset fashion-mnist --epochs 3 --threads $(JOBS)
+
+bench: configure
+	@scripts/install-deps.sh --bench
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+	@$(BUILD_DIR)/bench/train_throughput
+
+clean:
+	@rm -rf $(BUILD_DIR)

@@ -1,0 +1,35 @@
+# Build options shared by every target of ours: CUDA detection, sanitizers, warnings, ccache.
+
+set(TERN_CUDA "AUTO" CACHE STRING "Build CUDA kernels: AUTO (if a toolkit is found), ON, OFF")
+set_property(CACHE TERN_CUDA PROPERTY STRINGS AUTO ON OFF)
+set(TERN_SANITIZE "" CACHE STRING "Comma-separated sanitizers, e.g. address,undefined")
+
+# CUDA: detected now, used by later kernels. ON without a toolkit is an error, AUTO degrades.
+set(TERN_HAVE_CUDA OFF)
+if(NOT TERN_CUDA STREQUAL "OFF")
+  include(CheckLanguage)
+  check_language(CUDA)
+  find_package(CUDAToolkit QUIET)
+  if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND)
+    set(TERN_HAVE_CUDA ON)
+  elseif(TERN_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "TERN_CUDA=ON but no CUDA toolkit/compiler was found")
+  endif()
+endif()
+message(STATUS "tern: CUDA ${TERN_HAVE_CUDA} (TERN_CUDA=${TERN_CUDA})")
+
+find_program(TERN_CCACHE ccache)
+if(TERN_CCACHE)
+  set(CMAKE_CXX_COMPILER_LAUNCHER ${TERN_CCACHE})
+endif()
+
+# Flags for our own targets only (third-party code keeps its own).
+add_library(tern_flags INTERFACE)
+target_compile_options(tern_flags INTERFACE -Wall -Wextra -Werror)
+if(TERN_HAVE_CUDA)
+  target_compile_definitions(tern_flags INTERFACE TERN_HAVE_CUDA=1)
+endif()
+if(TERN_SANITIZE)
+  target_compile_options(tern_flags INTERFACE -fsanitize=${TERN_SANITIZE} -fno-omit-frame-pointer)
+  target_link_options(tern_flags INTERFACE -fsanitize=${TERN_SANITIZE})
+endif()

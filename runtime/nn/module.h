@@ -1,0 +1,74 @@
+// Module and Param: the building blocks of every model, with an explicit backward pass.
+// forward() caches what backward() needs; backward(dy) returns dx and accumulates into grads.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/tensor/tensor.h"
+
+namespace tern {
+
+// A learnable tensor, its gradient (same shape, accumulated by backward) and whether it trains.
+struct Param {
+  std::string name;  // the full dotted name once collected ("features.0.weight")
+  Tensor value;
+  Tensor grad;
+  bool trainable = true;
+  // Weight decay applies to this parameter (off by convention for biases and norm scales).
+  bool decay = true;
+
+  Param() = default;
+  Param(Tensor v, bool decays = true)
+      : value(std::move(v)), grad(Tensor::zeros(value.shape())), decay(decays) {}
+};
+
+// A non-learnable tensor that is still part of the model's state (BatchNorm running stats).
+struct Buffer {
+  std::string name;
+  Tensor value;
+};
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  virtual Tensor forward(const Tensor& x) = 0;
+  virtual Tensor backward(const Tensor& dy) = 0;
+  // A short description, e.g. "Conv2d(1->32, k=3, s=1, p=1)".
+  virtual std::string describe() const = 0;
+
+  // Every parameter of this module and its children, named with dotted paths, in registration
+  // order (children in order, a module's own params before its children's).
+  std::vector<Param*> params();
+  std::vector<Buffer*> buffers();
+  void zero_grad();
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool training() const { return training_; }
+  // Calls f on this module and every descendant, depth first.
+  void visit(const std::function<void(Module&)>& f);
+  int64_t param_count();
+
+ protected:
+  void register_param(const std::string& name, Param& p);
+  void register_buffer(const std::string& name, Buffer& b);
+  void register_child(const std::string& name, Module& m);
+  // Called when train()/eval() switches mode, for modules that must react.
+  virtual void on_mode_change() {}
+
+ private:
+  void collect(const std::string& prefix, std::vector<Param*>* ps, std::vector<Buffer*>* bs);
+  bool training_ = true;
+  std::vector<std::pair<std::string, Param*>> params_;
+  std::vector<std::pair<std::string, Buffer*>> buffers_;
+  std::vector<std::pair<std::string, Module*>> children_;
+};
+
+}  // namespace tern
