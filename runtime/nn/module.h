@@ -60,6 +60,7 @@ class Module {
   void register_param(const std::string& name, Param& p);
   void register_buffer(const std::string& name, Buffer& b);
   void register_child(const std::string& name, Module& m);
+  void reset_children() { children_.clear(); }
   // Called when train()/eval() switches mode, for modules that must react.
   virtual void on_mode_change() {}
 

@@ -1,0 +1,36 @@
+// Linear (fully connected) layer and Flatten, the classifier head of every model in the zoo.
+// Linear maps [N, in] to [N, out]; Flatten views [N, ...] as [N, prod(...)] without copying.
+#pragma once
+
+#include "runtime/nn/module.h"
+#include "runtime/rng.h"
+
+namespace tern {
+
+class Linear : public Module {
+ public:
+  // Weights Kaiming-uniform for ReLU nets (U(-b, b), b = sqrt(6 / in)) from rng; bias zero.
+  Linear(int64_t in_features, int64_t out_features, Rng& rng, bool bias = true);
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string describe() const override;
+
+  Param weight;  // [out, in]
+  Param bias;    // [out], undefined when constructed without bias
+
+ private:
+  int64_t in_, out_;
+  Tensor x_;  // input saved for backward
+};
+
+class Flatten : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string describe() const override { return "Flatten"; }
+
+ private:
+  Shape in_shape_;
+};
+
+}  // namespace tern

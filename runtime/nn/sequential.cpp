@@ -1,0 +1,109 @@
+#include "runtime/nn/sequential.h"
+
+#include <sstream>
+
+namespace tern {
+
+Sequential& Sequential::add(std::unique_ptr<Module> m) {
+  return add(std::to_string(modules_.size()), std::move(m));
+}
+
+Sequential& Sequential::add(const std::string& name, std::unique_ptr<Module> m) {
+  TERN_CHECK(m != nullptr, "Sequential::add: null module '", name, "'");
+  register_child(name, *m);
+  m->train(training());
+  modules_.push_back(std::move(m));
+  return *this;
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (auto& m : modules_) h = m->forward(h);
+  return h;
+}
+
+Tensor Sequential::backward(const Tensor& dy) {
+  Tensor g = dy;
+  for (auto it = modules_.rbegin(); it != modules_.rend(); ++it) g = (*it)->backward(g);
+  return g;
+}
+
+std::string Sequential::describe() const {
+  std::ostringstream out;
+  out << "Sequential(";
+  for (size_t i = 0; i < modules_.size(); ++i) out << (i ? ", " : "") << modules_[i]->describe();
+  out << ")";
+  return out.str();
+}
+
+std::vector<std::unique_ptr<Module>> Sequential::take(size_t begin, size_t end) {
+  TERN_CHECK(begin <= end && end <= modules_.size(), "Sequential::take: range [", begin, ", ", end,
+             ") out of ", modules_.size(), " modules");
+  std::vector<std::unique_ptr<Module>> out;
+  for (size_t i = begin; i < end; ++i) out.push_back(std::move(modules_[i]));
+  modules_.erase(modules_.begin() + static_cast<std::ptrdiff_t>(begin),
+                 modules_.begin() + static_cast<std::ptrdiff_t>(end));
+  // Child registrations point at the moved modules; rebuild them from what is left.
+  reset_children();
+  for (size_t i = 0; i < modules_.size(); ++i) register_child(std::to_string(i), *modules_[i]);
+  return out;
+}
+
+Residual::Residual(std::unique_ptr<Module> body, std::unique_ptr<Module> shortcut, bool relu_after)
+    : body_(std::move(body)), shortcut_(std::move(shortcut)), relu_after_(relu_after) {
+  TERN_CHECK(body_ != nullptr, "Residual: body must not be null");
+  register_child("body", *body_);
+  if (shortcut_) register_child("shortcut", *shortcut_);
+}
+
+Tensor Residual::forward(const Tensor& x) {
+  Tensor y = body_->forward(x);
+  Tensor s = shortcut_ ? shortcut_->forward(x) : x;
+  TERN_CHECK(y.shape() == s.shape(), describe(), ": body output ", y.str(), " and shortcut ", s.str(),
+             " differ");
+  // A fresh output: the body's last layer may have saved its output for its own backward.
+  Tensor out = Tensor::empty(y.shape());
+  float* o = out.f32();
+  const float* yp = y.f32();
+  const float* sp = s.f32();
+  const int64_t n = out.numel();
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) o[i] = yp[i] + sp[i];
+  if (relu_after_) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) o[i] = o[i] > 0.0f ? o[i] : 0.0f;
+  }
+  y_ = out;
+  return out;
+}
+
+Tensor Residual::backward(const Tensor& dy) {
+  Tensor g = dy;
+  if (relu_after_) {
+    g = Tensor::empty(dy.shape());
+    const float* y = y_.f32();
+    const float* d = dy.f32();
+    float* gp = g.f32();
+    const int64_t n = g.numel();
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) gp[i] = y[i] > 0.0f ? d[i] : 0.0f;
+  }
+  Tensor dx = body_->backward(g);
+  Tensor ds = shortcut_ ? shortcut_->backward(g) : g;
+  // Fresh again: dx or ds may be views of g (identity paths).
+  Tensor out = Tensor::empty(dx.shape());
+  float* o = out.f32();
+  const float* ap = dx.f32();
+  const float* sp = ds.f32();
+  const int64_t n = out.numel();
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) o[i] = ap[i] + sp[i];
+  return out;
+}
+
+std::string Residual::describe() const {
+  return "Residual(" + body_->describe() + (shortcut_ ? ", shortcut=" + shortcut_->describe() : "") +
+         (relu_after_ ? ", relu" : "") + ")";
+}
+
+}  // namespace tern
