@@ -1,0 +1,62 @@
+#include "runtime/data/synthetic.h"
+
+#include <cmath>
+#include <numeric>
+
+#include "runtime/error.h"
+#include "runtime/rng.h"
+
+namespace tern {
+namespace {
+
+// SplitMix64's finaliser: turns related seeds (0, 1, 2...) into unrelated ones before they
+// reach PCG, whose streams from nearby seeds would otherwise start alike.
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+Dataset make_synthetic(int64_t n, const Shape& sample_shape, int num_classes, uint64_t seed,
+                       uint64_t sample_seed, float separation) {
+  TERN_CHECK(n >= 0, "make_synthetic: n = ", n, ", expected >= 0");
+  TERN_CHECK(num_classes >= 1, "make_synthetic: num_classes = ", num_classes, ", expected >= 1");
+  TERN_CHECK(!sample_shape.empty(), "make_synthetic: the sample shape is empty");
+  for (int64_t d : sample_shape)
+    TERN_CHECK(d > 0, "make_synthetic: sample shape ", shape_str(sample_shape),
+               " has a non-positive dimension");
+  TERN_CHECK(std::isfinite(separation) && separation >= 0, "make_synthetic: separation ",
+             separation, ", expected a finite value >= 0");
+  const int64_t dim = shape_numel(sample_shape);
+
+  // Prototypes depend on seed only, so every sample_seed draws from the same task.
+  Rng proto_rng(mix(seed), 1);
+  const float scale = separation / std::sqrt(static_cast<float>(dim));
+  std::vector<float> prototypes(static_cast<size_t>(num_classes * dim));
+  for (float& p : prototypes) p = scale * proto_rng.normal();
+
+  Rng sample_rng(mix(seed ^ mix(sample_seed)), 2);
+  Dataset out;
+  out.name = "synthetic";
+  out.num_classes = num_classes;
+  out.labels.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    out.labels[static_cast<size_t>(i)] = static_cast<int32_t>(i % num_classes);
+  sample_rng.shuffle(out.labels);
+
+  Shape shape = {n};
+  shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
+  out.images = Tensor::empty(shape);
+  float* x = out.images.f32();
+  for (int64_t i = 0; i < n; ++i) {
+    const float* proto = prototypes.data() + out.labels[static_cast<size_t>(i)] * dim;
+    float* row = x + i * dim;
+    for (int64_t k = 0; k < dim; ++k) row[k] = proto[k] + sample_rng.normal();
+  }
+  return out;
+}
+
+}  // namespace tern
