@@ -33,3 +33,11 @@ if(TERN_SANITIZE)
   target_compile_options(tern_flags INTERFACE -fsanitize=${TERN_SANITIZE} -fno-omit-frame-pointer)
   target_link_options(tern_flags INTERFACE -fsanitize=${TERN_SANITIZE})
 endif()
+
+# Our kernels are written to vectorise; without -march the compiler targets SSE2 only. Builds
+# run on the machine that trains, so native is the default; set TERN_MARCH="" for a portable
+# binary (oneDNN picks its own kernels at run time either way).
+set(TERN_MARCH "native" CACHE STRING "-march for our code ('' for the compiler's default)")
+if(TERN_MARCH)
+  target_compile_options(tern_flags INTERFACE -march=${TERN_MARCH})
+endif()
