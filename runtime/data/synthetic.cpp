@@ -36,7 +36,22 @@ Dataset make_synthetic(int64_t n, const Shape& sample_shape, int num_classes, ui
   Rng proto_rng(mix(seed), 1);
   const float scale = separation / std::sqrt(static_cast<float>(dim));
   std::vector<float> prototypes(static_cast<size_t>(num_classes * dim));
-  for (float& p : prototypes) p = scale * proto_rng.normal();
+  // Image-shaped samples get prototypes that are constant over 4x4 blocks: a pattern with spatial
+  // extent, which convolution and pooling preserve (white-noise prototypes are invisible to a
+  // CNN after pooling, though a linear model finds them). Per-element variance is unchanged.
+  const bool image = sample_shape.size() >= 2 && sample_shape.end()[-1] >= 8 && sample_shape.end()[-2] >= 8;
+  const int64_t W = sample_shape.end()[-1], H = image ? sample_shape.end()[-2] : 1;
+  const int64_t block = image ? 4 : 1, cw = (W + block - 1) / block, ch = (H + block - 1) / block;
+  const int64_t planes = dim / (H * W);
+  std::vector<float> coarse(static_cast<size_t>(planes * ch * cw));
+  for (int c = 0; c < num_classes; ++c) {
+    for (float& v : coarse) v = scale * proto_rng.normal();
+    float* proto = prototypes.data() + c * dim;
+    for (int64_t p = 0; p < planes; ++p)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t w = 0; w < W; ++w)
+          proto[(p * H + h) * W + w] = coarse[static_cast<size_t>((p * ch + h / block) * cw + w / block)];
+  }
 
   Rng sample_rng(mix(seed ^ mix(sample_seed)), 2);
   Dataset out;

@@ -63,7 +63,9 @@ std::string JsonObject::str() const {
   return out + "}";
 }
 
-JsonlWriter::JsonlWriter(const std::string& path) : path_(path) {
+void JsonlWriter::open(const std::string& path) {
+  if (f_) std::fclose(f_);
+  path_ = path;
   f_ = std::fopen(path.c_str(), "w");
   TERN_CHECK(f_ != nullptr, "cannot open metrics file '", path, "': ", std::strerror(errno));
 }

@@ -29,7 +29,8 @@ class JsonlWriter {
  public:
   JsonlWriter() = default;
   // Truncates an existing file; throws tern::Error if it cannot be opened.
-  explicit JsonlWriter(const std::string& path);
+  explicit JsonlWriter(const std::string& path) { open(path); }
+  void open(const std::string& path);
   ~JsonlWriter();
   JsonlWriter(const JsonlWriter&) = delete;
   JsonlWriter& operator=(const JsonlWriter&) = delete;

@@ -11,7 +11,7 @@ Linear::Linear(int64_t in_features, int64_t out_features, Rng& rng, bool has_bia
   TERN_CHECK(in_features > 0 && out_features > 0, "Linear(", in_features, "->", out_features,
              "): feature counts must be positive");
   weight = Param(Tensor::empty({out_, in_}));
-  const float bound = std::sqrt(6.0f / static_cast<float>(in_));
+  const float bound = 1.0f / std::sqrt(static_cast<float>(in_));
   float* w = weight.value.f32();
   for (int64_t i = 0; i < weight.value.numel(); ++i) w[i] = rng.uniform(-bound, bound);
   register_param("weight", weight);

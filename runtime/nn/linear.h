@@ -9,7 +9,8 @@ namespace tern {
 
 class Linear : public Module {
  public:
-  // Weights Kaiming-uniform for ReLU nets (U(-b, b), b = sqrt(6 / in)) from rng; bias zero.
+  // Weights U(-b, b), b = 1/sqrt(in) from rng (PyTorch's default scale, so learning rates tuned
+  // there transfer); bias zero.
   Linear(int64_t in_features, int64_t out_features, Rng& rng, bool bias = true);
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;

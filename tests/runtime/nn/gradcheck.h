@@ -31,22 +31,35 @@ inline double weighted_sum(const Tensor& y, const Tensor& r) {
   return s;
 }
 
-// Central difference of L with respect to element i of t (t is x or a parameter value).
-inline double numeric_derivative(Module& m, const Tensor& x, const Tensor& r, float* t, int64_t i,
-                                 double eps) {
+inline double loss_at(Module& m, const Tensor& x, const Tensor& r, float* t, int64_t i, double value) {
   const float saved = t[i];
-  t[i] = static_cast<float>(saved + eps);
-  const double plus = weighted_sum(m.forward(x), r);
-  t[i] = static_cast<float>(saved - eps);
-  const double minus = weighted_sum(m.forward(x), r);
+  t[i] = static_cast<float>(value);
+  const double l = weighted_sum(m.forward(x), r);
   t[i] = saved;
-  return (plus - minus) / (2 * eps);
+  return l;
 }
 
-inline void expect_close(const std::string& what, int64_t i, double numeric, double analytic,
-                         const GradCheckOptions& o) {
-  const double tol = o.atol + o.rtol * std::max(std::fabs(numeric), std::fabs(analytic));
-  EXPECT_NEAR(analytic, numeric, tol) << what << "[" << i << "]";
+inline double tolerance(double a, double b, const GradCheckOptions& o) {
+  return o.atol + o.rtol * std::max(std::fabs(a), std::fabs(b));
+}
+
+// Compares the analytic derivative with the central difference at eps/2. The element is skipped
+// when the step crossed a kink (ReLU, max pool, clamp), which finite differences cannot see past:
+// detected as the one-sided differences disagreeing (a kink within eps) or the central
+// differences at eps and eps/2 disagreeing. Skips are counted by the caller, which fails if too
+// many elements could not be checked.
+inline bool check_element(Module& m, const Tensor& x, const Tensor& r, double base, float* t, int64_t i,
+                          double analytic, const std::string& what, const GradCheckOptions& o) {
+  const double v = t[i], e = o.eps;
+  const double plus = loss_at(m, x, r, t, i, v + e), minus = loss_at(m, x, r, t, i, v - e);
+  const double fine = (loss_at(m, x, r, t, i, v + e / 2) - loss_at(m, x, r, t, i, v - e / 2)) / e;
+  const double central = (plus - minus) / (2 * e);
+  const double forward = (plus - base) / e, backward = (base - minus) / e;
+  if (std::fabs(forward - backward) > tolerance(forward, backward, o) ||
+      std::fabs(central - fine) > tolerance(central, fine, o))
+    return false;
+  EXPECT_NEAR(analytic, fine, tolerance(fine, analytic, o)) << what << "[" << i << "]";
+  return true;
 }
 
 // Checks d(sum(y*r))/dx and /dparam. x is modified temporarily and restored. The module must be
@@ -73,17 +86,24 @@ inline void check_gradients(Module& m, Tensor x, const GradCheckOptions& o = {})
     return idx;
   };
 
+  const double base = weighted_sum(m.forward(x), r);
+  int64_t checked = 0, skipped = 0;
+  auto count = [&](bool ok) { ok ? ++checked : ++skipped; };
   if (o.check_input) {
-    for (int64_t i : indices(x.numel()))
-      expect_close("input", i, numeric_derivative(m, x, r, x.f32(), i, o.eps), dx.f32()[i], o);
+    for (int64_t i : indices(x.numel())) count(check_element(m, x, r, base, x.f32(), i, dx.f32()[i], "input", o));
   }
   const auto params = m.params();
   for (size_t p = 0; p < params.size(); ++p) {
     if (!params[p]->trainable) continue;
     float* v = params[p]->value.f32();
     for (int64_t i : indices(params[p]->value.numel()))
-      expect_close(params[p]->name, i, numeric_derivative(m, x, r, v, i, o.eps), grads[p].f32()[i], o);
+      count(check_element(m, x, r, base, v, i, grads[p].f32()[i], params[p]->name, o));
   }
+  // Kinks are common in a deep ReLU net, and strong curvature also trips the one-sided test;
+  // still, at least two thirds of the elements must be checked.
+  EXPECT_LE(skipped * 3, checked + skipped) << skipped << " of " << checked + skipped
+                                            << " elements sat on kinks: use smaller inputs or eps";
+  EXPECT_GT(checked, 0);
 }
 
 inline Tensor random_tensor(const Shape& shape, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {

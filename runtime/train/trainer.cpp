@@ -1,0 +1,82 @@
+#include "runtime/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "optim/clip.h"
+#include "runtime/nn/loss.h"
+
+namespace tern {
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+Trainer::Trainer(Module& model, Optimizer& optimizer, const LrSchedule* schedule, TrainerOptions options)
+    : model_(model), optimizer_(optimizer), schedule_(schedule), options_(options), params_(model.params()) {}
+
+double Trainer::train_step(const Batch& batch, int64_t* correct) {
+  if (schedule_) optimizer_.set_lr(schedule_->lr_at(step_));
+  optimizer_.zero_grad();
+  Tensor logits = model_.forward(batch.x);
+  const LossResult r = softmax_cross_entropy(logits, batch.y, &dlogits_);
+  TERN_CHECK(std::isfinite(r.loss), "training diverged at step ", step_, ": loss is ", r.loss,
+             " (try a smaller --lr)");
+  model_.backward(dlogits_);
+  if (options_.clip_grad_norm > 0) clip_grad_norm(params_, options_.clip_grad_norm);
+  optimizer_.step();
+  ++step_;
+  if (correct) *correct += r.correct;
+  return r.loss;
+}
+
+EpochStats Trainer::train_epoch(DataLoader& loader, const BatchCallback& on_batch) {
+  model_.train();
+  EpochStats s;
+  double loss_sum = 0;
+  int64_t correct = 0;
+  Batch batch;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (loader.next(batch)) {
+    const auto n = static_cast<int64_t>(batch.y.size());
+    loss_sum += train_step(batch, &correct) * static_cast<double>(n);
+    s.samples += n;
+    if (on_batch) on_batch(s.samples, loss_sum / static_cast<double>(s.samples));
+  }
+  s.seconds = seconds_since(t0);
+  if (s.samples > 0) {
+    s.loss = loss_sum / static_cast<double>(s.samples);
+    s.accuracy = static_cast<double>(correct) / static_cast<double>(s.samples);
+  }
+  return s;
+}
+
+EpochStats Trainer::evaluate(const Dataset& data, int64_t batch_size, const BatchCallback& on_batch) {
+  model_.eval();
+  EpochStats s;
+  double loss_sum = 0;
+  int64_t correct = 0;
+  DataLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
+  loader.start_epoch(0);
+  Batch batch;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (loader.next(batch)) {
+    const auto n = static_cast<int64_t>(batch.y.size());
+    const LossResult r = softmax_cross_entropy(model_.forward(batch.x), batch.y, nullptr);
+    loss_sum += r.loss * static_cast<double>(n);
+    correct += r.correct;
+    s.samples += n;
+    if (on_batch) on_batch(s.samples, loss_sum / static_cast<double>(s.samples));
+  }
+  s.seconds = seconds_since(t0);
+  if (s.samples > 0) {
+    s.loss = loss_sum / static_cast<double>(s.samples);
+    s.accuracy = static_cast<double>(correct) / static_cast<double>(s.samples);
+  }
+  model_.train();
+  return s;
+}
+
+}  // namespace tern

@@ -1,0 +1,55 @@
+// Trainer: the single-process training loop (forward, softmax cross-entropy, backward, optimizer
+// step, LR schedule) and evaluation. Data-parallel training wraps the same step.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "optim/lr_schedule.h"
+#include "optim/optimizer.h"
+#include "runtime/data/data_loader.h"
+#include "runtime/data/dataset.h"
+#include "runtime/nn/module.h"
+
+namespace tern {
+
+struct EpochStats {
+  double loss = 0;      // mean over samples
+  double accuracy = 0;  // fraction correct
+  int64_t samples = 0;
+  double seconds = 0;
+  double samples_per_s() const { return seconds > 0 ? static_cast<double>(samples) / seconds : 0.0; }
+};
+
+struct TrainerOptions {
+  float clip_grad_norm = 0;  // 0: off
+};
+
+class Trainer {
+ public:
+  // schedule may be null (the optimizer's lr stays as set).
+  Trainer(Module& model, Optimizer& optimizer, const LrSchedule* schedule, TrainerOptions options = {});
+
+  // Called after every batch with (samples done this epoch, mean loss so far this epoch).
+  using BatchCallback = std::function<void(int64_t, double)>;
+
+  // One pass over the loader (which the caller has started for `epoch`).
+  EpochStats train_epoch(DataLoader& loader, const BatchCallback& on_batch = {});
+  // One optimisation step on a batch; returns the batch's mean loss and adds its correct count.
+  double train_step(const Batch& batch, int64_t* correct = nullptr);
+  // Loss and accuracy over a whole dataset in eval mode (the model is put back in train mode).
+  EpochStats evaluate(const Dataset& data, int64_t batch_size, const BatchCallback& on_batch = {});
+
+  int64_t global_step() const { return step_; }
+
+ private:
+  Module& model_;
+  Optimizer& optimizer_;
+  const LrSchedule* schedule_;
+  TrainerOptions options_;
+  int64_t step_ = 0;
+  std::vector<Param*> params_;
+  Tensor dlogits_;
+};
+
+}  // namespace tern
