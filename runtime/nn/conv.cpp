@@ -83,10 +83,15 @@ Tensor Conv2d::backward(const Tensor& dy) {
   const Shape expected{s.n, out_, s.out_h(), s.out_w()};
   TERN_CHECK(dy.shape() == expected && dy.dtype() == DType::f32, describe(), ": expected f32 gradient ",
              shape_str(expected), ", got ", dy.str());
-  Tensor dx = Tensor::empty(x_.shape());
   const bool has_bias = bias.value.defined();
-  plan_->backward(x_.f32(), dy.f32(), weight.value.f32(), dx.f32(), dw_scratch_.f32(),
-                  has_bias ? db_scratch_.f32() : nullptr);
+  Tensor dx;
+  if (input_grad()) {
+    dx = Tensor::empty(x_.shape());
+    plan_->backward(x_.f32(), dy.f32(), weight.value.f32(), dx.f32(), dw_scratch_.f32(),
+                    has_bias ? db_scratch_.f32() : nullptr);
+  } else {  // first layer: nobody needs dx
+    plan_->backward_weights(x_.f32(), dy.f32(), dw_scratch_.f32(), has_bias ? db_scratch_.f32() : nullptr);
+  }
   float* gw = weight.grad.f32();
   const float* dw = dw_scratch_.f32();
   const int64_t nw = weight.grad.numel();

@@ -35,8 +35,9 @@ Tensor Linear::backward(const Tensor& dy) {
   TERN_CHECK(x_.defined(), describe(), ": backward before forward");
   TERN_CHECK(dy.ndim() == 2 && dy.dim(0) == x_.dim(0) && dy.dim(1) == out_, describe(),
              ": expected gradient [", x_.dim(0), ", ", out_, "], got ", dy.str());
-  Tensor dx = Tensor::empty(x_.shape());
-  cpu::linear_backward(x_.f32(), weight.value.f32(), dy.f32(), dx.f32(), weight.grad.f32(),
+  Tensor dx = input_grad() ? Tensor::empty(x_.shape()) : Tensor();
+  cpu::linear_backward(x_.f32(), weight.value.f32(), dy.f32(), dx.defined() ? dx.f32() : nullptr,
+                       weight.grad.f32(),
                        bias.grad.defined() ? bias.grad.f32() : nullptr, x_.dim(0), in_, out_);
   return dx;
 }
@@ -51,6 +52,6 @@ Tensor Flatten::forward(const Tensor& x) {
   return x.reshape({x.dim(0), -1});
 }
 
-Tensor Flatten::backward(const Tensor& dy) { return dy.reshape(in_shape_); }
+Tensor Flatten::backward(const Tensor& dy) { return input_grad() ? dy.reshape(in_shape_) : Tensor(); }
 
 }  // namespace tern

@@ -56,6 +56,11 @@ void Module::visit(const std::function<void(Module&)>& f) {
   for (auto& [name, child] : children_) child->visit(f);
 }
 
+void Module::set_input_grad(bool on) {
+  input_grad_ = on;
+  on_input_grad_change();
+}
+
 int64_t Module::param_count() {
   int64_t n = 0;
   for (Param* p : params()) n += p->value.numel();

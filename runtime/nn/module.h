@@ -56,6 +56,12 @@ class Module {
   void visit(const std::function<void(Module&)>& f);
   int64_t param_count();
 
+  // Whether backward() must return dx. A model's first layer has nobody to hand dx to, and
+  // skipping it saves a GEMM or a convolution per step; backward() then returns an undefined
+  // tensor. Containers pass the setting to the child that receives their input.
+  void set_input_grad(bool on);
+  bool input_grad() const { return input_grad_; }
+
  protected:
   void register_param(const std::string& name, Param& p);
   void register_buffer(const std::string& name, Buffer& b);
@@ -63,10 +69,12 @@ class Module {
   void reset_children() { children_.clear(); }
   // Called when train()/eval() switches mode, for modules that must react.
   virtual void on_mode_change() {}
+  virtual void on_input_grad_change() {}
 
  private:
   void collect(const std::string& prefix, std::vector<Param*>* ps, std::vector<Buffer*>* bs);
   bool training_ = true;
+  bool input_grad_ = true;
   std::vector<std::pair<std::string, Param*>> params_;
   std::vector<std::pair<std::string, Buffer*>> buffers_;
   std::vector<std::pair<std::string, Module*>> children_;

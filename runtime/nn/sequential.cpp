@@ -13,7 +13,20 @@ Sequential& Sequential::add(const std::string& name, std::unique_ptr<Module> m) 
   register_child(name, *m);
   m->train(training());
   modules_.push_back(std::move(m));
+  on_input_grad_change();
   return *this;
+}
+
+// Child i must return dx when the container's caller wants dx, or when some earlier child has
+// trainable parameters that need the gradient (autograd's requires_grad, propagated forward).
+void Sequential::on_input_grad_change() {
+  bool needed = input_grad();
+  for (auto& m : modules_) {
+    m->set_input_grad(needed);
+    if (!needed) {
+      for (Param* p : m->params()) needed |= p->trainable;
+    }
+  }
 }
 
 Tensor Sequential::forward(const Tensor& x) {
@@ -46,6 +59,9 @@ std::vector<std::unique_ptr<Module>> Sequential::take(size_t begin, size_t end) 
   // Child registrations point at the moved modules; rebuild them from what is left.
   reset_children();
   for (size_t i = 0; i < modules_.size(); ++i) register_child(std::to_string(i), *modules_[i]);
+  // The taken modules leave as a chain of their own and compute dx until told otherwise.
+  for (auto& m : out) m->set_input_grad(true);
+  on_input_grad_change();
   return out;
 }
 
@@ -90,6 +106,7 @@ Tensor Residual::backward(const Tensor& dy) {
   }
   Tensor dx = body_->backward(g);
   Tensor ds = shortcut_ ? shortcut_->backward(g) : g;
+  if (!input_grad()) return Tensor();
   // Fresh again: dx or ds may be views of g (identity paths).
   Tensor out = Tensor::empty(dx.shape());
   float* o = out.f32();
@@ -99,6 +116,11 @@ Tensor Residual::backward(const Tensor& dy) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) o[i] = ap[i] + sp[i];
   return out;
+}
+
+void Residual::on_input_grad_change() {
+  body_->set_input_grad(input_grad());
+  if (shortcut_) shortcut_->set_input_grad(input_grad());
 }
 
 std::string Residual::describe() const {

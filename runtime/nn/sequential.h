@@ -32,6 +32,9 @@ class Sequential : public Module {
   // Removes and returns the children [begin, end) in order (for pipeline stages).
   std::vector<std::unique_ptr<Module>> take(size_t begin, size_t end);
 
+ protected:
+  void on_input_grad_change() override;
+
  private:
   std::vector<std::unique_ptr<Module>> modules_;
 };
@@ -44,6 +47,9 @@ class Residual : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override;
+
+ protected:
+  void on_input_grad_change() override;
 
  private:
   std::unique_ptr<Module> body_;

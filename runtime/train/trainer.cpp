@@ -15,7 +15,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 Trainer::Trainer(Module& model, Optimizer& optimizer, const LrSchedule* schedule, TrainerOptions options)
-    : model_(model), optimizer_(optimizer), schedule_(schedule), options_(options), params_(model.params()) {}
+    : model_(model), optimizer_(optimizer), schedule_(schedule), options_(options), params_(model.params()) {
+  model_.set_input_grad(false);  // the data needs no gradient
+}
 
 double Trainer::train_step(const Batch& batch, int64_t* correct) {
   if (schedule_) optimizer_.set_lr(schedule_->lr_at(step_));

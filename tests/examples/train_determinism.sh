@@ -7,7 +7,7 @@ bin=$1
 shift
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-strip() { sed -E 's/"(samples_per_s|seconds)": [^,}]*//g' "$1"; }
+strip() { sed -E 's/, "(samples_per_s|seconds|config)": ("[^"]*"|[^,}]*)//g' "$1"; }
 "$bin" "$@" --seed 7 --metrics "$out/a.jsonl" >/dev/null
 "$bin" "$@" --seed 7 --metrics "$out/b.jsonl" >/dev/null
 "$bin" "$@" --seed 8 --metrics "$out/c.jsonl" >/dev/null

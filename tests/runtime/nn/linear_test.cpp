@@ -63,6 +63,28 @@ TEST(Sequential, ChainsAndNamesParamsByPosition) {
   check_gradients(net, random_tensor({2, 2, 3}, 9));
 }
 
+TEST(Sequential, SkipsTheInputGradientButKeepsEveryParamGradient) {
+  Rng rng(1);
+  Sequential net;
+  net.emplace<Flatten>();
+  net.emplace<Linear>(6, 4, rng);
+  net.emplace<Linear>(4, 3, rng);
+  Tensor x = random_tensor({2, 2, 3}, 9), dy = random_tensor({2, 3}, 10);
+  net.forward(x);
+  ASSERT_TRUE(net.backward(dy).defined());
+  std::vector<Tensor> with_dx;
+  for (Param* p : net.params()) with_dx.push_back(p->grad.clone());
+  net.zero_grad();
+  net.set_input_grad(false);
+  EXPECT_FALSE(net[1].input_grad());  // nothing before it has parameters
+  EXPECT_TRUE(net[2].input_grad());   // the first Linear's weights need its dx
+  net.forward(x);
+  EXPECT_FALSE(net.backward(dy).defined());
+  const auto ps = net.params();
+  for (size_t i = 0; i < ps.size(); ++i)
+    for (int64_t j = 0; j < ps[i]->grad.numel(); ++j) EXPECT_EQ(ps[i]->grad.f32()[j], with_dx[i].f32()[j]);
+}
+
 TEST(Residual, IdentityShortcutGradients) {
   Rng rng(1);
   auto body = std::make_unique<Sequential>();
