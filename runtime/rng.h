@@ -9,6 +9,15 @@
 
 namespace tern {
 
+// SplitMix64's finaliser: turns related seeds (seed, epoch 0, 1, 2...) into unrelated ones
+// before they reach PCG, whose streams from nearby seeds would otherwise start alike.
+constexpr uint64_t mix_seed(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
 class Rng {
  public:
   explicit Rng(uint64_t seed = 0, uint64_t stream = 0);

@@ -7,17 +7,6 @@
 #include "runtime/rng.h"
 
 namespace tern {
-namespace {
-
-// SplitMix64's finaliser: decorrelates the nearby seeds (seed, epoch 0, 1, 2...) before PCG.
-uint64_t mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
   TERN_CHECK(n >= 0 && n <= int64_t{UINT32_MAX}, "epoch_permutation: n = ", n,
@@ -25,7 +14,7 @@ std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) 
   TERN_CHECK(epoch >= 0, "epoch_permutation: epoch = ", epoch, ", expected >= 0");
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), int64_t{0});
-  Rng rng(mix(seed ^ mix(static_cast<uint64_t>(epoch))), 3);
+  Rng rng(mix_seed(seed ^ mix_seed(static_cast<uint64_t>(epoch))), 3);
   rng.shuffle(order);
   return order;
 }

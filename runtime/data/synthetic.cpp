@@ -7,18 +7,6 @@
 #include "runtime/rng.h"
 
 namespace tern {
-namespace {
-
-// SplitMix64's finaliser: turns related seeds (0, 1, 2...) into unrelated ones before they
-// reach PCG, whose streams from nearby seeds would otherwise start alike.
-uint64_t mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 Dataset make_synthetic(int64_t n, const Shape& sample_shape, int num_classes, uint64_t seed,
                        uint64_t sample_seed, float separation) {
@@ -33,7 +21,7 @@ Dataset make_synthetic(int64_t n, const Shape& sample_shape, int num_classes, ui
   const int64_t dim = shape_numel(sample_shape);
 
   // Prototypes depend on seed only, so every sample_seed draws from the same task.
-  Rng proto_rng(mix(seed), 1);
+  Rng proto_rng(mix_seed(seed), 1);
   const float scale = separation / std::sqrt(static_cast<float>(dim));
   std::vector<float> prototypes(static_cast<size_t>(num_classes * dim));
   // Image-shaped samples get prototypes that are constant over 4x4 blocks: a pattern with spatial
@@ -53,7 +41,7 @@ Dataset make_synthetic(int64_t n, const Shape& sample_shape, int num_classes, ui
           proto[(p * H + h) * W + w] = coarse[static_cast<size_t>((p * ch + h / block) * cw + w / block)];
   }
 
-  Rng sample_rng(mix(seed ^ mix(sample_seed)), 2);
+  Rng sample_rng(mix_seed(seed ^ mix_seed(sample_seed)), 2);
   Dataset out;
   out.name = "synthetic";
   out.num_classes = num_classes;

@@ -65,6 +65,20 @@ std::vector<std::unique_ptr<Module>> Sequential::take(size_t begin, size_t end) 
   return out;
 }
 
+namespace {
+// a + b elementwise into a new tensor.
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty(a.shape());
+  float* o = out.f32();
+  const float* ap = a.f32();
+  const float* bp = b.f32();
+  const int64_t n = out.numel();
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) o[i] = ap[i] + bp[i];
+  return out;
+}
+}  // namespace
+
 Residual::Residual(std::unique_ptr<Module> body, std::unique_ptr<Module> shortcut, bool relu_after)
     : body_(std::move(body)), shortcut_(std::move(shortcut)), relu_after_(relu_after) {
   TERN_CHECK(body_ != nullptr, "Residual: body must not be null");
@@ -78,14 +92,10 @@ Tensor Residual::forward(const Tensor& x) {
   TERN_CHECK(y.shape() == s.shape(), describe(), ": body output ", y.str(), " and shortcut ", s.str(),
              " differ");
   // A fresh output: the body's last layer may have saved its output for its own backward.
-  Tensor out = Tensor::empty(y.shape());
-  float* o = out.f32();
-  const float* yp = y.f32();
-  const float* sp = s.f32();
-  const int64_t n = out.numel();
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) o[i] = yp[i] + sp[i];
+  Tensor out = add(y, s);
   if (relu_after_) {
+    float* o = out.f32();
+    const int64_t n = out.numel();
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) o[i] = o[i] > 0.0f ? o[i] : 0.0f;
   }
@@ -107,15 +117,7 @@ Tensor Residual::backward(const Tensor& dy) {
   Tensor dx = body_->backward(g);
   Tensor ds = shortcut_ ? shortcut_->backward(g) : g;
   if (!input_grad()) return Tensor();
-  // Fresh again: dx or ds may be views of g (identity paths).
-  Tensor out = Tensor::empty(dx.shape());
-  float* o = out.f32();
-  const float* ap = dx.f32();
-  const float* sp = ds.f32();
-  const int64_t n = out.numel();
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) o[i] = ap[i] + sp[i];
-  return out;
+  return add(dx, ds);  // fresh: dx or ds may be views of g (identity paths)
 }
 
 void Residual::on_input_grad_change() {

@@ -12,6 +12,15 @@ namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
+
+// Turns an epoch's running sums into its means.
+void finish(EpochStats& s, double loss_sum, int64_t correct, std::chrono::steady_clock::time_point t0) {
+  s.seconds = seconds_since(t0);
+  if (s.samples > 0) {
+    s.loss = loss_sum / static_cast<double>(s.samples);
+    s.accuracy = static_cast<double>(correct) / static_cast<double>(s.samples);
+  }
+}
 }  // namespace
 
 Trainer::Trainer(Module& model, Optimizer& optimizer, const LrSchedule* schedule, TrainerOptions options)
@@ -47,11 +56,7 @@ EpochStats Trainer::train_epoch(DataLoader& loader, const BatchCallback& on_batc
     s.samples += n;
     if (on_batch) on_batch(s.samples, loss_sum / static_cast<double>(s.samples));
   }
-  s.seconds = seconds_since(t0);
-  if (s.samples > 0) {
-    s.loss = loss_sum / static_cast<double>(s.samples);
-    s.accuracy = static_cast<double>(correct) / static_cast<double>(s.samples);
-  }
+  finish(s, loss_sum, correct, t0);
   return s;
 }
 
@@ -72,11 +77,7 @@ EpochStats Trainer::evaluate(const Dataset& data, int64_t batch_size, const Batc
     s.samples += n;
     if (on_batch) on_batch(s.samples, loss_sum / static_cast<double>(s.samples));
   }
-  s.seconds = seconds_since(t0);
-  if (s.samples > 0) {
-    s.loss = loss_sum / static_cast<double>(s.samples);
-    s.accuracy = static_cast<double>(correct) / static_cast<double>(s.samples);
-  }
+  finish(s, loss_sum, correct, t0);
   model_.train();
   return s;
 }

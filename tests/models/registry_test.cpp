@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/runtime/nn/gradcheck.h"
+#include "tests/support/gradcheck.h"
 
 namespace tern {
 namespace {

@@ -10,28 +10,14 @@
 #include "runtime/data/dataset.h"
 #include "runtime/data/idx.h"
 #include "runtime/data/synthetic.h"
+#include "tests/support/scratch_dir.h"
 
 namespace tern {
 namespace {
 
+using testing::ScratchDir;
+
 namespace fs = std::filesystem;
-
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string tmpl = (fs::path(::testing::TempDir()) / "tern_fmnist_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
 
 bool have_real_data() {
   return fs::exists(fs::path(kDefaultFashionMnistDir) / "train-images-idx3-ubyte.gz");

@@ -11,28 +11,14 @@
 
 #include "runtime/data/fashion_mnist.h"
 #include "runtime/rng.h"
+#include "tests/support/scratch_dir.h"
 
 namespace tern {
 namespace {
 
+using testing::ScratchDir;
+
 namespace fs = std::filesystem;
-
-// A fresh directory under the test temp dir, removed with everything in it at scope exit.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string tmpl = (fs::path(::testing::TempDir()) / "tern_idx_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
 
 void write_plain(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::FILE* f = std::fopen(path.c_str(), "wb");

@@ -6,7 +6,7 @@
 #include <initializer_list>
 #include <string>
 
-#include "tests/runtime/nn/gradcheck.h"
+#include "tests/support/gradcheck.h"
 
 namespace tern {
 namespace {

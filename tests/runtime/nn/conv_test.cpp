@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "runtime/kernels/reference/conv.h"
-#include "tests/runtime/nn/gradcheck.h"
+#include "tests/support/gradcheck.h"
 
 namespace tern {
 namespace {

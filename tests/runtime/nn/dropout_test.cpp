@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/runtime/nn/gradcheck.h"
+#include "tests/support/gradcheck.h"
 
 namespace tern {
 namespace {

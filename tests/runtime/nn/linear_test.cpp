@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/nn/sequential.h"
-#include "tests/runtime/nn/gradcheck.h"
+#include "tests/support/gradcheck.h"
 
 namespace tern {
 namespace {

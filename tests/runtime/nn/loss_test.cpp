@@ -8,7 +8,7 @@
 
 #include "runtime/kernels/reference/loss.h"
 #include "runtime/nn/module.h"
-#include "tests/runtime/nn/gradcheck.h"
+#include "tests/support/gradcheck.h"
 
 namespace tern {
 namespace {

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <string>
 
-#include "tests/runtime/nn/gradcheck.h"
+#include "tests/support/gradcheck.h"
 
 namespace tern {
 namespace {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "runtime/rng.h"
-#include "tests/runtime/nn/gradcheck.h"
+#include "tests/support/gradcheck.h"
 
 namespace tern {
 namespace {
