@@ -34,10 +34,10 @@ void ProgressBar::update(int64_t done, const std::string& extra) {
   draw(done, extra);
 }
 
-void ProgressBar::finish(const std::string& extra) {
+void ProgressBar::finish(const std::string& summary) {
   if (!active_) return;
-  draw(total_, extra);
-  std::fputc('\n', out_);
+  // The bar's last state gives way to the caller's summary (which carries its own rates).
+  std::fprintf(out_, "\r\033[K%s  %s\n", label_.c_str(), summary.c_str());
   std::fflush(out_);
 }
 

@@ -18,8 +18,8 @@ class ProgressBar {
 
   // Redraws at most ~10 times a second; `extra` is appended (e.g. "loss 0.4312").
   void update(int64_t done, const std::string& extra = "");
-  // Final draw and newline (terminal only).
-  void finish(const std::string& extra = "");
+  // Replaces the bar with "label  summary" and a newline (terminal only).
+  void finish(const std::string& summary = "");
 
  private:
   void draw(int64_t done, const std::string& extra);
