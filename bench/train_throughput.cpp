@@ -4,6 +4,7 @@
 #include <immintrin.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -88,7 +89,8 @@ double tern_samples_per_s(const std::string& name, int64_t batch, double min_sec
 // Runs the PyTorch peer; returns samples/s, or a negative value with the reason in `note`.
 double torch_samples_per_s(const std::string& script, const std::string& name, int64_t batch, double seconds,
                            const std::string& env, std::string* note) {
-  const std::string cmd = env + " /usr/bin/python3 " + script + " --model " + name + " --batch-size " +
+  // One thread everywhere: torch's own pool, and OpenBLAS's pthreads, which ignore torch's setting.
+  const std::string cmd = env + " OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 /usr/bin/python3 " + script + " --model " + name + " --batch-size " +
                           std::to_string(batch) + " --seconds " + std::to_string(seconds) + " --threads 1 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return -1;
@@ -108,13 +110,23 @@ double torch_samples_per_s(const std::string& script, const std::string& name, i
   return std::stod(out.substr(key + 17));
 }
 
+// Median of the measurements; -1 (n/a) if there are none or any failed.
+double median(std::vector<double> v) {
+  if (v.empty()) return -1;
+  for (double x : v)
+    if (x < 0) return -1;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Flags f("train_throughput", "Training samples/s of Tern vs PyTorch (same models, batch, 1 thread), and GEMM GFLOP/s.");
   f.add_string("models", "mlp,cnn", "comma-separated models to time");
   f.add_int("batch-size", 64, "samples per step");
-  f.add_float("seconds", 3.0, "minimum timed seconds per measurement");
+  f.add_float("seconds", 2.0, "minimum timed seconds per measurement");
+  f.add_int("repeats", 3, "measurements per contender, alternated; the median is reported");
   f.add_string("peer", std::string(TERN_SOURCE_DIR) + "/bench/torch_train_peer.py", "PyTorch peer script ('' to skip)");
   f.add_bool("skylakex-peer", true, "also time PyTorch with OPENBLAS_CORETYPE=SkylakeX (its fastest BLAS kernels here)");
   f.add_string("json", "", "also write results as JSON lines to this file");
@@ -152,8 +164,8 @@ int main(int argc, char** argv) {
     json.write(JsonObject().add("bench", "gemm").add("shape", s.what).add("gflops", g).add("peak_gflops", peak));
   }
 
-  std::printf("\nTraining step (forward, loss, backward, SGD momentum), batch %lld, 1 thread:\n",
-              static_cast<long long>(batch));
+  std::printf("\nTraining step (forward, loss, backward, SGD momentum), batch %lld, 1 thread, median of %lld:\n",
+              static_cast<long long>(batch), static_cast<long long>(f.get_int("repeats")));
   std::printf("  %-6s %14s %14s %8s %16s %8s\n", "model", "tern samp/s", "torch samp/s", "ratio", "torch SkylakeX", "ratio");
   std::string models = f.get_string("models");
   std::string peer_blas;
@@ -163,14 +175,19 @@ int main(int argc, char** argv) {
     const std::string name = models.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     start = comma == std::string::npos ? models.size() + 1 : comma + 1;
     if (name.empty()) continue;
-    const double tern = tern_samples_per_s(name, batch, secs);
+    // Alternate the contenders and keep each one's median, so a burst of load from elsewhere on
+    // a shared machine hits both sides rather than one.
+    std::vector<double> terns, torches, torches_skx;
     std::string note, note2;
-    double torch = -1, torch_skx = -1;
-    if (!f.get_string("peer").empty()) {
-      torch = torch_samples_per_s(f.get_string("peer"), name, batch, secs, "OPENBLAS_CORETYPE=", &note);
+    for (int64_t r = 0; r < f.get_int("repeats"); ++r) {
+      terns.push_back(tern_samples_per_s(name, batch, secs));
+      if (f.get_string("peer").empty()) continue;
+      torches.push_back(torch_samples_per_s(f.get_string("peer"), name, batch, secs, "OPENBLAS_CORETYPE=", &note));
       if (f.get_bool("skylakex-peer"))
-        torch_skx = torch_samples_per_s(f.get_string("peer"), name, batch, secs, "OPENBLAS_CORETYPE=SkylakeX", &note2);
+        torches_skx.push_back(
+            torch_samples_per_s(f.get_string("peer"), name, batch, secs, "OPENBLAS_CORETYPE=SkylakeX", &note2));
     }
+    const double tern = median(terns), torch = median(torches), torch_skx = median(torches_skx);
     auto cell = [](double v) { return v > 0 ? std::to_string(static_cast<int64_t>(v)) : std::string("n/a"); };
     auto ratio = [&](double v) {
       char b[16];
