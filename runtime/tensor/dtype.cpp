@@ -15,6 +15,7 @@ size_t dtype_size(DType t) {
     case DType::i8: return 1;
     case DType::i32: return 4;
     case DType::u8: return 1;
+    case DType::i64: return 8;
   }
   throw Error("dtype_size: unknown dtype");
 }
@@ -27,15 +28,16 @@ std::string_view dtype_name(DType t) {
     case DType::i8: return "i8";
     case DType::i32: return "i32";
     case DType::u8: return "u8";
+    case DType::i64: return "i64";
   }
   return "?";
 }
 
 DType dtype_from_name(std::string_view name) {
-  for (DType t : {DType::f32, DType::f16, DType::bf16, DType::i8, DType::i32, DType::u8}) {
+  for (DType t : {DType::f32, DType::f16, DType::bf16, DType::i8, DType::i32, DType::u8, DType::i64}) {
     if (dtype_name(t) == name) return t;
   }
-  throw Error(detail::concat("unknown dtype '", name, "' (expected f32, f16, bf16, i8, i32 or u8)"));
+  throw Error(detail::concat("unknown dtype '", name, "' (expected f32, f16, bf16, i8, i32, u8 or i64)"));
 }
 
 uint16_t f32_to_f16(float x) {

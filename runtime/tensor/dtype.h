@@ -9,11 +9,11 @@
 
 namespace tern {
 
-enum class DType : uint8_t { f32, f16, bf16, i8, i32, u8 };
+enum class DType : uint8_t { f32, f16, bf16, i8, i32, u8, i64 };
 
 size_t dtype_size(DType t);
 std::string_view dtype_name(DType t);
-// Parses "f32", "f16", "bf16", "i8", "i32", "u8"; throws tern::Error on anything else.
+// Parses "f32", "f16", "bf16", "i8", "i32", "u8", "i64"; throws tern::Error on anything else.
 DType dtype_from_name(std::string_view name);
 
 // IEEE binary16 and bfloat16 as raw bits. NaN stays NaN (quiet), overflow goes to infinity,

@@ -125,6 +125,7 @@ double load(const void* p, DType t, size_t i) {
     case DType::i8: return static_cast<const int8_t*>(p)[i];
     case DType::i32: return static_cast<const int32_t*>(p)[i];
     case DType::u8: return static_cast<const uint8_t*>(p)[i];
+    case DType::i64: return static_cast<double>(static_cast<const int64_t*>(p)[i]);
   }
   return 0;
 }
@@ -137,6 +138,7 @@ void store(void* p, DType t, size_t i, double v) {
     case DType::i8: static_cast<int8_t*>(p)[i] = static_cast<int8_t>(v); break;
     case DType::i32: static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v); break;
     case DType::u8: static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v); break;
+    case DType::i64: static_cast<int64_t*>(p)[i] = static_cast<int64_t>(v); break;
   }
 }
 }  // namespace

@@ -89,6 +89,7 @@ constexpr bool dtype_matches(DType t) {
   if constexpr (std::is_same_v<T, int8_t>) return t == DType::i8;
   if constexpr (std::is_same_v<T, int32_t>) return t == DType::i32;
   if constexpr (std::is_same_v<T, uint8_t>) return t == DType::u8;
+  if constexpr (std::is_same_v<T, int64_t>) return t == DType::i64;
   return false;
 }
 

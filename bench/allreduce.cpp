@@ -1,0 +1,152 @@
+// Collective bandwidth in the nccl-tests convention: for each message size, the time of one
+// allreduce (or allgather), algbw = size / time, busbw = algbw * 2(n-1)/n (allgather: (n-1)/n),
+// and a correctness column. Runs inside a job of any backend; rank 0 prints the table.
+// bench/allreduce.py runs it on every backend and prints them side by side.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "comm/factory.h"
+#include "comm/local/local.h"
+#include "runtime/io/flags.h"
+#include "runtime/io/jsonl.h"
+
+namespace {
+
+using namespace tern;
+using Clock = std::chrono::steady_clock;
+
+// Values whose sums over ranks are exact in f32, so correctness is an equality test.
+float value(int rank, int64_t i) { return static_cast<float>(rank + 1) + static_cast<float>(i % 7); }
+
+struct Row {
+  int64_t bytes;
+  double us;
+  int64_t wrong;
+};
+
+Row measure(Communicator& comm, const std::string& op, int64_t bytes, int iters, int warmup) {
+  const int n = comm.size(), r = comm.rank();
+  const int64_t count = std::max<int64_t>(1, bytes / 4);
+  const bool gather = op == "allgather";
+  const int64_t in_count = gather ? std::max<int64_t>(1, count / n) : count;
+  Tensor src = Tensor::empty({in_count}), buf = Tensor::empty({in_count});
+  Tensor out = gather ? Tensor::empty({in_count * n}) : Tensor();
+  for (int64_t i = 0; i < in_count; ++i) src.f32()[i] = value(r, i);
+  double seconds = 0;
+  for (int it = 0; it < warmup + iters; ++it) {
+    buf.copy_from(src);  // allreduce is in place: restore the input, outside the timed region
+    const auto t0 = Clock::now();
+    if (gather) {
+      comm.allgather(buf, out);
+    } else {
+      comm.allreduce(buf, ReduceOp::sum);
+    }
+    if (it >= warmup) seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  int64_t wrong = 0;
+  if (gather) {
+    for (int q = 0; q < n; ++q)
+      for (int64_t i = 0; i < in_count; ++i) wrong += out.f32()[q * in_count + i] != value(q, i);
+  } else {
+    for (int64_t i = 0; i < in_count; ++i) {
+      float expect = 0;
+      for (int q = 0; q < n; ++q) expect += value(q, i);
+      wrong += buf.f32()[i] != expect;
+    }
+  }
+  // The slowest rank's time is the collective's time; wrong counts add up.
+  Tensor t = Tensor::from({1}, {static_cast<float>(seconds)});
+  comm.allreduce(t, ReduceOp::max);
+  Tensor w = Tensor::from({1}, {static_cast<float>(wrong)});
+  comm.allreduce(w, ReduceOp::sum);
+  const int64_t bytes_moved = gather ? in_count * n * 4 : in_count * 4;
+  return {bytes_moved, t.f32()[0] / iters * 1e6, static_cast<int64_t>(w.f32()[0])};
+}
+
+int64_t parse_size(const std::string& s) {
+  const char unit = s.empty() ? '\0' : s.back();
+  const int64_t mult = unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : unit == 'G' ? 1024LL * 1024 * 1024 : 1;
+  const std::string digits = mult == 1 ? s : s.substr(0, s.size() - 1);
+  try {
+    return std::stoll(digits) * mult;
+  } catch (...) {
+    throw UsageError("bad size '" + s + "' (e.g. 4K, 64M)");
+  }
+}
+
+void run(Communicator& comm, const Flags& f, const std::string& label) {
+  const std::string op = f.get_string("op");
+  const int64_t lo = parse_size(f.get_string("min")), hi = parse_size(f.get_string("max"));
+  JsonlWriter json;
+  if (comm.rank() == 0 && !f.get_string("json").empty()) json.open(f.get_string("json"));
+  const int n = comm.size();
+  const double factor = op == "allgather" ? (n - 1.0) / n : 2.0 * (n - 1.0) / n;
+  if (comm.rank() == 0) {
+    std::printf("# %s %s, %d ranks, f32\n", label.c_str(), op.c_str(), n);
+    std::printf("%12s %12s %10s %10s %10s %6s\n", "size(B)", "count", "time(us)", "algbw", "busbw", "#wrong");
+  }
+  for (int64_t bytes = lo; bytes <= hi; bytes *= f.get_int("step-factor")) {
+    // Fewer repetitions for big messages: each costs milliseconds.
+    const int iters = static_cast<int>(std::clamp<int64_t>(f.get_int("iters") * (1 << 20) / std::max<int64_t>(bytes, 1), 5,
+                                                           f.get_int("iters")));
+    const Row row = measure(comm, op, bytes, iters, std::max(2, iters / 10));
+    const double algbw = static_cast<double>(row.bytes) / (row.us * 1e-6) / 1e9;
+    if (comm.rank() == 0) {
+      std::printf("%12lld %12lld %10.1f %10.3f %10.3f %6lld\n", static_cast<long long>(row.bytes),
+                  static_cast<long long>(row.bytes / 4), row.us, algbw, algbw * factor,
+                  static_cast<long long>(row.wrong));
+      std::fflush(stdout);
+      json.write(JsonObject()
+                     .add("backend", label)
+                     .add("op", op)
+                     .add("ranks", n)
+                     .add("bytes", row.bytes)
+                     .add("time_us", row.us)
+                     .add("algbw_gbs", algbw)
+                     .add("busbw_gbs", algbw * factor)
+                     .add("wrong", row.wrong));
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags f("tern_allreduce_bench", "nccl-tests-style bandwidth table for allreduce/allgather on any backend.");
+  f.add_string("comm", "auto", "backend: auto|tcp|mpi|single|local (local: --ranks threads in this process)");
+  f.add_int("ranks", 2, "threads for --comm local");
+  f.add_string("op", "allreduce", "allreduce|allgather");
+  f.add_string("min", "4K", "smallest message (bytes; K/M suffixes)");
+  f.add_string("max", "64M", "largest message");
+  f.add_int("step-factor", 4, "size multiplier between rows");
+  f.add_int("iters", 200, "timed repetitions at small sizes (fewer for large ones)");
+  f.add_string("label", "", "backend label in the output (default: the backend's name)");
+  f.add_string("json", "", "rank 0 writes one JSON line per row here");
+  try {
+    if (!f.parse(argc, argv)) {
+      std::fputs(f.usage().c_str(), stdout);
+      return 0;
+    }
+    const std::string op = f.get_string("op");
+    if (op != "allreduce" && op != "allgather") throw UsageError("--op must be allreduce or allgather");
+    if (f.get_int("step-factor") < 2) throw UsageError("--step-factor must be >= 2");
+    if (f.get_string("comm") == "local") {
+      run_local(static_cast<int>(f.get_int("ranks")), [&](Communicator& c) {
+        run(c, f, f.get_string("label").empty() ? "local" : f.get_string("label"));
+      });
+    } else {
+      auto comm = make_communicator(f.get_string("comm"));
+      run(*comm, f, f.get_string("label").empty() ? comm->backend() : f.get_string("label"));
+    }
+    return 0;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "tern_allreduce_bench: %s\n\n%s", e.what(), f.usage().c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tern_allreduce_bench: error: %s\n", e.what());
+    return 1;
+  }
+}

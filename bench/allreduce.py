@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Runs bench/allreduce (tern_allreduce_bench) on every backend and prints them side by side.
+
+For each op (allreduce, allgather) and world size (2, 4): Tern's local backend (threads), Tern's
+tcp backend under ternrun, and Open MPI twice under mpirun -- as it runs by default on one host
+(shared memory) and forced onto TCP (--mca btl tcp,self) -- with busbw per size and the ratios
+tcp / Open-MPI-over-TCP and tcp / Open-MPI-default. All in one run, so the ratios compare like
+with like on a noisy machine.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
+
+
+def run(cmd, json_path, timeout):
+    env = dict(os.environ, OMPI_MCA_btl_vader_single_copy_mechanism="none")
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
+        return None, f"exit {proc.returncode}: {tail}"
+    with open(json_path) as f:
+        return [json.loads(line) for line in f if line.strip()], None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default="build", help="build directory")
+    p.add_argument("--ranks", default="2,4")
+    p.add_argument("--ops", default="allreduce,allgather")
+    p.add_argument("--min", default="4K")
+    p.add_argument("--max", default="64M")
+    p.add_argument("--iters", default="100")
+    p.add_argument("--json", help="write every row of every backend here (JSON lines)")
+    p.add_argument("--timeout", type=float, default=600)
+    a = p.parse_args()
+
+    bench = os.path.join(a.build, "bench", "tern_allreduce_bench")
+    ternrun = os.path.join(a.build, "launch", "ternrun")
+    for f in (bench, ternrun):
+        if not os.path.exists(f):
+            sys.exit(f"allreduce.py: {f} not found; build first (make build)")
+    have_mpi = shutil.which("mpirun") is not None
+    tmp = tempfile.mkdtemp(prefix="tern_allreduce_")
+    all_rows = []
+    for op in a.ops.split(","):
+        for n in [int(x) for x in a.ranks.split(",")]:
+            common = ["--op", op, "--min", a.min, "--max", a.max, "--iters", a.iters]
+            runs = [("local", [bench, "--comm", "local", "--ranks", str(n)]),
+                    ("tcp", [ternrun, "-n", str(n), bench, "--comm", "tcp"])]
+            if have_mpi:
+                runs += [("mpi-default", MPIRUN + ["-np", str(n), bench, "--comm", "mpi"]),
+                         ("mpi-tcp", MPIRUN + ["--mca", "btl", "tcp,self", "-np", str(n), bench, "--comm", "mpi"])]
+            results = {}
+            for label, cmd in runs:
+                path = os.path.join(tmp, f"{op}-{n}-{label}.jsonl")
+                rows, err = run(cmd + common + ["--label", label, "--json", path], path, a.timeout)
+                if err:
+                    print(f"# {label} {op} n={n} failed: {err}", file=sys.stderr)
+                    continue
+                results[label] = {r["bytes"]: r for r in rows}
+                all_rows += rows
+            labels = [l for l, _ in runs if l in results]
+            print(f"\n{op}, {n} ranks: busbw GB/s (time us); #wrong summed over backends")
+            head = f"{'size(B)':>10}" + "".join(f"{l + ' busbw':>18}" for l in labels)
+            if "tcp" in results and "mpi-tcp" in results:
+                head += f"{'tcp/mpi-tcp':>12}"
+            if "tcp" in results and "mpi-default" in results:
+                head += f"{'tcp/mpi-def':>12}"
+            print(head + f"{'#wrong':>8}")
+            sizes = sorted(set().union(*[set(results[l]) for l in labels])) if labels else []
+            for size in sizes:
+                line = f"{size:>10}"
+                wrong = 0
+                for l in labels:
+                    r = results[l].get(size)
+                    line += f"{r['busbw_gbs']:>9.3f} ({r['time_us']:>6.0f})" if r else f"{'-':>18}"
+                    wrong += r["wrong"] if r else 0
+                for other in ("mpi-tcp", "mpi-default"):
+                    if "tcp" in results and other in results:
+                        t, o = results["tcp"].get(size), results[other].get(size)
+                        line += f"{t['busbw_gbs'] / o['busbw_gbs']:>11.2f}x" if t and o and o["busbw_gbs"] > 0 else f"{'-':>12}"
+                print(line + f"{wrong:>8}")
+    if a.json:
+        with open(a.json, "w") as f:
+            for r in all_rows:
+                f.write(json.dumps(r) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

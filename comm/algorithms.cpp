@@ -1,0 +1,256 @@
+#include "comm/algorithms.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "comm/reduce.h"
+
+namespace tern {
+
+Group::Group(Transport& transport, std::vector<int> members, int rank, uint64_t context,
+             std::chrono::milliseconds timeout)
+    : transport_(transport), members_(std::move(members)), rank_(rank), context_(context), timeout_(timeout) {
+  TERN_CHECK(rank_ >= 0 && rank_ < size(), "Group: rank ", rank_, " is not in a group of ", size());
+}
+
+void Group::send(int peer, uint64_t tag, const void* data, size_t bytes) {
+  transport_.send(members_[static_cast<size_t>(peer)], context_, tag, data, bytes);
+  sent_.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+void Group::recv(int peer, uint64_t tag, void* data, size_t bytes) {
+  transport_.recv(members_[static_cast<size_t>(peer)], context_, tag, data, bytes, timeout_);
+  received_.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+namespace {
+
+int mod(int a, int p) { return ((a % p) + p) % p; }
+
+// Contiguous blocks of a buffer, in elements: block b is [offset[b], offset[b] + count[b]).
+struct Blocks {
+  std::vector<int64_t> offset;
+  std::vector<int64_t> count;
+};
+
+Blocks blocks_from_counts(const std::vector<int64_t>& counts) {
+  Blocks blocks;
+  blocks.count = counts;
+  blocks.offset.resize(counts.size());
+  int64_t at = 0;
+  for (size_t b = 0; b < counts.size(); ++b) {
+    blocks.offset[b] = at;
+    at += counts[b];
+  }
+  return blocks;
+}
+
+int64_t chunk_elements(size_t chunk_bytes, size_t elem_size) {
+  if (chunk_bytes == 0) return std::numeric_limits<int64_t>::max();
+  return std::max<int64_t>(1, static_cast<int64_t>(chunk_bytes / elem_size));
+}
+
+// What a ring pass does with a received chunk.
+struct RingReduction {
+  bool reduce = false;  // false: the chunk is copied into place (allgather)
+  DType dtype = DType::f32;
+  ReduceOp op = ReduceOp::sum;
+};
+
+// P - 1 steps around the ring. At step s this rank sends block (rank - s + shift) to the next rank
+// and receives block (rank - s - 1 + shift) from the previous one. The received block is the one it
+// sends at step s + 1, so each chunk is forwarded as soon as it has arrived (and been reduced):
+// successive chunks overlap along the ring instead of whole blocks waiting for each other.
+// With shift = -1 and reduction, rank r ends holding the full reduction of block r (reduce-scatter);
+// with shift = 0 and copying, every rank ends with every block (allgather, rank r starting with r).
+void ring_pass(Group& group, uint64_t tag, char* buffer, const Blocks& blocks, size_t elem_size, int shift,
+               const RingReduction& how, size_t chunk_bytes) {
+  const int size = group.size();
+  const int rank = group.rank();
+  if (size == 1) return;
+  const int next = mod(rank + 1, size);
+  const int prev = mod(rank - 1, size);
+  const int64_t chunk = chunk_elements(chunk_bytes, elem_size);
+  auto for_each_chunk = [&](int block, auto&& fn) {
+    const auto b = static_cast<size_t>(block);
+    for (int64_t begin = 0; begin < blocks.count[b]; begin += chunk) {
+      const int64_t len = std::min(chunk, blocks.count[b] - begin);
+      fn(buffer + static_cast<size_t>(blocks.offset[b] + begin) * elem_size,
+         static_cast<size_t>(len) * elem_size, len);
+    }
+  };
+
+  std::vector<char> scratch;
+  if (how.reduce) {
+    const int64_t largest = *std::max_element(blocks.count.begin(), blocks.count.end());
+    scratch.resize(static_cast<size_t>(std::min(chunk, largest)) * elem_size);
+  }
+  for_each_chunk(mod(rank + shift, size),
+                 [&](char* at, size_t bytes, int64_t) { group.send(next, tag, at, bytes); });
+  for (int step = 0; step < size - 1; ++step) {
+    const bool forward = step + 1 < size - 1;
+    for_each_chunk(mod(rank - step - 1 + shift, size), [&](char* at, size_t bytes, int64_t len) {
+      if (how.reduce) {
+        group.recv(prev, tag, scratch.data(), bytes);
+        reduce_into(at, scratch.data(), len, how.dtype, how.op);
+      } else {
+        group.recv(prev, tag, at, bytes);
+      }
+      if (forward) group.send(next, tag, at, bytes);
+    });
+  }
+}
+
+}  // namespace
+
+void allreduce_ring(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, ReduceOp op,
+                    const AlgorithmOptions& options) {
+  if (group.size() == 1 || n == 0) return;
+  const Blocks blocks = blocks_from_counts(even_counts(n, group.size()));
+  const size_t elem_size = dtype_size(dtype);
+  auto* buffer = static_cast<char*>(data);
+  ring_pass(group, tag, buffer, blocks, elem_size, -1, {true, dtype, op}, options.ring_chunk_bytes);
+  ring_pass(group, tag, buffer, blocks, elem_size, 0, {}, options.ring_chunk_bytes);
+}
+
+void allreduce_recursive_doubling(Group& group, uint64_t tag, void* data, int64_t n, DType dtype,
+                                  ReduceOp op) {
+  const int size = group.size();
+  const int rank = group.rank();
+  if (size == 1 || n == 0) return;
+  const size_t bytes = static_cast<size_t>(n) * dtype_size(dtype);
+  std::vector<char> scratch(bytes);
+  auto exchange_and_reduce = [&](int peer) {
+    group.send(peer, tag, data, bytes);
+    group.recv(peer, tag, scratch.data(), bytes);
+    // Both partners compute a op b; sum and max commute, so every rank ends bit-identical.
+    reduce_into(data, scratch.data(), n, dtype, op);
+  };
+
+  // Fold a non-power-of-two world onto the largest power of two below it: the first 2 * extra
+  // ranks pair up, the even one hands its data to the odd one and waits for the result.
+  int pof2 = 1;
+  while (pof2 * 2 <= size) pof2 *= 2;
+  const int extra = size - pof2;
+  int folded_rank = rank - extra;
+  if (rank < 2 * extra) {
+    if (rank % 2 == 0) {
+      group.send(rank + 1, tag, data, bytes);
+      folded_rank = -1;
+    } else {
+      group.recv(rank - 1, tag, scratch.data(), bytes);
+      reduce_into(data, scratch.data(), n, dtype, op);
+      folded_rank = rank / 2;
+    }
+  }
+  if (folded_rank >= 0) {
+    for (int mask = 1; mask < pof2; mask <<= 1) {
+      const int partner = folded_rank ^ mask;
+      exchange_and_reduce(partner < extra ? partner * 2 + 1 : partner + extra);
+    }
+  }
+  if (rank < 2 * extra) {
+    if (rank % 2 == 1) {
+      group.send(rank - 1, tag, data, bytes);
+    } else {
+      group.recv(rank + 1, tag, data, bytes);
+    }
+  }
+}
+
+void allreduce(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, ReduceOp op,
+               const AlgorithmOptions& options) {
+  if (n == 0) return;
+  const size_t bytes = static_cast<size_t>(n) * dtype_size(dtype);
+  if (bytes < options.small_message_bytes) {
+    allreduce_recursive_doubling(group, tag, data, n, dtype, op);
+  } else {
+    allreduce_ring(group, tag, data, n, dtype, op, options);
+  }
+  if (op == ReduceOp::avg) finish_average(data, n, dtype, group.size());
+}
+
+void reduce_scatter(Group& group, uint64_t tag, const void* in, void* out, int64_t n, DType dtype,
+                    ReduceOp op, const AlgorithmOptions& options) {
+  const std::vector<int64_t> counts = even_counts(n, group.size());
+  const Blocks blocks = blocks_from_counts(counts);
+  const size_t elem_size = dtype_size(dtype);
+  const auto mine = static_cast<size_t>(group.rank());
+  const size_t out_bytes = static_cast<size_t>(counts[mine]) * elem_size;
+  if (group.size() == 1) {
+    std::memmove(out, in, out_bytes);
+  } else if (n > 0) {
+    // The ring reduces in place, and `in` is the caller's: work on a copy.
+    std::vector<char> work(static_cast<const char*>(in), static_cast<const char*>(in) + n * elem_size);
+    ring_pass(group, tag, work.data(), blocks, elem_size, -1, {true, dtype, op}, options.ring_chunk_bytes);
+    std::memcpy(out, work.data() + static_cast<size_t>(blocks.offset[mine]) * elem_size, out_bytes);
+  }
+  if (op == ReduceOp::avg) finish_average(out, counts[mine], dtype, group.size());
+}
+
+void allgatherv(Group& group, uint64_t tag, const void* in, void* out, const std::vector<int64_t>& counts,
+                size_t elem_size, const AlgorithmOptions& options) {
+  TERN_CHECK(static_cast<int>(counts.size()) == group.size(), "allgatherv: ", counts.size(),
+             " counts for a group of ", group.size());
+  const Blocks blocks = blocks_from_counts(counts);
+  const auto mine = static_cast<size_t>(group.rank());
+  auto* buffer = static_cast<char*>(out);
+  std::memmove(buffer + static_cast<size_t>(blocks.offset[mine]) * elem_size, in,
+               static_cast<size_t>(counts[mine]) * elem_size);
+  ring_pass(group, tag, buffer, blocks, elem_size, 0, {}, options.ring_chunk_bytes);
+}
+
+void allgather(Group& group, uint64_t tag, const void* in, void* out, size_t bytes,
+               const AlgorithmOptions& options) {
+  const std::vector<int64_t> counts(static_cast<size_t>(group.size()), static_cast<int64_t>(bytes));
+  allgatherv(group, tag, in, out, counts, 1, options);
+}
+
+void broadcast(Group& group, uint64_t tag, void* data, size_t bytes, int root,
+               const AlgorithmOptions& options) {
+  const int size = group.size();
+  if (size == 1 || bytes == 0) return;
+  const int relative = mod(group.rank() - root, size);
+  auto member = [&](int relative_rank) { return mod(relative_rank + root, size); };
+  if (bytes < options.small_message_bytes) {
+    // Binomial tree: receive from the parent (relative rank minus its lowest set bit), then send
+    // to the children, farthest first.
+    int mask = 1;
+    while (mask < size) {
+      if (relative & mask) {
+        group.recv(member(relative - mask), tag, data, bytes);
+        break;
+      }
+      mask <<= 1;
+    }
+    for (mask >>= 1; mask > 0; mask >>= 1) {
+      if (relative + mask < size) group.send(member(relative + mask), tag, data, bytes);
+    }
+    return;
+  }
+  // Chain root -> root+1 -> ...: each chunk is forwarded as soon as it arrives, so for large
+  // messages every link carries data at once and the time is ~bytes / bandwidth + P chunks.
+  const size_t chunk = options.ring_chunk_bytes == 0 ? bytes : options.ring_chunk_bytes;
+  auto* buffer = static_cast<char*>(data);
+  for (size_t begin = 0; begin < bytes; begin += chunk) {
+    const size_t len = std::min(chunk, bytes - begin);
+    if (relative > 0) group.recv(member(relative - 1), tag, buffer + begin, len);
+    if (relative + 1 < size) group.send(member(relative + 1), tag, buffer + begin, len);
+  }
+}
+
+void barrier(Group& group, uint64_t tag) {
+  // Dissemination: in round k every rank signals rank + 2^k and waits for rank - 2^k; after
+  // ceil(log2 P) rounds each rank has (transitively) heard from all. No pair meets twice.
+  const int size = group.size();
+  const int rank = group.rank();
+  char token = 1;
+  for (int distance = 1; distance < size; distance <<= 1) {
+    group.send(mod(rank + distance, size), tag, &token, 1);
+    group.recv(mod(rank - distance, size), tag, &token, 1);
+  }
+}
+
+}  // namespace tern

@@ -1,0 +1,102 @@
+// Tern's collective algorithms over a Transport: ring and recursive-doubling allreduce, ring
+// reduce-scatter and allgather(v), tree/chain broadcast, dissemination barrier. The local and tcp
+// backends run these through TransportCommunicator; bench/ calls them directly to tune them.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/transport.h"
+
+namespace tern {
+
+// Below this many bytes allreduce uses recursive doubling (log2 P steps, whole buffer each step)
+// and broadcast a binomial tree; from it up, the bandwidth-optimal ring / pipelined chain. 64 KB is
+// a first guess until bench/allreduce measures the crossover on the tcp transport.
+constexpr size_t kDefaultSmallMessageBytes = size_t{64} << 10;
+// The ring cuts each block into chunks of this size so that one chunk is on the wire (or being
+// copied) while the previous one is reduced.
+constexpr size_t kDefaultRingChunkBytes = size_t{256} << 10;
+
+struct AlgorithmOptions {
+  size_t small_message_bytes = kDefaultSmallMessageBytes;
+  size_t ring_chunk_bytes = kDefaultRingChunkBytes;  // 0 means one chunk per block
+};
+
+// Transport tags of collective operations have the top bit set; user send/recv tags (>= 0) map to
+// tags without it, so the two can never meet in one mailbox.
+constexpr uint64_t kAlgorithmTagBit = uint64_t{1} << 63;
+inline uint64_t algorithm_tag(uint64_t operation_index) { return kAlgorithmTagBit | operation_index; }
+inline uint64_t user_tag(int tag) { return static_cast<uint64_t>(static_cast<uint32_t>(tag)); }
+
+// The members of one communicator on a shared transport: maps group ranks to transport ranks,
+// applies the timeout, and counts this group's bytes. Not copyable (the counters are shared with
+// readers on other threads).
+class Group {
+ public:
+  // members: transport ranks in group-rank order; rank: this process's index in members.
+  Group(Transport& transport, std::vector<int> members, int rank, uint64_t context,
+        std::chrono::milliseconds timeout);
+  Group(const Group&) = delete;
+  Group& operator=(const Group&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return static_cast<int>(members_.size()); }
+  const std::vector<int>& members() const { return members_; }
+  uint64_t context() const { return context_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+  // peer is a group rank. Transport errors propagate as CommError.
+  void send(int peer, uint64_t tag, const void* data, size_t bytes);
+  void recv(int peer, uint64_t tag, void* data, size_t bytes);
+
+  uint64_t bytes_sent() const { return sent_.load(std::memory_order_relaxed); }
+  uint64_t bytes_received() const { return received_.load(std::memory_order_relaxed); }
+
+ private:
+  Transport& transport_;
+  std::vector<int> members_;
+  int rank_;
+  uint64_t context_;
+  std::chrono::milliseconds timeout_;
+  std::atomic<uint64_t> sent_{0};
+  std::atomic<uint64_t> received_{0};
+};
+
+// Every function below is collective over the group: all members call it with the same tag, n,
+// dtype, op and counts. One tag per call is enough, because messages between one pair of ranks are
+// delivered in order and each algorithm sends them in an order both sides know.
+
+// data (n elements) becomes op over all members' data; avg divides once at the end. Picks recursive
+// doubling below options.small_message_bytes, the ring from it up.
+void allreduce(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, ReduceOp op,
+               const AlgorithmOptions& options = {});
+// The two allreduce algorithms, for tests and benchmarks. Neither divides for avg (they sum).
+void allreduce_ring(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, ReduceOp op,
+                    const AlgorithmOptions& options = {});
+void allreduce_recursive_doubling(Group& group, uint64_t tag, void* data, int64_t n, DType dtype,
+                                  ReduceOp op);
+
+// out (even_counts(n, P)[rank] elements) = this rank's block of op over all members' in (n elements).
+void reduce_scatter(Group& group, uint64_t tag, const void* in, void* out, int64_t n, DType dtype,
+                    ReduceOp op, const AlgorithmOptions& options = {});
+// out (P * bytes) = every member's in (bytes), in group-rank order. in may not overlap out
+// except as out's own slot.
+void allgather(Group& group, uint64_t tag, const void* in, void* out, size_t bytes,
+               const AlgorithmOptions& options = {});
+// out = every member's in (counts[r] elements of elem_size bytes) in group-rank order; counts may
+// be zero.
+void allgatherv(Group& group, uint64_t tag, const void* in, void* out, const std::vector<int64_t>& counts,
+                size_t elem_size, const AlgorithmOptions& options = {});
+// data (bytes) on every member becomes root's data: binomial tree below small_message_bytes, a
+// chunked chain (root, root+1, ...) from it up.
+void broadcast(Group& group, uint64_t tag, void* data, size_t bytes, int root,
+               const AlgorithmOptions& options = {});
+// Returns once every member has entered it (dissemination: ceil(log2 P) rounds).
+void barrier(Group& group, uint64_t tag);
+
+}  // namespace tern

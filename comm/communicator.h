@@ -1,0 +1,97 @@
+// Communicator: the one interface data and pipeline parallelism use to move tensors between
+// ranks; backends (local threads, Open MPI, TCP, later NCCL) differ only behind it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/error.h"
+#include "runtime/tensor/tensor.h"
+
+namespace tern {
+
+enum class ReduceOp { sum, avg, max };
+const char* reduce_op_name(ReduceOp op);
+
+// A communication failure: a peer died or never arrived, a timeout, a rejected frame. The message
+// names the operation and the peer rank where one is known.
+class CommError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Handle to an operation queued on the communicator's communication thread. wait() blocks until it
+// finished and rethrows its error, if any; test() says whether it finished, without blocking.
+class Work {
+ public:
+  virtual ~Work() = default;
+  virtual void wait() = 0;
+  virtual bool test() = 0;
+};
+using WorkPtr = std::shared_ptr<Work>;
+
+struct CommOptions {
+  std::chrono::milliseconds timeout{std::chrono::minutes(5)};  // every blocking operation
+  size_t max_message_bytes = size_t{1} << 32;                  // larger frames are rejected
+};
+
+// Counts of elements per rank for reduce_scatter and the default split of n elements: rank r gets
+// n / size elements, plus one when r < n % size (contiguous, in rank order).
+std::vector<int64_t> even_counts(int64_t n, int size);
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;  // "local", "mpi", "tcp", "single"
+
+  // Every operation below exists in two forms: *_async queues it on this communicator's
+  // communication thread (operations run one at a time, in the order queued on this rank, and
+  // all ranks must queue collectives in the same order), and the blocking form, which is the
+  // async one followed by wait(). Tensors must stay alive and untouched until the Work finishes.
+  // Supported dtypes: f32, f16, bf16, i32 for reductions (f16/bf16 are summed in f32 and rounded
+  // once per step), any dtype for data movement. Errors are CommError.
+
+  // In place: t becomes op over every rank's t. Same dtype and numel on every rank.
+  virtual WorkPtr allreduce_async(Tensor t, ReduceOp op) = 0;
+  // in has the same numel on every rank; out receives this rank's part of op(in), laid out as
+  // even_counts(in.numel(), size()) says.
+  virtual WorkPtr reduce_scatter_async(Tensor in, Tensor out, ReduceOp op) = 0;
+  // out (size() * in.numel() elements) = every rank's in, in rank order.
+  virtual WorkPtr allgather_async(Tensor in, Tensor out) = 0;
+  // out (sum of counts) = every rank's in (counts[rank] elements), in rank order. Every rank
+  // passes the same counts; counts may differ between ranks and may be zero.
+  virtual WorkPtr allgatherv_async(Tensor in, Tensor out, std::vector<int64_t> counts) = 0;
+  // t on every rank becomes root's t.
+  virtual WorkPtr broadcast_async(Tensor t, int root) = 0;
+  // Point to point, matched by (peer, tag) in order. tag >= 0.
+  virtual WorkPtr send_async(Tensor t, int dst, int tag) = 0;
+  virtual WorkPtr recv_async(Tensor t, int src, int tag) = 0;
+  virtual WorkPtr barrier_async() = 0;
+
+  void allreduce(Tensor& t, ReduceOp op) { allreduce_async(t, op)->wait(); }
+  void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) { reduce_scatter_async(in, out, op)->wait(); }
+  void allgather(const Tensor& in, Tensor& out) { allgather_async(in, out)->wait(); }
+  void allgatherv(const Tensor& in, Tensor& out, const std::vector<int64_t>& counts) {
+    allgatherv_async(in, out, counts)->wait();
+  }
+  void broadcast(Tensor& t, int root) { broadcast_async(t, root)->wait(); }
+  void send(const Tensor& t, int dst, int tag) { send_async(t, dst, tag)->wait(); }
+  void recv(Tensor& t, int src, int tag) { recv_async(t, src, tag)->wait(); }
+  void barrier() { barrier_async()->wait(); }
+
+  // Collective over this communicator: ranks with the same color form a new communicator, ranked
+  // by (key, old rank). color < 0 means "not in any group" and returns nullptr.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+
+  // Bytes this rank has sent and received through this communicator (for metrics).
+  virtual uint64_t bytes_sent() const = 0;
+  virtual uint64_t bytes_received() const = 0;
+};
+
+}  // namespace tern

@@ -1,0 +1,85 @@
+// The local backend's Transport: in-memory mailboxes shared by the ranks (threads) of one process.
+// Private to comm/local and its tests; everyone else goes through comm/local/local.h.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "comm/transport.h"
+
+namespace tern {
+
+// The mailboxes of one local world: per destination rank, a FIFO of messages for each
+// (source, context, tag). It also knows when the world is broken (a rank failed: every waiting and
+// future recv fails at once, naming that rank) and which ranks have left (their transport was
+// destroyed: a recv from them with nothing queued can never complete, so it fails at once).
+class LocalFabric {
+ public:
+  explicit LocalFabric(int size);
+  int size() const { return static_cast<int>(mailboxes_.size()); }
+
+  void deliver(int src, int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes);
+  void take(int dst, int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
+            std::chrono::milliseconds timeout);
+
+  // Marks the world broken because `rank` failed with `reason`; wakes every waiting recv.
+  void fail(int rank, const std::string& reason);
+  void leave(int rank);
+
+ private:
+  using Key = std::tuple<int, uint64_t, uint64_t>;  // source, context, tag
+  struct Mailbox {
+    std::mutex mu;
+    std::condition_variable arrived;
+    std::map<Key, std::deque<std::vector<char>>> queues;
+  };
+  void wake_everyone();
+  // Throws the CommError for `op` on rank `rank` if the world is broken; call with a mailbox locked.
+  void throw_if_broken(int rank, const char* op, int peer) const;
+
+  std::vector<std::unique_ptr<Mailbox>> mailboxes_;
+  std::atomic<bool> broken_{false};
+  mutable std::mutex failure_mu_;
+  int failed_rank_ = -1;
+  std::string failure_;
+  std::unique_ptr<std::atomic<bool>[]> left_;
+};
+
+class LocalTransport : public Transport {
+ public:
+  LocalTransport(std::shared_ptr<LocalFabric> fabric, int rank) : fabric_(std::move(fabric)), rank_(rank) {}
+  // The rank leaves the fabric: peers still waiting on it fail instead of timing out.
+  ~LocalTransport() override { fabric_->leave(rank_); }
+
+  int rank() const override { return rank_; }
+  int size() const override { return fabric_->size(); }
+  void send(int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes) override;
+  void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
+            std::chrono::milliseconds timeout) override;
+  uint64_t bytes_sent() const override { return sent_.load(std::memory_order_relaxed); }
+  uint64_t bytes_received() const override { return received_.load(std::memory_order_relaxed); }
+
+ private:
+  std::shared_ptr<LocalFabric> fabric_;
+  int rank_;
+  std::atomic<uint64_t> sent_{0};
+  std::atomic<uint64_t> received_{0};
+};
+
+// One transport per rank of a fresh fabric (index = rank).
+std::vector<std::shared_ptr<LocalTransport>> make_local_transports(
+    int n, std::shared_ptr<LocalFabric>* fabric = nullptr);
+
+// The context of the world communicator of a local job (splits derive theirs from it).
+constexpr uint64_t kLocalWorldContext = 1;
+
+}  // namespace tern

@@ -1,0 +1,69 @@
+// make_tcp_communicator: Tern's collective algorithms (TransportCommunicator) over a TcpTransport,
+// configured explicitly or from the environment ternrun sets.
+#include "comm/tcp/tcp_communicator.h"
+
+#include <charconv>
+#include <cstdlib>
+#include <numeric>
+
+#include "comm/tcp/tcp_store.h"
+#include "comm/tcp/tcp_transport.h"
+#include "comm/transport_communicator.h"
+
+namespace tern {
+namespace {
+
+std::string required_env(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') {
+    throw Error(std::string("tcp communicator: environment variable ") + name +
+                " is not set (ternrun sets it; or choose another backend with --comm)");
+  }
+  return value;
+}
+
+int int_env(const char* name, int min_value) {
+  const std::string text = required_env(name);
+  int value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || value < min_value) {
+    throw Error(std::string("tcp communicator: environment variable ") + name + "='" + text +
+                "' is not an integer >= " + std::to_string(min_value));
+  }
+  return value;
+}
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::shared_ptr<Store> store,
+                                                    const CommOptions& options) {
+  TERN_CHECK(store != nullptr, "make_tcp_communicator: no store");
+  auto transport = std::make_shared<TcpTransport>(world, *store, options);
+  std::vector<int> group(static_cast<size_t>(world.size));
+  std::iota(group.begin(), group.end(), 0);
+  return std::make_unique<TransportCommunicator>(std::move(transport), std::move(group), 0, "tcp", options);
+}
+
+std::unique_ptr<Communicator> make_tcp_communicator_from_env(const CommOptions& options) {
+  TcpWorld world;
+  world.rank = int_env("TERN_RANK", 0);
+  world.size = int_env("TERN_WORLD_SIZE", 1);
+  if (world.rank >= world.size) {
+    throw Error("tcp communicator: TERN_RANK=" + std::to_string(world.rank) +
+                " is not below TERN_WORLD_SIZE=" + std::to_string(world.size));
+  }
+  const std::string store_address = required_env("TERN_STORE_ADDR");
+  world.job_id = required_env("TERN_JOB_ID");
+  // connect_tcp_store rejects a malformed address; name the variable it came from.
+  std::shared_ptr<Store> store;
+  try {
+    store = connect_tcp_store(store_address, options.timeout);
+  } catch (const CommError&) {
+    throw;
+  } catch (const Error& e) {
+    throw Error(std::string("tcp communicator: TERN_STORE_ADDR: ") + e.what());
+  }
+  return make_tcp_communicator(world, std::move(store), options);
+}
+
+}  // namespace tern

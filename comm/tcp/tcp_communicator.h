@@ -1,0 +1,27 @@
+// The tcp backend: ranks started by ternrun (or anything that sets the same environment) connect
+// to each other over TCP (Boost.Asio) after a rendezvous through the store.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "comm/communicator.h"
+#include "comm/store.h"
+
+namespace tern {
+
+struct TcpWorld {
+  int rank = 0;
+  int size = 1;
+  std::string job_id;         // frames from another job are rejected
+  std::string listen_host = "127.0.0.1";
+};
+
+// From TERN_RANK, TERN_WORLD_SIZE, TERN_STORE_ADDR, TERN_JOB_ID; a missing or malformed variable
+// is an Error naming it.
+std::unique_ptr<Communicator> make_tcp_communicator_from_env(const CommOptions& options = {});
+// Explicit form (tests run ranks as threads against one store).
+std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::shared_ptr<Store> store,
+                                                    const CommOptions& options = {});
+
+}  // namespace tern

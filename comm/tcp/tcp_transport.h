@@ -1,0 +1,66 @@
+// TcpTransport: the tcp backend's byte layer, a full mesh of TCP connections between the ranks of
+// one job. A reader thread per connection checks every frame and files its payload in a mailbox
+// per (source, context, tag), or straight into the buffer of a recv already waiting for it.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/store.h"
+#include "comm/tcp/asio.h"
+#include "comm/tcp/tcp_communicator.h"
+#include "comm/transport.h"
+
+namespace tern {
+
+class TcpTransport final : public Transport {
+ public:
+  // Blocks until this rank is connected to every other rank of the world (see tcp_mesh.h), or
+  // throws CommError by options.timeout naming the ranks that did not arrive.
+  TcpTransport(const TcpWorld& world, Store& store, const CommOptions& options);
+  // Closes every connection: the peers see EOF, and their recvs from this rank fail at once.
+  ~TcpTransport() override;
+  TcpTransport(const TcpTransport&) = delete;
+  TcpTransport& operator=(const TcpTransport&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  // Writes header and payload to the socket from the caller's thread (no copy); it returns when
+  // the kernel has taken the bytes. Waits only for socket space, never for the receiver's recv.
+  void send(int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes) override;
+  // A recv that times out while its message is half received closes that peer's connection:
+  // the rest of the message can no longer be told apart from what follows it.
+  void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
+            std::chrono::milliseconds timeout) override;
+  uint64_t bytes_sent() const override { return bytes_sent_; }
+  uint64_t bytes_received() const override { return bytes_received_; }
+
+ private:
+  struct Peer;
+  struct PostedRecv;
+
+  void stop_readers();
+  void read_frames(Peer& peer);
+  std::string read_exact(Peer& peer, void* data, size_t bytes);
+  std::string write_frame(Peer& peer, const void* header, const void* data, size_t bytes);
+  // Records the first reason a peer is unusable, wakes its waiters and shuts its socket down.
+  void mark_dead(Peer& peer, const std::string& death);
+  CommError peer_error(const Peer& peer, const char* operation, uint64_t context, uint64_t tag,
+                       size_t bytes) const;
+  void check_peer(int peer, const char* operation) const;
+
+  int rank_;
+  int size_;
+  uint64_t job_hash_;
+  CommOptions options_;
+  boost::asio::io_context io_;  // owns the sockets' services: declared before the peers
+  std::vector<std::unique_ptr<Peer>> peers_;
+  std::atomic<bool> closing_{false};
+  std::atomic<uint64_t> bytes_sent_{0};
+  std::atomic<uint64_t> bytes_received_{0};
+};
+
+}  // namespace tern

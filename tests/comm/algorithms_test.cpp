@@ -1,0 +1,198 @@
+// The collective algorithms called directly over local transports, with the knobs the
+// communicator does not expose: the small-message threshold (to force recursive doubling or the
+// ring at any size), tiny ring chunks (many chunks per block), and world sizes up to 7 (folding).
+#include "comm/algorithms.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <thread>
+
+#include "comm/local/local_transport.h"
+#include "tests/comm/collective_reference.h"
+
+namespace tern {
+namespace {
+
+using testing::first_mismatch;
+using testing::rank_input;
+using testing::reference_reduce;
+
+// Runs body(group) on `world` threads over a fresh local fabric; a rank that throws breaks the
+// fabric (so the others stop waiting) and fails the test.
+void run_group(int world, const std::function<void(Group&)>& body) {
+  std::shared_ptr<LocalFabric> fabric;
+  auto transports = make_local_transports(world, &fabric);
+  std::vector<int> members;
+  for (int r = 0; r < world; ++r) members.push_back(r);
+  std::mutex mu;
+  std::vector<std::string> errors;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        Group group(*transports[static_cast<size_t>(r)], members, r, 7, std::chrono::seconds(10));
+        body(group);
+      } catch (const std::exception& e) {
+        std::lock_guard lock(mu);
+        errors.push_back(detail::concat("rank ", r, ": ", e.what()));
+        fabric->fail(r, e.what());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_TRUE(errors.empty()) << errors.front();
+}
+
+AlgorithmOptions always_ring(size_t chunk_bytes) {
+  AlgorithmOptions options;
+  options.small_message_bytes = 0;
+  options.ring_chunk_bytes = chunk_bytes;
+  return options;
+}
+
+AlgorithmOptions never_ring() {
+  AlgorithmOptions options;
+  options.small_message_bytes = std::numeric_limits<size_t>::max();
+  return options;
+}
+
+TEST(RingAllreduce, MatchesReferenceWithManySmallChunksPerBlock) {
+  for (int world = 1; world <= 5; ++world) {
+    for (DType dtype : {DType::f32, DType::bf16, DType::i64}) {
+      for (int64_t n : {1, 2, 7, 13, 1000}) {
+        for (size_t chunk : {size_t{0}, size_t{1}, size_t{8}, size_t{100}}) {
+          const Tensor expected = reference_reduce(dtype, ReduceOp::avg, world, n);
+          run_group(world, [&](Group& group) {
+            Tensor t = rank_input(dtype, group.rank(), n);
+            allreduce(group, algorithm_tag(0), t.raw(), n, dtype, ReduceOp::avg, always_ring(chunk));
+            EXPECT_EQ(first_mismatch(t, expected), -1)
+                << "world " << world << " " << dtype_name(dtype) << "[" << n << "] chunk " << chunk;
+          });
+        }
+      }
+    }
+  }
+}
+
+TEST(RecursiveDoublingAllreduce, MatchesReferenceIncludingFoldedNonPowerOfTwoWorlds) {
+  for (int world = 1; world <= 7; ++world) {
+    for (ReduceOp op : {ReduceOp::sum, ReduceOp::max}) {
+      for (int64_t n : {1, 7, 13, 100003}) {
+        const Tensor expected = reference_reduce(DType::f16, op, world, n);
+        run_group(world, [&](Group& group) {
+          Tensor t = rank_input(DType::f16, group.rank(), n);
+          allreduce(group, algorithm_tag(0), t.raw(), n, DType::f16, op, never_ring());
+          EXPECT_EQ(first_mismatch(t, expected), -1) << "world " << world << " n " << n;
+        });
+      }
+    }
+  }
+}
+
+TEST(Allreduce, ConsecutiveOperationsWithDistinctTagsDoNotMix) {
+  // Small and ring allreduces back to back, without waiting for each other: each must use only
+  // its own messages.
+  const int world = 3;
+  run_group(world, [&](Group& group) {
+    for (uint64_t op = 0; op < 6; ++op) {
+      const int64_t n = op % 2 == 0 ? 5 : 30000;
+      Tensor t = rank_input(DType::i32, group.rank(), n, static_cast<int64_t>(op));
+      AlgorithmOptions options;
+      options.small_message_bytes = 1024;
+      options.ring_chunk_bytes = 4096;
+      allreduce(group, algorithm_tag(op), t.raw(), n, DType::i32, ReduceOp::sum, options);
+      EXPECT_EQ(
+          first_mismatch(t, reference_reduce(DType::i32, ReduceOp::sum, world, n, static_cast<int64_t>(op))),
+          -1)
+          << "operation " << op;
+    }
+  });
+}
+
+TEST(RingReduceScatter, MatchesReferenceWithSmallChunks) {
+  for (int world = 1; world <= 5; ++world) {
+    for (int64_t n : {0, 1, 3, 13, 1001}) {
+      const Tensor expected = reference_reduce(DType::f32, ReduceOp::sum, world, n);
+      const std::vector<int64_t> counts = even_counts(n, world);
+      run_group(world, [&](Group& group) {
+        const Tensor in = rank_input(DType::f32, group.rank(), n);
+        Tensor out = Tensor::empty({counts[static_cast<size_t>(group.rank())]}, DType::f32);
+        reduce_scatter(group, algorithm_tag(0), in.raw(), out.raw(), n, DType::f32, ReduceOp::sum,
+                       always_ring(12));
+        int64_t begin = 0;
+        for (int r = 0; r < group.rank(); ++r) begin += counts[static_cast<size_t>(r)];
+        EXPECT_EQ(first_mismatch(out, expected.slice(begin, begin + out.numel())), -1)
+            << "world " << world << " n " << n;
+      });
+    }
+  }
+}
+
+TEST(RingAllgatherv, ZeroAndUnequalCountsWithSmallChunks) {
+  for (int world = 1; world <= 5; ++world) {
+    std::vector<int64_t> counts;
+    for (int r = 0; r < world; ++r) counts.push_back((r * 37) % 11);  // 0, 4, 8, 1, 5
+    int64_t total = 0;
+    for (int64_t c : counts) total += c;
+    run_group(world, [&](Group& group) {
+      const Tensor in = rank_input(DType::i64, group.rank(), counts[static_cast<size_t>(group.rank())]);
+      Tensor out = Tensor::empty({total}, DType::i64);
+      allgatherv(group, algorithm_tag(0), in.raw(), out.raw(), counts, 8, always_ring(8));
+      int64_t at = 0;
+      for (int r = 0; r < world; ++r) {
+        const int64_t c = counts[static_cast<size_t>(r)];
+        EXPECT_EQ(first_mismatch(out.slice(at, at + c), rank_input(DType::i64, r, c)), -1)
+            << "world " << world << " block of rank " << r;
+        at += c;
+      }
+    });
+  }
+}
+
+TEST(Broadcast, TreeAndChunkedChainDeliverTheRootsBytesFromEveryRoot) {
+  for (int world = 1; world <= 7; ++world) {
+    for (const AlgorithmOptions& options : {never_ring(), always_ring(24)}) {
+      for (int root = 0; root < world; ++root) {
+        const int64_t n = 101;
+        run_group(world, [&](Group& group) {
+          Tensor t = rank_input(DType::f32, group.rank(), n);
+          broadcast(group, algorithm_tag(0), t.raw(), t.nbytes(), root, options);
+          EXPECT_EQ(first_mismatch(t, rank_input(DType::f32, root, n)), -1)
+              << "world " << world << " root " << root << " chain " << (options.small_message_bytes == 0);
+        });
+      }
+    }
+  }
+}
+
+TEST(Barrier, DisseminationHoldsEveryRankUntilAllArrivedForWorldsUpToSeven) {
+  for (int world = 1; world <= 7; ++world) {
+    std::atomic<int> entered{0};
+    run_group(world, [&](Group& group) {
+      entered.fetch_add(1);
+      barrier(group, algorithm_tag(0));
+      EXPECT_EQ(entered.load(), world) << "world " << world << " rank " << group.rank();
+    });
+  }
+}
+
+TEST(Group, CountsTheBytesOfItsOwnMessages) {
+  run_group(2, [&](Group& group) {
+    std::vector<char> buffer(1000);
+    if (group.rank() == 0) {
+      group.send(1, user_tag(3), buffer.data(), buffer.size());
+      EXPECT_EQ(group.bytes_sent(), 1000u);
+    } else {
+      group.recv(0, user_tag(3), buffer.data(), buffer.size());
+      EXPECT_EQ(group.bytes_received(), 1000u);
+    }
+  });
+}
+
+}  // namespace
+}  // namespace tern

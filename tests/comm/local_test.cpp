@@ -1,0 +1,149 @@
+// The local backend's pieces on their own: the in-memory transport's matching, length check and
+// failure modes, the memory Store, and run_local's error handling.
+#include "comm/local/local.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+#include "comm/local/local_transport.h"
+
+namespace tern {
+namespace {
+
+using std::chrono::milliseconds;
+
+template <typename Fn>
+std::string comm_error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const CommError& e) {
+    return e.what();
+  }
+  return "no CommError";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+TEST(LocalTransport, DeliversInOrderPerSourceContextAndTag) {
+  auto transports = make_local_transports(2);
+  LocalTransport& a = *transports[0];
+  LocalTransport& b = *transports[1];
+  const int first = 1, second = 2, other_context = 3, other_tag = 4;
+  a.send(1, 7, 0, &first, sizeof first);
+  a.send(1, 8, 0, &other_context, sizeof other_context);
+  a.send(1, 7, 1, &other_tag, sizeof other_tag);
+  a.send(1, 7, 0, &second, sizeof second);
+  int got = 0;
+  b.recv(0, 7, 1, &got, sizeof got, milliseconds(1000));
+  EXPECT_EQ(got, other_tag);
+  b.recv(0, 7, 0, &got, sizeof got, milliseconds(1000));
+  EXPECT_EQ(got, first);
+  b.recv(0, 7, 0, &got, sizeof got, milliseconds(1000));
+  EXPECT_EQ(got, second);
+  b.recv(0, 8, 0, &got, sizeof got, milliseconds(1000));
+  EXPECT_EQ(got, other_context);
+  EXPECT_EQ(a.bytes_sent(), 4 * sizeof(int));
+  EXPECT_EQ(b.bytes_received(), 4 * sizeof(int));
+}
+
+TEST(LocalTransport, AMessageOfTheWrongLengthIsACommErrorNamingBothLengths) {
+  auto transports = make_local_transports(2);
+  const char data[12] = {};
+  transports[0]->send(1, 0, 0, data, sizeof data);
+  char got[8];
+  const std::string error =
+      comm_error_of([&] { transports[1]->recv(0, 0, 0, got, sizeof got, milliseconds(1000)); });
+  EXPECT_TRUE(contains(error, "rank 1: recv from rank 0 expected 8 bytes but the message has 12 bytes"))
+      << error;
+}
+
+TEST(LocalTransport, RecvTimesOutWithAMessageNamingBothRanks) {
+  auto transports = make_local_transports(3);
+  char got[1];
+  const std::string error =
+      comm_error_of([&] { transports[2]->recv(1, 0, 0, got, sizeof got, milliseconds(20)); });
+  EXPECT_EQ(error, "rank 2: recv from rank 1 timed out after 20 ms");
+}
+
+TEST(LocalTransport, ABrokenFabricFailsWaitingAndLaterOperationsNamingTheFailedRank) {
+  std::shared_ptr<LocalFabric> fabric;
+  auto transports = make_local_transports(3, &fabric);
+  std::string waiting_error;
+  std::thread waiter([&] {
+    char got[1];
+    waiting_error = comm_error_of([&] { transports[0]->recv(1, 0, 0, got, 1, std::chrono::seconds(10)); });
+  });
+  fabric->fail(2, "out of memory");
+  waiter.join();
+  EXPECT_TRUE(
+      contains(waiting_error, "rank 0: recv from rank 1 abandoned because rank 2 failed: out of memory"))
+      << waiting_error;
+  const char byte = 0;
+  EXPECT_TRUE(contains(comm_error_of([&] { transports[1]->send(0, 0, 0, &byte, 1); }), "rank 2 failed"));
+}
+
+TEST(LocalTransport, MessagesSentBeforeTheSenderLeftAreStillDelivered) {
+  auto transports = make_local_transports(2);
+  const int value = 5;
+  transports[0]->send(1, 0, 0, &value, sizeof value);
+  transports[0].reset();
+  int got = 0;
+  transports[1]->recv(0, 0, 0, &got, sizeof got, milliseconds(1000));
+  EXPECT_EQ(got, value);
+  EXPECT_TRUE(
+      contains(comm_error_of([&] { transports[1]->recv(0, 0, 0, &got, sizeof got, milliseconds(10000)); }),
+               "has shut down"));
+}
+
+TEST(RunLocal, RethrowsTheFirstExceptionAfterEveryRankEnded) {
+  std::atomic<int> finished{0};
+  EXPECT_THROW(run_local(4,
+                         [&](Communicator& comm) {
+                           if (comm.rank() == 3) throw std::invalid_argument("bad input on rank 3");
+                           finished.fetch_add(1);
+                         }),
+               std::invalid_argument);
+  EXPECT_EQ(finished.load(), 3);
+}
+
+TEST(RunLocal, RejectsAnEmptyWorld) {
+  EXPECT_THROW(run_local(0, [](Communicator&) {}), Error);
+}
+
+TEST(MemoryStore, GetReturnsTheValueSetByAnotherThread) {
+  auto store = make_memory_store();
+  std::thread setter([&] { store->set("addr/1", "127.0.0.1:4242"); });
+  EXPECT_EQ(store->get("addr/1", std::chrono::seconds(10)), "127.0.0.1:4242");
+  setter.join();
+  store->set("addr/1", "changed");
+  EXPECT_EQ(store->get("addr/1", milliseconds(1)), "changed");
+}
+
+TEST(MemoryStore, GetOfAMissingKeyTimesOutNamingTheKey) {
+  auto store = make_memory_store();
+  const std::string error = comm_error_of([&] { store->get("never/set", milliseconds(20)); });
+  EXPECT_TRUE(contains(error, "get('never/set') timed out after 20 ms")) << error;
+}
+
+TEST(MemoryStore, AddIsAtomicAcrossThreads) {
+  auto store = make_memory_store();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) store->add("count", 1);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(store->add("count", 0), 4000);
+  EXPECT_EQ(store->get("count", milliseconds(1)), "4000");
+  store->set("text", "abc");
+  EXPECT_THROW(store->add("text", 1), Error);
+}
+
+}  // namespace
+}  // namespace tern

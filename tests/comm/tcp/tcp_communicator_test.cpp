@@ -1,0 +1,192 @@
+// The tcp backend end to end: Tern's collectives over TcpTransports, ranks as threads of this
+// process, each with its own client of one TcpStoreServer (as separate processes would have).
+#include "comm/tcp/tcp_communicator.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <exception>
+#include <functional>
+#include <map>
+#include <optional>
+#include <thread>
+
+#include "comm/tcp/tcp_store.h"
+#include "tests/comm/collective_reference.h"
+
+namespace tern {
+namespace {
+
+using std::chrono::seconds;
+using testing::first_mismatch;
+using testing::rank_input;
+using testing::reference_reduce;
+
+CommOptions test_options() {
+  CommOptions options;
+  options.timeout = seconds(10);  // a broken backend fails the test, never hangs it
+  return options;
+}
+
+// Runs body on n threads, each rank of one tcp job; rethrows the first failure.
+void run_tcp(int n, const std::string& job_id, const std::function<void(Communicator&)>& body) {
+  TcpStoreServer server;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        auto comm = make_tcp_communicator(TcpWorld{r, n, job_id},
+                                          connect_tcp_store(server.address(), seconds(5)), test_options());
+        body(*comm);
+      } catch (...) {
+        errors[static_cast<size_t>(r)] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+class TcpCollectives : public ::testing::TestWithParam<int> {};
+
+TEST_P(TcpCollectives, AllreduceMatchesSequentialReference) {
+  const int world = GetParam();
+  const std::pair<DType, ReduceOp> cases[] = {{DType::f32, ReduceOp::sum},
+                                              {DType::f32, ReduceOp::avg},
+                                              {DType::bf16, ReduceOp::sum},
+                                              {DType::i32, ReduceOp::max}};
+  run_tcp(world, "allreduce", [&](Communicator& comm) {
+    EXPECT_EQ(comm.backend(), "tcp");
+    EXPECT_EQ(comm.size(), world);
+    for (const auto& [dtype, op] : cases) {
+      for (int64_t n : {0, 1, 7, 13, 1000003}) {
+        Tensor t = rank_input(dtype, comm.rank(), n);
+        comm.allreduce(t, op);
+        const int64_t bad = first_mismatch(t, reference_reduce(dtype, op, world, n));
+        EXPECT_EQ(bad, -1) << dtype_name(dtype) << "[" << n << "] " << reduce_op_name(op) << " on rank "
+                           << comm.rank();
+      }
+    }
+  });
+}
+
+TEST_P(TcpCollectives, AllgatherConcatenatesEveryRanksInputInRankOrder) {
+  const int world = GetParam();
+  run_tcp(world, "allgather", [&](Communicator& comm) {
+    for (int64_t n : {0, 1, 7, 1000003}) {
+      const Tensor in = rank_input(DType::f32, comm.rank(), n);
+      Tensor out = Tensor::empty({n * world}, DType::f32);
+      comm.allgather(in, out);
+      for (int r = 0; r < world; ++r) {
+        const int64_t bad = first_mismatch(out.slice(r * n, (r + 1) * n), rank_input(DType::f32, r, n));
+        EXPECT_EQ(bad, -1) << "f32[" << n << "] block of rank " << r << " on rank " << comm.rank();
+      }
+    }
+  });
+}
+
+TEST_P(TcpCollectives, SixteenMegabyteAllreduceMatchesReference) {
+  const int world = GetParam();
+  const int64_t n = int64_t{4} << 20;  // 16 MB of f32
+  const Tensor expected = reference_reduce(DType::f32, ReduceOp::sum, world, n);
+  run_tcp(world, "large", [&](Communicator& comm) {
+    Tensor t = rank_input(DType::f32, comm.rank(), n);
+    comm.allreduce(t, ReduceOp::sum);
+    EXPECT_EQ(first_mismatch(t, expected), -1) << "on rank " << comm.rank();
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(WorldSizes, TcpCollectives, ::testing::Values(2, 3, 4),
+                         [](const auto& info) { return "ranks" + std::to_string(info.param); });
+
+TEST(TcpCommunicator, SplitGroupsReduceSeparatelyOverTheSameConnections) {
+  run_tcp(4, "split", [](Communicator& comm) {
+    auto half = comm.split(comm.rank() % 2, comm.rank());
+    ASSERT_NE(half, nullptr);
+    EXPECT_EQ(half->size(), 2);
+    Tensor t = Tensor::full({5}, comm.rank() + 1);
+    half->allreduce(t, ReduceOp::sum);
+    const float expected = comm.rank() % 2 == 0 ? 1 + 3 : 2 + 4;
+    EXPECT_EQ(t.f32()[4], expected) << "on rank " << comm.rank();
+    comm.barrier();
+  });
+}
+
+// Sets environment variables for one test and puts the previous values back.
+class ScopedEnv {
+ public:
+  ~ScopedEnv() {
+    for (const auto& [name, value] : saved_) {
+      if (value) {
+        setenv(name.c_str(), value->c_str(), 1);
+      } else {
+        unsetenv(name.c_str());
+      }
+    }
+  }
+  void set(const std::string& name, const std::optional<std::string>& value) {
+    if (saved_.find(name) == saved_.end()) {
+      const char* old = std::getenv(name.c_str());
+      saved_[name] = old ? std::optional<std::string>(old) : std::nullopt;
+    }
+    if (value) {
+      setenv(name.c_str(), value->c_str(), 1);
+    } else {
+      unsetenv(name.c_str());
+    }
+  }
+
+ private:
+  std::map<std::string, std::optional<std::string>> saved_;
+};
+
+TEST(TcpCommunicator, FromEnvironmentJoinsTheJobTheVariablesDescribe) {
+  TcpStoreServer server;
+  ScopedEnv env;
+  env.set("TERN_RANK", "0");
+  env.set("TERN_WORLD_SIZE", "1");
+  env.set("TERN_STORE_ADDR", server.address());
+  env.set("TERN_JOB_ID", "from_env");
+  auto comm = make_tcp_communicator_from_env(test_options());
+  EXPECT_EQ(comm->backend(), "tcp");
+  EXPECT_EQ(comm->rank(), 0);
+  EXPECT_EQ(comm->size(), 1);
+  Tensor t = Tensor::full({3}, 2.0);
+  comm->allreduce(t, ReduceOp::sum);
+  EXPECT_EQ(t.f32()[0], 2.0f);
+}
+
+TEST(TcpCommunicator, MissingOrMalformedVariableIsAnErrorNamingIt) {
+  TcpStoreServer server;
+  const std::pair<std::string, std::optional<std::string>> cases[] = {
+      {"TERN_RANK", std::nullopt},       {"TERN_RANK", "one"},          {"TERN_RANK", "-1"},
+      {"TERN_WORLD_SIZE", std::nullopt}, {"TERN_WORLD_SIZE", "0"},      {"TERN_STORE_ADDR", std::nullopt},
+      {"TERN_STORE_ADDR", "nowhere"},    {"TERN_JOB_ID", std::nullopt},
+  };
+  for (const auto& [name, value] : cases) {
+    ScopedEnv env;
+    env.set("TERN_RANK", "0");
+    env.set("TERN_WORLD_SIZE", "1");
+    env.set("TERN_STORE_ADDR", server.address());
+    env.set("TERN_JOB_ID", "bad_env");
+    env.set(name, value);
+    try {
+      make_tcp_communicator_from_env(test_options());
+      ADD_FAILURE() << name << "=" << value.value_or("(unset)") << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+  ScopedEnv env;
+  env.set("TERN_RANK", "2");
+  env.set("TERN_WORLD_SIZE", "2");
+  env.set("TERN_STORE_ADDR", server.address());
+  env.set("TERN_JOB_ID", "bad_env");
+  EXPECT_THROW(make_tcp_communicator_from_env(test_options()), Error);
+}
+
+}  // namespace
+}  // namespace tern
