@@ -4,6 +4,7 @@
 // bench/allreduce.py runs it on every backend and prints them side by side.
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -12,6 +13,9 @@
 #include "comm/local/local.h"
 #include "runtime/io/flags.h"
 #include "runtime/io/jsonl.h"
+#if defined(TERN_HAVE_MPI)
+#include <mpi.h>
+#endif
 
 namespace {
 
@@ -27,8 +31,49 @@ struct Row {
   int64_t wrong;
 };
 
-Row measure(Communicator& comm, const std::string& op, int64_t bytes, int iters, int warmup) {
-  const int n = comm.size(), r = comm.rank();
+// What a row needs from a backend: its shape, the two collectives, and max/sum of a scalar.
+struct Collectives {
+  int rank, size;
+  std::function<void(Tensor&)> allreduce_sum;
+  std::function<void(const Tensor&, Tensor&)> allgather;
+  std::function<double(double, bool /*max, else sum*/)> reduce_scalar;
+};
+
+Collectives through(Communicator& comm) {
+  return {comm.rank(), comm.size(), [&comm](Tensor& t) { comm.allreduce(t, ReduceOp::sum); },
+          [&comm](const Tensor& in, Tensor& out) { comm.allgather(in, out); },
+          [&comm](double v, bool max) {
+            Tensor t = Tensor::from({1}, {static_cast<float>(v)});
+            comm.allreduce(t, max ? ReduceOp::max : ReduceOp::sum);
+            return static_cast<double>(t.f32()[0]);
+          }};
+}
+
+#if defined(TERN_HAVE_MPI)
+// Open MPI called directly with its blocking collectives: the peer Tern's tcp backend is
+// measured against (Tern's own mpi backend adds a comm thread and nonblocking calls).
+Collectives raw_mpi() {
+  int rank, size;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return {rank, size,
+          [](Tensor& t) {
+            MPI_Allreduce(MPI_IN_PLACE, t.raw(), static_cast<int>(t.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+          },
+          [](const Tensor& in, Tensor& out) {
+            MPI_Allgather(in.raw(), static_cast<int>(in.numel()), MPI_FLOAT, out.raw(), static_cast<int>(in.numel()),
+                          MPI_FLOAT, MPI_COMM_WORLD);
+          },
+          [](double v, bool max) {
+            double r = 0;
+            MPI_Allreduce(&v, &r, 1, MPI_DOUBLE, max ? MPI_MAX : MPI_SUM, MPI_COMM_WORLD);
+            return r;
+          }};
+}
+#endif
+
+Row measure(const Collectives& comm, const std::string& op, int64_t bytes, int iters, int warmup) {
+  const int n = comm.size, r = comm.rank;
   const int64_t count = std::max<int64_t>(1, bytes / 4);
   const bool gather = op == "allgather";
   const int64_t in_count = gather ? std::max<int64_t>(1, count / n) : count;
@@ -42,7 +87,7 @@ Row measure(Communicator& comm, const std::string& op, int64_t bytes, int iters,
     if (gather) {
       comm.allgather(buf, out);
     } else {
-      comm.allreduce(buf, ReduceOp::sum);
+      comm.allreduce_sum(buf);
     }
     if (it >= warmup) seconds += std::chrono::duration<double>(Clock::now() - t0).count();
   }
@@ -58,12 +103,10 @@ Row measure(Communicator& comm, const std::string& op, int64_t bytes, int iters,
     }
   }
   // The slowest rank's time is the collective's time; wrong counts add up.
-  Tensor t = Tensor::from({1}, {static_cast<float>(seconds)});
-  comm.allreduce(t, ReduceOp::max);
-  Tensor w = Tensor::from({1}, {static_cast<float>(wrong)});
-  comm.allreduce(w, ReduceOp::sum);
+  const double slowest = comm.reduce_scalar(seconds, true);
+  const double wrong_total = comm.reduce_scalar(static_cast<double>(wrong), false);
   const int64_t bytes_moved = gather ? in_count * n * 4 : in_count * 4;
-  return {bytes_moved, t.f32()[0] / iters * 1e6, static_cast<int64_t>(w.f32()[0])};
+  return {bytes_moved, slowest / iters * 1e6, static_cast<int64_t>(wrong_total)};
 }
 
 int64_t parse_size(const std::string& s) {
@@ -77,14 +120,14 @@ int64_t parse_size(const std::string& s) {
   }
 }
 
-void run(Communicator& comm, const Flags& f, const std::string& label) {
+void run(const Collectives& comm, const Flags& f, const std::string& label) {
   const std::string op = f.get_string("op");
   const int64_t lo = parse_size(f.get_string("min")), hi = parse_size(f.get_string("max"));
   JsonlWriter json;
-  if (comm.rank() == 0 && !f.get_string("json").empty()) json.open(f.get_string("json"));
-  const int n = comm.size();
+  if (comm.rank == 0 && !f.get_string("json").empty()) json.open(f.get_string("json"));
+  const int n = comm.size;
   const double factor = op == "allgather" ? (n - 1.0) / n : 2.0 * (n - 1.0) / n;
-  if (comm.rank() == 0) {
+  if (comm.rank == 0) {
     std::printf("# %s %s, %d ranks, f32\n", label.c_str(), op.c_str(), n);
     std::printf("%12s %12s %10s %10s %10s %6s\n", "size(B)", "count", "time(us)", "algbw", "busbw", "#wrong");
   }
@@ -94,7 +137,7 @@ void run(Communicator& comm, const Flags& f, const std::string& label) {
                                                            f.get_int("iters")));
     const Row row = measure(comm, op, bytes, iters, std::max(2, iters / 10));
     const double algbw = static_cast<double>(row.bytes) / (row.us * 1e-6) / 1e9;
-    if (comm.rank() == 0) {
+    if (comm.rank == 0) {
       std::printf("%12lld %12lld %10.1f %10.3f %10.3f %6lld\n", static_cast<long long>(row.bytes),
                   static_cast<long long>(row.bytes / 4), row.us, algbw, algbw * factor,
                   static_cast<long long>(row.wrong));
@@ -116,7 +159,9 @@ void run(Communicator& comm, const Flags& f, const std::string& label) {
 
 int main(int argc, char** argv) {
   Flags f("tern_allreduce_bench", "nccl-tests-style bandwidth table for allreduce/allgather on any backend.");
-  f.add_string("comm", "auto", "backend: auto|tcp|mpi|single|local (local: --ranks threads in this process)");
+  f.add_string("comm", "auto",
+               "backend: auto|tcp|mpi|single|local (--ranks threads in this process)|openmpi (MPI_Allreduce/"
+               "MPI_Allgather called directly, under mpirun: the peer)");
   f.add_int("ranks", 2, "threads for --comm local");
   f.add_string("op", "allreduce", "allreduce|allgather");
   f.add_string("min", "4K", "smallest message (bytes; K/M suffixes)");
@@ -135,11 +180,19 @@ int main(int argc, char** argv) {
     if (f.get_int("step-factor") < 2) throw UsageError("--step-factor must be >= 2");
     if (f.get_string("comm") == "local") {
       run_local(static_cast<int>(f.get_int("ranks")), [&](Communicator& c) {
-        run(c, f, f.get_string("label").empty() ? "local" : f.get_string("label"));
+        run(through(c), f, f.get_string("label").empty() ? "local" : f.get_string("label"));
       });
+    } else if (f.get_string("comm") == "openmpi") {
+#if defined(TERN_HAVE_MPI)
+      MPI_Init(&argc, &argv);
+      run(raw_mpi(), f, f.get_string("label").empty() ? "openmpi" : f.get_string("label"));
+      MPI_Finalize();
+#else
+      throw Error("--comm openmpi: this build has no MPI");
+#endif
     } else {
       auto comm = make_communicator(f.get_string("comm"));
-      run(*comm, f, f.get_string("label").empty() ? comm->backend() : f.get_string("label"));
+      run(through(*comm), f, f.get_string("label").empty() ? comm->backend() : f.get_string("label"));
     }
     return 0;
   } catch (const UsageError& e) {

@@ -55,8 +55,9 @@ def main():
             runs = [("local", [bench, "--comm", "local", "--ranks", str(n)]),
                     ("tcp", [ternrun, "-n", str(n), bench, "--comm", "tcp"])]
             if have_mpi:
-                runs += [("mpi-default", MPIRUN + ["-np", str(n), bench, "--comm", "mpi"]),
-                         ("mpi-tcp", MPIRUN + ["--mca", "btl", "tcp,self", "-np", str(n), bench, "--comm", "mpi"])]
+                # Open MPI itself (blocking MPI_Allreduce/MPI_Allgather), by default and over TCP.
+                runs += [("mpi-default", MPIRUN + ["-np", str(n), bench, "--comm", "openmpi"]),
+                         ("mpi-tcp", MPIRUN + ["--mca", "btl", "tcp,self", "-np", str(n), bench, "--comm", "openmpi"])]
             results = {}
             for label, cmd in runs:
                 path = os.path.join(tmp, f"{op}-{n}-{label}.jsonl")

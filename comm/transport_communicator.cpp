@@ -255,7 +255,8 @@ std::unique_ptr<Communicator> TransportCommunicator::split(int color, int key) {
   const int64_t* entries = all.data<int64_t>();
   std::vector<std::pair<int64_t, int>> order;
   for (int r = 0; r < size(); ++r) {
-    if (entries[2 * r] == color) order.emplace_back(entries[2 * r + 1], r);
+    const size_t at = 2 * static_cast<size_t>(r);
+    if (entries[at] == color) order.emplace_back(entries[at + 1], r);
   }
   std::sort(order.begin(), order.end());
   std::vector<int> members;

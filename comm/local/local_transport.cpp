@@ -124,6 +124,7 @@ std::vector<std::shared_ptr<LocalTransport>> make_local_transports(int n,
                                                                    std::shared_ptr<LocalFabric>* fabric) {
   auto shared = std::make_shared<LocalFabric>(n);
   std::vector<std::shared_ptr<LocalTransport>> transports;
+  transports.reserve(static_cast<size_t>(n));
   for (int r = 0; r < n; ++r) transports.push_back(std::make_shared<LocalTransport>(shared, r));
   if (fabric != nullptr) *fabric = shared;
   return transports;

@@ -23,7 +23,7 @@ class MemoryStore : public Store {
     std::unique_lock lock(mu_);
     const bool found =
         changed_.wait_for(lock, std::min<std::chrono::milliseconds>(timeout, std::chrono::hours(24 * 365)),
-                          [&] { return values_.count(key) != 0; });
+                          [&] { return values_.contains(key); });
     if (!found) {
       throw CommError(detail::concat("store: get('", key, "') timed out after ", timeout.count(),
                                      " ms (no rank set the key)"));

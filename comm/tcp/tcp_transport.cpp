@@ -1,13 +1,17 @@
 #include "comm/tcp/tcp_transport.h"
 
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
+#include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "comm/tcp/frame.h"
@@ -87,8 +91,9 @@ TcpTransport::TcpTransport(const TcpWorld& world, Store& store, const CommOption
     peer->rank = r;
     peer->socket = std::move(sockets[static_cast<size_t>(r)]);
     if (peer->socket) {
-      // Our own waits (poll with a deadline) replace Asio's blocking ones, which have none.
-      peer->socket->non_blocking(true);
+      // The data path uses the descriptor directly: blocking reads (one recv with MSG_WAITALL per
+      // payload) on the reader thread, non-blocking writes with our own deadline on the sender's.
+      peer->socket->native_non_blocking(false);
       peer->fd = peer->socket->native_handle();
     }
     peers_.push_back(std::move(peer));
@@ -185,7 +190,9 @@ void TcpTransport::send(int dst, uint64_t context, uint64_t tag, const void* dat
   bytes_sent_ += bytes;
 }
 
-// Header and payload in one gathered write per call, from the caller's memory.
+// Header and payload in one gathered write per call, from the caller's memory. MSG_DONTWAIT makes
+// only these writes non-blocking (the reader's recv on the same descriptor keeps blocking), so a
+// peer that stops reading costs us at most options.timeout.
 std::string TcpTransport::write_frame(Peer& peer, const void* header, const void* data, size_t bytes) {
   const size_t total = net::kFrameHeaderBytes + bytes;
   const auto* header_bytes = static_cast<const uint8_t*>(header);
@@ -193,44 +200,49 @@ std::string TcpTransport::write_frame(Peer& peer, const void* header, const void
   const Clock::time_point deadline = Clock::now() + options_.timeout;
   size_t done = 0;
   while (done < total) {
-    std::array<asio::const_buffer, 2> buffers;
+    iovec parts[2];
+    int count = 0;
     if (done < net::kFrameHeaderBytes) {
-      buffers = {asio::buffer(header_bytes + done, net::kFrameHeaderBytes - done),
-                 asio::buffer(payload, bytes)};
+      parts[count++] = {const_cast<uint8_t*>(header_bytes + done), net::kFrameHeaderBytes - done};
+      if (bytes) parts[count++] = {const_cast<uint8_t*>(payload), bytes};
     } else {
-      buffers = {asio::buffer(payload + (done - net::kFrameHeaderBytes), total - done), asio::const_buffer()};
+      parts[count++] = {const_cast<uint8_t*>(payload + (done - net::kFrameHeaderBytes)), total - done};
     }
-    ErrorCode ec;
-    done += peer.socket->write_some(buffers, ec);
-    if (!ec || ec == asio::error::interrupted) continue;
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    msghdr message{};
+    message.msg_iov = parts;
+    message.msg_iovlen = static_cast<size_t>(count);
+    const ssize_t sent = ::sendmsg(peer.fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent >= 0) {
+      done += static_cast<size_t>(sent);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
       if (!wait_ready(peer.fd, POLLOUT, deadline)) {
         return "stopped reading for " + ms_text(options_.timeout) +
                " (a send could not complete) and was disconnected";
       }
       continue;
     }
-    return "disconnected (" + ec.message() + ")";
+    return "disconnected (" + std::system_category().message(errno) + ")";
   }
   return "";
 }
 
-// "" when all bytes arrived, else why not. Waits without a deadline: recv has its own, and the
+// "" when all bytes arrived, else why not. Blocks without a deadline: recv has its own, and the
 // destructor or mark_dead shut the socket down to end the wait.
 std::string TcpTransport::read_exact(Peer& peer, void* data, size_t bytes) {
   auto* out = static_cast<uint8_t*>(data);
   size_t done = 0;
   while (done < bytes) {
-    ErrorCode ec;
-    done += peer.socket->read_some(asio::buffer(out + done, bytes - done), ec);
-    if (!ec || ec == asio::error::interrupted) continue;
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      while (!wait_ready(peer.fd, POLLIN, Clock::now() + std::chrono::seconds(1))) {
-        if (closing_) return "closed by this rank";
-      }
+    const ssize_t got = ::recv(peer.fd, out + done, bytes - done, MSG_WAITALL);
+    if (got > 0) {
+      done += static_cast<size_t>(got);
       continue;
     }
-    return ec == asio::error::eof ? "EOF" : ec.message();
+    if (got == 0) return closing_ ? "closed by this rank" : "EOF";
+    if (errno == EINTR) continue;
+    return std::system_category().message(errno);
   }
   return "";
 }
