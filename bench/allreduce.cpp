@@ -170,6 +170,8 @@ int main(int argc, char** argv) {
   f.add_int("iters", 200, "timed repetitions at small sizes (fewer for large ones)");
   f.add_string("label", "", "backend label in the output (default: the backend's name)");
   f.add_string("json", "", "rank 0 writes one JSON line per row here");
+  f.add_int("small-message-bytes", 0, "local/tcp: allreduce switches from recursive doubling to ring here (0: default)");
+  f.add_int("ring-chunk-bytes", 0, "local/tcp: ring pipelining chunk (0: default)");
   try {
     if (!f.parse(argc, argv)) {
       std::fputs(f.usage().c_str(), stdout);
@@ -178,10 +180,14 @@ int main(int argc, char** argv) {
     const std::string op = f.get_string("op");
     if (op != "allreduce" && op != "allgather") throw UsageError("--op must be allreduce or allgather");
     if (f.get_int("step-factor") < 2) throw UsageError("--step-factor must be >= 2");
+    CommOptions options;
+    options.small_message_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("small-message-bytes")));
+    options.ring_chunk_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("ring-chunk-bytes")));
     if (f.get_string("comm") == "local") {
-      run_local(static_cast<int>(f.get_int("ranks")), [&](Communicator& c) {
-        run(through(c), f, f.get_string("label").empty() ? "local" : f.get_string("label"));
-      });
+      run_local(
+          static_cast<int>(f.get_int("ranks")),
+          [&](Communicator& c) { run(through(c), f, f.get_string("label").empty() ? "local" : f.get_string("label")); },
+          options);
     } else if (f.get_string("comm") == "openmpi") {
 #if defined(TERN_HAVE_MPI)
       MPI_Init(&argc, &argv);
@@ -191,7 +197,7 @@ int main(int argc, char** argv) {
       throw Error("--comm openmpi: this build has no MPI");
 #endif
     } else {
-      auto comm = make_communicator(f.get_string("comm"));
+      auto comm = make_communicator(f.get_string("comm"), options);
       run(through(*comm), f, f.get_string("label").empty() ? comm->backend() : f.get_string("label"));
     }
     return 0;

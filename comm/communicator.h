@@ -37,6 +37,9 @@ using WorkPtr = std::shared_ptr<Work>;
 struct CommOptions {
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};  // every blocking operation
   size_t max_message_bytes = size_t{1} << 32;                  // larger frames are rejected
+  // Tuning of Tern's own algorithms (local and tcp backends); 0 keeps comm/algorithms.h's default.
+  size_t small_message_bytes = 0;  // allreduce below this: recursive doubling; from it: ring
+  size_t ring_chunk_bytes = 0;     // ring pipelining granularity
 };
 
 // Counts of elements per rank for reduce_scatter and the default split of n elements: rank r gets
@@ -54,8 +57,9 @@ class Communicator {
   // communication thread (operations run one at a time, in the order queued on this rank, and
   // all ranks must queue collectives in the same order), and the blocking form, which is the
   // async one followed by wait(). Tensors must stay alive and untouched until the Work finishes.
-  // Supported dtypes: f32, f16, bf16, i32 for reductions (f16/bf16 are summed in f32 and rounded
-  // once per step), any dtype for data movement. Errors are CommError.
+  // Supported dtypes: f32, f16, bf16, i32, i64 for reductions (f16/bf16 are summed in f32 and
+  // rounded once per step; integer avg truncates toward zero), any dtype for data movement.
+  // Errors are CommError.
 
   // In place: t becomes op over every rank's t. Same dtype and numel on every rank.
   virtual WorkPtr allreduce_async(Tensor t, ReduceOp op) = 0;

@@ -7,6 +7,7 @@
 
 #include "comm/algorithms.h"
 #include "comm/reduce.h"
+#include "runtime/rng.h"
 
 namespace tern {
 
@@ -19,7 +20,10 @@ struct TransportCommunicator::State {
       : transport(std::move(transport_in)),
         backend(std::move(backend_in)),
         options(options_in),
-        group(*transport, std::move(members), rank, context, options.timeout) {}
+        group(*transport, std::move(members), rank, context, options.timeout) {
+    if (options.small_message_bytes) algorithms.small_message_bytes = options.small_message_bytes;
+    if (options.ring_chunk_bytes) algorithms.ring_chunk_bytes = options.ring_chunk_bytes;
+  }
 
   std::shared_ptr<Transport> transport;
   std::string backend;
@@ -43,19 +47,11 @@ int index_of(const std::vector<int>& members, int transport_rank) {
   return static_cast<int>(it - members.begin());
 }
 
-// splitmix64's finaliser: a bijective mix, so distinct inputs rarely meet.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 // The same on every member of a split: the parent's context, the split's position in the parent's
 // sequence of collectives (distinct for each split of one parent), and the color (distinct for
 // siblings of one split).
 uint64_t split_context(uint64_t parent, uint64_t operation, int color) {
-  return mix(mix(mix(parent) ^ operation) ^ static_cast<uint64_t>(static_cast<uint32_t>(color)));
+  return mix_seed(mix_seed(mix_seed(parent) ^ operation) ^ static_cast<uint64_t>(static_cast<uint32_t>(color)));
 }
 
 void check_tensor(const Tensor& t, const char* op, const char* name) {
@@ -99,14 +95,15 @@ uint64_t TransportCommunicator::bytes_received() const { return state_->group.by
 namespace {
 
 // Runs one queued operation and adds to any CommError what was running and on which rank, so the
-// message reads "rank 2: recv from rank 0 timed out after 100 ms in allreduce(sum) of f32[7] ...".
+// message reads "rank 2: recv from rank 0 timed out after 100 ms in allreduce(sum) of f32[7] (communicator
+// rank 2 of 4)". The first ranks are the transport's (world) ranks, the last the communicator's.
 template <typename Fn>
 void run_described(const Group& group, const std::string& what, Fn&& fn) {
   try {
     fn();
   } catch (const CommError& e) {
-    throw CommError(
-        detail::concat(e.what(), " in ", what, " (rank ", group.rank(), " of ", group.size(), ")"));
+    throw CommError(detail::concat(e.what(), " in ", what, " (communicator rank ", group.rank(), " of ",
+                                   group.size(), ")"));
   }
 }
 
