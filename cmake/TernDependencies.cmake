@@ -13,5 +13,6 @@ target_include_directories(tern_dnnl SYSTEM INTERFACE ${TERN_DNNL_INCLUDE})
 set(TERN_DNNL tern_dnnl)
 
 find_package(GTest REQUIRED)
+find_package(Protobuf REQUIRED)  # checkpoints and configs (proto/)
 find_package(Boost REQUIRED)  # Asio (header-only) for the tcp backend and ternrun
 find_package(MPI COMPONENTS CXX)  # optional (C API through the CXX target): the mpi backend builds when Open MPI is present
