@@ -44,7 +44,14 @@ class MeshSetup {
         peers_(static_cast<size_t>(world.size)),
         claimed_(static_cast<size_t>(world.size), false) {}
 
-  ~MeshSetup() { finish(); }
+  ~MeshSetup() {
+    try {
+      finish();
+    } catch (const std::exception& e) {  // only a handler out of memory could get here
+      std::cerr << "tern tcp: rank " << world_.rank << ": closing the setup's connections: " << e.what()
+                << "\n";
+    }
+  }
 
   std::vector<std::unique_ptr<Socket>> run(Store& store) {
     if (world_.size == 1) return std::move(peers_);

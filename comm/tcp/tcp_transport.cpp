@@ -192,12 +192,12 @@ void TcpTransport::send(int dst, uint64_t context, uint64_t tag, const void* dat
 
 // Header and payload in one gathered write per call, from the caller's memory. MSG_DONTWAIT makes
 // only these writes non-blocking (the reader's recv on the same descriptor keeps blocking), so a
-// peer that stops reading costs us at most options.timeout.
+// peer that stops reading for options.timeout fails the send instead of hanging it.
 std::string TcpTransport::write_frame(Peer& peer, const void* header, const void* data, size_t bytes) {
   const size_t total = net::kFrameHeaderBytes + bytes;
   const auto* header_bytes = static_cast<const uint8_t*>(header);
   const auto* payload = static_cast<const uint8_t*>(data);
-  const Clock::time_point deadline = Clock::now() + options_.timeout;
+  Clock::time_point deadline = Clock::now() + options_.timeout;  // moves on with every byte written
   size_t done = 0;
   while (done < total) {
     iovec parts[2];
@@ -214,6 +214,7 @@ std::string TcpTransport::write_frame(Peer& peer, const void* header, const void
     const ssize_t sent = ::sendmsg(peer.fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (sent >= 0) {
       done += static_cast<size_t>(sent);
+      deadline = Clock::now() + options_.timeout;
       continue;
     }
     if (errno == EINTR) continue;

@@ -110,6 +110,18 @@ TEST(TcpStore, OneClientIsSafeToShareBetweenThreads) {
   EXPECT_EQ(store->add("total", 0), 100);
 }
 
+TEST(TcpStore, AGetWaitingOnASharedClientDoesNotHoldUpItsOtherCallers) {
+  // Ranks that are threads may share one client: rank 1 waits for rank 0's key while rank 0 sets it.
+  TcpStoreServer server;
+  auto store = connect_tcp_store(server.address(), seconds(5));
+  std::string got;
+  std::thread waiter([&] { got = store->get("from_rank_0", seconds(10)); });
+  std::this_thread::sleep_for(milliseconds(100));
+  store->set("from_rank_0", "address");
+  waiter.join();
+  EXPECT_EQ(got, "address");
+}
+
 TEST(TcpStore, AddToANonIntegerValueIsAnErrorNamingTheKey) {
   TcpStoreServer server;
   auto store = connect_tcp_store(server.address(), seconds(5));

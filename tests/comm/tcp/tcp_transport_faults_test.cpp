@@ -153,7 +153,8 @@ TEST_F(TcpFaults, FrameAboveTheReceiversLimitIsRejectedWithTheReason) {
   auto t0 = rank0.get();
   auto t1 = rank1.get();
   const std::vector<uint8_t> big(size_t{2} << 20, 7);
-  t1->send(0, 0, 0, big.data(), big.size());
+  // The receiver may close the link while the sender is still writing: the send may fail too.
+  comm_error_of([&] { t1->send(0, 0, 0, big.data(), big.size()); });
   std::vector<uint8_t> got(big.size());
   const std::string what = comm_error_of([&] { t0->recv(1, 0, 0, got.data(), got.size(), kRecvTimeout); });
   EXPECT_NE(what.find("peer rank 1 sent a bad frame"), std::string::npos) << what;
@@ -231,6 +232,15 @@ TEST_F(TcpBadFrames, RecvTimingOutInTheMiddleOfAFrameEndsAtItsTimeout) {
   EXPECT_TRUE(what.find("peer rank 1 stalled in the middle of a message") != std::string::npos ||
               what.find("from rank 1 timed out") != std::string::npos)
       << what;
+}
+
+TEST_F(TcpFaults, SendToAPeerThatStopsReadingFailsAtTheTimeout) {
+  auto rank0 = start_rank(0, 2, "deaf", testing::short_timeouts(milliseconds(500)));
+  FakePeer deaf(*store_, "deaf", 1, 2, 0);  // completes the handshake, then never reads
+  auto t0 = rank0.get();
+  const std::vector<uint8_t> big(size_t{64} << 20);  // more than any socket buffer holds
+  const std::string what = comm_error_of([&] { t0->send(1, 0, 0, big.data(), big.size()); });
+  EXPECT_NE(what.find("peer rank 1 stopped reading for 500 ms"), std::string::npos) << what;
 }
 
 TEST_F(TcpFaults, SetupWithARankThatNeverArrivesTimesOutNamingIt) {
