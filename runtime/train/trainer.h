@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "comm/communicator.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
 #include "runtime/data/data_loader.h"
@@ -23,6 +24,11 @@ struct EpochStats {
 
 struct TrainerOptions {
   float clip_grad_norm = 0;  // 0: off
+  // Data parallel: called after backward, before clipping and the optimizer step (gradient
+  // averaging across ranks); and the communicator over which epoch metrics and evaluation are
+  // summed. Both empty/null for single-process training.
+  std::function<void()> after_backward;
+  Communicator* comm = nullptr;
 };
 
 class Trainer {
@@ -33,14 +39,17 @@ class Trainer {
   // Called after every batch with (samples done this epoch, mean loss so far this epoch).
   using BatchCallback = std::function<void(int64_t, double)>;
 
-  // One pass over the loader (which the caller has started for `epoch`).
+  // One pass over the loader (which the caller has started for `epoch`). With a communicator the
+  // returned loss, accuracy and samples are over all ranks; seconds are this rank's.
   EpochStats train_epoch(DataLoader& loader, const BatchCallback& on_batch = {});
   // One optimisation step on a batch; returns the batch's mean loss and adds its correct count.
   double train_step(const Batch& batch, int64_t* correct = nullptr);
   // Loss and accuracy over a whole dataset in eval mode (the model is put back in train mode).
+  // With a communicator each rank evaluates a contiguous shard and the sums are combined.
   EpochStats evaluate(const Dataset& data, int64_t batch_size, const BatchCallback& on_batch = {});
 
   int64_t global_step() const { return step_; }
+  void set_global_step(int64_t step) { step_ = step; }  // resuming: the LR schedule continues
 
  private:
   Module& model_;
