@@ -1,11 +1,15 @@
-// tern-train: trains a model from the zoo on a dataset and reports test accuracy per epoch.
-// The program a new user runs first (`make demo`); later it grows data-parallel flags.
+// tern-train: trains a model from the zoo on a dataset and reports test accuracy per epoch, on
+// one process or data-parallel on N ranks (mpirun, ternrun, or threads with --comm local).
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
+#include "comm/factory.h"
+#include "comm/local/local.h"
 #include "models/registry.h"
 #include "optim/factory.h"
 #include "optim/lr_schedule.h"
@@ -14,6 +18,8 @@
 #include "runtime/io/flags.h"
 #include "runtime/io/jsonl.h"
 #include "runtime/io/progress.h"
+#include "runtime/train/checkpoint.h"
+#include "runtime/train/data_parallel.h"
 #include "runtime/train/trainer.h"
 
 namespace {
@@ -41,17 +47,40 @@ void declare(Flags& f) {
   f.add_int("seed", 42, "seed for initialisation and shuffling");
   f.add_int("threads", 1, "compute threads (oneDNN/OpenMP)");
   f.add_string("metrics", "", "write JSON lines (one per epoch, one final) to this file");
+  f.add_string("comm", "auto", "communicator: auto (mpirun -> mpi, ternrun -> tcp, else one rank)|local|tcp|mpi|single");
+  f.add_int("ranks", 2, "ranks as threads of this process, for --comm local");
+  f.add_float("bucket-mb", 1, "gradient bucket size in MB (DDP's bucket_cap_mb)");
+  f.add_bool("sync-bn", false, "BatchNorm with the global batch's statistics (default: each rank's own)");
+  f.add_bool("scale-lr", false, "multiply --lr by the number of ranks (the log says so)");
+  f.add_string("checkpoint-dir", "", "write checkpoints to this directory");
+  f.add_int("checkpoint-every", 0, "steps between checkpoints (0: at the end of each epoch only)");
+  f.add_bool("resume", false, "continue from the latest checkpoint in --checkpoint-dir");
+  f.add_int("log-every", 0, "write a {\"event\": \"step\"} metrics line every N steps (0: none)");
+  f.add_int("exit-after-steps", 0, "testing: exit abruptly (code 75) after N steps, as a crash would");
 }
 
-int run(const Flags& f) {
-  const int64_t epochs = f.get_int("epochs"), batch = f.get_int("batch-size");
-  const int64_t threads = f.get_int("threads"), eval_batch = f.get_int("eval-batch-size");
-  if (epochs < 1) throw UsageError("--epochs must be at least 1");
-  if (batch < 1 || eval_batch < 1) throw UsageError("--batch-size and --eval-batch-size must be at least 1");
-  if (threads < 1) throw UsageError("--threads must be at least 1");
+// Flags that make no sense are usage errors (exit 2), checked before any rank starts.
+void validate(const Flags& f) {
+  if (f.get_int("epochs") < 1) throw UsageError("--epochs must be at least 1");
+  if (f.get_int("batch-size") < 1 || f.get_int("eval-batch-size") < 1)
+    throw UsageError("--batch-size and --eval-batch-size must be at least 1");
+  if (f.get_int("threads") < 1) throw UsageError("--threads must be at least 1");
   if (f.get_float("lr") <= 0) throw UsageError("--lr must be positive");
   if (f.get_int("limit-train") < 0) throw UsageError("--limit-train must be >= 0");
-  omp_set_num_threads(static_cast<int>(threads));
+  if (f.get_float("bucket-mb") <= 0) throw UsageError("--bucket-mb must be positive");
+  if (f.get_int("ranks") < 1) throw UsageError("--ranks must be at least 1");
+  if (f.get_int("checkpoint-every") < 0 || f.get_int("log-every") < 0 || f.get_int("exit-after-steps") < 0)
+    throw UsageError("--checkpoint-every, --log-every and --exit-after-steps must be >= 0");
+  if (f.get_bool("resume") && f.get_string("checkpoint-dir").empty())
+    throw UsageError("--resume needs --checkpoint-dir");
+}
+
+// One rank's training; with one rank `comm` is a single-rank communicator.
+int train_rank(const Flags& f, Communicator& comm) {
+  const int64_t epochs = f.get_int("epochs"), batch = f.get_int("batch-size");
+  const int64_t eval_batch = f.get_int("eval-batch-size");
+  const bool lead = comm.rank() == 0, distributed = comm.size() > 1;
+  const std::string model_name = f.get_string("model"), ckpt_dir = f.get_string("checkpoint-dir");
 
   const std::string dataset = f.get_string("dataset"), dir = f.get_string("data-dir");
   Dataset train = load_dataset(dataset, dir, Split::train);
@@ -62,63 +91,130 @@ int run(const Flags& f) {
   }
 
   const Shape sample = train.sample_shape();
-  ModelConfig mc;
-  if (sample.size() == 3) {
-    mc.in_channels = sample[0];
-    mc.height = sample[1];
-    mc.width = sample[2];
-  } else {
+  if (sample.size() != 3)
     throw Error("dataset '" + dataset + "' has samples of shape " + shape_str(sample) +
                 "; the zoo's models take [C, H, W] images");
-  }
+  ModelConfig mc;
+  mc.in_channels = sample[0];
+  mc.height = sample[1];
+  mc.width = sample[2];
   mc.num_classes = train.num_classes;
   mc.width_mult = static_cast<float>(f.get_float("width-mult"));
   mc.seed = static_cast<uint64_t>(f.get_int("seed"));
-  auto model = make_model(f.get_string("model"), mc);
+  auto model = make_model(model_name, mc);
 
-  DataLoader loader(train, batch, /*shuffle=*/true, mc.seed);
+  DataLoader loader(train, batch, /*shuffle=*/true, mc.seed, /*drop_last=*/false, Shard{comm.rank(), comm.size()});
+  if (loader.num_batches() == 0)
+    throw Error(detail::concat("the training set (", train.size(), " samples) is smaller than one global batch (",
+                               comm.size(), " ranks x ", batch, ")"));
   const int64_t total_steps = loader.num_batches() * epochs;
-  const auto lr = static_cast<float>(f.get_float("lr"));
+  float lr = static_cast<float>(f.get_float("lr"));
+  if (f.get_bool("scale-lr")) lr *= static_cast<float>(comm.size());
   auto optimizer = make_optimizer(f.get_string("optimizer"), model->params(), lr,
                                   static_cast<float>(f.get_float("momentum")),
                                   static_cast<float>(f.get_float("weight-decay")), f.get_bool("nesterov"));
   auto schedule = make_lr_schedule(f.get_string("lr-schedule"), lr, total_steps);
+
+  // Resume before DataParallel is built: it then broadcasts rank 0's (restored) state anyway.
+  int64_t start_epoch = 0, skip_batches = 0, start_step = 0;
+  if (f.get_bool("resume")) {
+    if (auto ckpt = load_latest_checkpoint(ckpt_dir)) {
+      if (ckpt->world_size != comm.size())
+        throw Error(detail::concat("checkpoint ", ckpt->source, " was written by ", ckpt->world_size,
+                                   " ranks; this run has ", comm.size(), " (resume with the same world size)"));
+      restore_model(*model, *ckpt, model_name);
+      restore_optimizer(*optimizer, *ckpt);
+      start_epoch = ckpt->epoch;
+      skip_batches = ckpt->batches_in_epoch;
+      start_step = ckpt->step;
+      if (lead) std::printf("resuming from %s: step %lld, epoch %lld, batch %lld\n", ckpt->source.c_str(),
+                            static_cast<long long>(start_step), static_cast<long long>(start_epoch + 1),
+                            static_cast<long long>(skip_batches));
+    } else if (lead) {
+      std::printf("--resume: no checkpoint in %s yet, starting from scratch\n", ckpt_dir.c_str());
+    }
+  }
+
+  std::unique_ptr<DataParallel> dp;
   TrainerOptions topts;
   topts.clip_grad_norm = static_cast<float>(f.get_float("clip-grad-norm"));
+  if (distributed) {
+    DataParallelOptions dopts;
+    dopts.bucket_bytes = static_cast<size_t>(f.get_float("bucket-mb") * 1024 * 1024);
+    dopts.sync_bn = f.get_bool("sync-bn");
+    dp = std::make_unique<DataParallel>(*model, comm, dopts);
+    topts.after_backward = [&dp] { dp->sync_gradients(); };
+    topts.comm = &comm;
+  }
   Trainer trainer(*model, *optimizer, schedule.get(), topts);
+  trainer.set_global_step(start_step);
 
   JsonlWriter metrics;
-  if (!f.get_string("metrics").empty()) metrics.open(f.get_string("metrics"));
+  if (lead && !f.get_string("metrics").empty()) metrics.open(f.get_string("metrics"));
+  if (lead) {
+    std::printf("tern-train: %s (%lld params) on %s: %lld train / %lld test samples, %d rank%s (%s) x batch %lld, %s, %s, "
+                "%lld thread%s per rank\n",
+                model_name.c_str(), static_cast<long long>(model->param_count()), dataset.c_str(),
+                static_cast<long long>(train.size()), static_cast<long long>(test.size()), comm.size(),
+                comm.size() == 1 ? "" : "s", comm.backend().c_str(), static_cast<long long>(batch),
+                optimizer->name().c_str(), schedule->describe().c_str(), static_cast<long long>(omp_get_max_threads()),
+                omp_get_max_threads() == 1 ? "" : "s");
+    if (f.get_bool("scale-lr"))
+      std::printf("--scale-lr: learning rate %g x %d ranks = %g\n", f.get_float("lr"), comm.size(), lr);
+    std::fflush(stdout);
+  }
 
-  std::printf("tern-train: %s (%lld params) on %s: %lld train / %lld test samples, batch %lld, %s, %s, %lld thread%s\n",
-              f.get_string("model").c_str(), static_cast<long long>(model->param_count()), dataset.c_str(),
-              static_cast<long long>(train.size()), static_cast<long long>(test.size()),
-              static_cast<long long>(batch), optimizer->name().c_str(), schedule->describe().c_str(),
-              static_cast<long long>(threads), threads == 1 ? "" : "s");
-  std::fflush(stdout);
+  auto checkpoint = [&](int64_t epoch, int64_t batches_done) {
+    if (!lead || ckpt_dir.empty()) return;
+    CheckpointData data;
+    data.model_name = model_name;
+    data.world_size = comm.size();
+    data.step = trainer.global_step();
+    data.epoch = epoch;
+    data.batches_in_epoch = batches_done;
+    capture_model(*model, data);
+    capture_optimizer(*optimizer, data);
+    data.config = f.echo();
+    save_checkpoint_to_dir(ckpt_dir, data);
+  };
 
   EpochStats last_test;
   double train_seconds = 0;
   int64_t train_samples = 0;
-  for (int64_t epoch = 0; epoch < epochs; ++epoch) {
+  const int64_t every = f.get_int("checkpoint-every"), log_every = f.get_int("log-every");
+  const int64_t exit_after = f.get_int("exit-after-steps");
+  for (int64_t epoch = start_epoch; epoch < epochs; ++epoch) {
     loader.start_epoch(epoch);
+    Batch skipped;
+    for (int64_t b = 0; b < skip_batches; ++b) loader.next(skipped);  // resume mid-epoch
+    skip_batches = 0;
     char label[64];
     std::snprintf(label, sizeof label, "epoch %lld/%lld", static_cast<long long>(epoch + 1),
                   static_cast<long long>(epochs));
-    ProgressBar bar(label, train.size());
+    ProgressBar bar(label, loader.num_batches() * batch, stdout, /*enabled=*/lead);
     const EpochStats tr = trainer.train_epoch(loader, [&](int64_t done, double loss) {
       char extra[32];
       std::snprintf(extra, sizeof extra, "loss %.4f", loss);
       bar.update(done, extra);
+      const int64_t step = trainer.global_step();
+      if (lead && log_every > 0 && step % log_every == 0)
+        metrics.write(JsonObject().add("event", "step").add("step", step).add("loss", trainer.last_loss()));
+      if (every > 0 && step % every == 0) checkpoint(epoch, loader.batches_done());
+      if (exit_after > 0 && step == exit_after) {
+        std::fflush(stdout);
+        std::_Exit(75);  // a crash in the middle of training, for the resume test
+      }
     });
+    if (every == 0) checkpoint(epoch + 1, 0);
     last_test = trainer.evaluate(test, eval_batch);
     train_seconds += tr.seconds;
     train_samples += tr.samples;
-    char summary[160];
+    char summary[200];
     std::snprintf(summary, sizeof summary,
                   "train_loss %.4f  train_acc %.2f%%  test_loss %.4f  test_acc %.2f%%  %.0f samples/s  %s",
                   tr.loss, 100 * tr.accuracy, last_test.loss, 100 * last_test.accuracy, tr.samples_per_s(),
                   format_duration(tr.seconds).c_str());
+    if (!lead) continue;
     if (bar.active()) {
       bar.finish(summary);
     } else {
@@ -136,27 +232,57 @@ int run(const Flags& f) {
                       .add("seconds", tr.seconds)
                       .add("lr", static_cast<double>(optimizer->lr())));
   }
+  if (!lead) return 0;
   const double sps = train_seconds > 0 ? static_cast<double>(train_samples) / train_seconds : 0.0;
   std::printf("test accuracy: %.2f%% (test loss %.4f), %.0f samples/s, %s training\n", 100 * last_test.accuracy,
               last_test.loss, sps, format_duration(train_seconds).c_str());
-  metrics.write(JsonObject()
-                    .add("event", "final")
-                    .add("model", f.get_string("model"))
-                    .add("dataset", dataset)
-                    .add("epochs", epochs)
-                    .add("test_loss", last_test.loss)
-                    .add("test_accuracy", last_test.accuracy)
-                    .add("samples_per_s", sps)
-                    .add("seconds", train_seconds)
-                    .add("params", model->param_count())
-                    .add("config", f.echo()));
+  JsonObject final_line;
+  final_line.add("event", "final")
+      .add("model", model_name)
+      .add("dataset", dataset)
+      .add("ranks", comm.size())
+      .add("epochs", epochs)
+      .add("test_loss", last_test.loss)
+      .add("test_accuracy", last_test.accuracy)
+      .add("samples_per_s", sps)
+      .add("seconds", train_seconds)
+      .add("params", model->param_count());
+  if (dp) {
+    const GradSyncStats st = dp->stats();
+    std::printf("gradient sync: %.1f MB sent per rank, %.2f s communicating, %.0f%% of it hidden behind backward\n",
+                static_cast<double>(st.bytes_sent) / 1e6, st.comm_seconds, 100 * st.hidden_fraction());
+    final_line.add("comm_seconds", st.comm_seconds)
+        .add("comm_exposed_seconds", st.exposed_seconds)
+        .add("comm_hidden_fraction", st.hidden_fraction())
+        .add("bytes_sent", static_cast<int64_t>(st.bytes_sent))
+        .add("bytes_received", static_cast<int64_t>(st.bytes_received));
+  }
+  metrics.write(final_line.add("config", f.echo()));
   return 0;
+}
+
+int run(const Flags& f) {
+  validate(f);
+  omp_set_num_threads(static_cast<int>(f.get_int("threads")));
+  const std::string name = f.get_string("comm");
+  if (name == "local") {
+    const int ranks = static_cast<int>(f.get_int("ranks"));
+    run_local(ranks, [&](Communicator& comm) {
+      // Threads share the process's cores: split the compute threads between them (the OpenMP
+      // setting is per thread, so each rank sets its own).
+      omp_set_num_threads(static_cast<int>(std::max<int64_t>(1, f.get_int("threads") / ranks)));
+      train_rank(f, comm);
+    });
+    return 0;
+  }
+  auto comm = make_communicator(name);
+  return train_rank(f, *comm);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  tern::Flags flags("tern-train", "Train a model from Tern's zoo on one process and report test accuracy.");
+  tern::Flags flags("tern-train", "Train a model from Tern's zoo, on one process or data-parallel, and report test accuracy.");
   declare(flags);
   try {
     if (!flags.parse(argc, argv)) {

@@ -4,8 +4,10 @@
 
 #include <charconv>
 #include <cstdlib>
+#include <iostream>
 #include <numeric>
 
+#include "comm/tcp/shm_transport.h"
 #include "comm/tcp/tcp_store.h"
 #include "comm/tcp/tcp_transport.h"
 #include "comm/transport_communicator.h"
@@ -33,12 +35,31 @@ int int_env(const char* name, int min_value) {
   return value;
 }
 
+// TERN_SHM=0 keeps a one-host world on TCP (for comparisons, or a /dev/shm that misbehaves).
+bool shm_enabled() {
+  const char* value = std::getenv("TERN_SHM");
+  return value == nullptr || std::string(value) != "0";
+}
+
+// Ranks that all share this host talk through shared-memory rings; any other world, or one whose
+// segments cannot be created (every rank learns that together), uses the TCP mesh.
+std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, const CommOptions& options) {
+  if (world.size > 1 && shm_enabled() && world_shares_host(world, store, options.timeout)) {
+    try {
+      return std::make_shared<ShmTransport>(world, store, options);
+    } catch (const ShmUnavailable& e) {
+      std::cerr << "tern tcp: rank " << world.rank << ": " << e.what() << "; using TCP\n";
+    }
+  }
+  return std::make_shared<TcpTransport>(world, store, options);
+}
+
 }  // namespace
 
 std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::shared_ptr<Store> store,
                                                     const CommOptions& options) {
   TERN_CHECK(store != nullptr, "make_tcp_communicator: no store");
-  auto transport = std::make_shared<TcpTransport>(world, *store, options);
+  auto transport = make_transport(world, *store, options);
   std::vector<int> group(static_cast<size_t>(world.size));
   std::iota(group.begin(), group.end(), 0);
   return std::make_unique<TransportCommunicator>(std::move(transport), std::move(group), 0, "tcp", options);

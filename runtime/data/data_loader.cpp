@@ -20,9 +20,11 @@ std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) 
 }
 
 DataLoader::DataLoader(const Dataset& data, int64_t batch_size, bool shuffle, uint64_t seed,
-                       bool drop_last)
-    : data_(&data), batch_size_(batch_size), shuffle_(shuffle), seed_(seed), drop_last_(drop_last) {
+                       bool drop_last, Shard shard)
+    : data_(&data), batch_size_(batch_size), shuffle_(shuffle), seed_(seed), drop_last_(drop_last),
+      shard_(shard) {
   TERN_CHECK(batch_size > 0, "DataLoader: batch size ", batch_size, ", expected > 0");
+  check_shard(shard, "DataLoader");
   TERN_CHECK(data.images.defined() && data.images.dtype() == DType::f32 &&
                  data.images.ndim() >= 1 && data.images.dim(0) == data.size(),
              "DataLoader: dataset '", data.name, "' has images ", data.images.str(), " for ",
@@ -38,7 +40,9 @@ void DataLoader::start_epoch(int64_t epoch) {
   TERN_CHECK(epoch >= 0, "DataLoader: epoch ", epoch, ", expected >= 0");
   epoch_ = epoch;
   cursor_ = 0;
-  if (shuffle_) {
+  if (shard_.world_size > 1) {
+    order_ = shard_order(data_->size(), shard_, batch_size_, shuffle_, seed_, epoch);
+  } else if (shuffle_) {
     order_ = epoch_permutation(data_->size(), seed_, epoch);
   } else if (static_cast<int64_t>(order_.size()) != data_->size()) {
     order_.resize(static_cast<size_t>(data_->size()));
@@ -47,7 +51,7 @@ void DataLoader::start_epoch(int64_t epoch) {
 }
 
 int64_t DataLoader::num_batches() const {
-  const int64_t n = data_->size();
+  const auto n = static_cast<int64_t>(order_.size());  // a shard's order holds full batches only
   return drop_last_ ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
 }
 

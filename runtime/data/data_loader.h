@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "runtime/data/dataset.h"
+#include "runtime/data/distributed_sampler.h"
 #include "runtime/tensor/tensor.h"
 
 namespace tern {
@@ -24,8 +25,11 @@ class DataLoader {
  public:
   // data must outlive the loader. shuffle=false keeps the dataset order every epoch. The last
   // partial batch of an epoch is returned unless drop_last. Epoch 0 is started here.
-  DataLoader(const Dataset& data, int64_t batch_size, bool shuffle, uint64_t seed,
-             bool drop_last = false);
+  // With shard.world_size > 1 the loader yields only this rank's batches of each epoch, as
+  // shard_order (distributed_sampler.h) says: batch_size is per rank, and the remainder of the
+  // global order that does not fill a batch on every rank is dropped whatever drop_last says.
+  DataLoader(const Dataset& data, int64_t batch_size, bool shuffle, uint64_t seed, bool drop_last = false,
+             Shard shard = {});
 
   // Rewinds to the start of `epoch` with that epoch's order.
   void start_epoch(int64_t epoch);
@@ -36,6 +40,7 @@ class DataLoader {
 
   int64_t num_batches() const;
   int64_t batch_size() const { return batch_size_; }
+  const Shard& shard() const { return shard_; }
   int64_t epoch() const { return epoch_; }
   // Batches already returned in this epoch (a resume point).
   int64_t batches_done() const { return cursor_ / batch_size_; }
@@ -46,6 +51,7 @@ class DataLoader {
   bool shuffle_;
   uint64_t seed_;
   bool drop_last_;
+  Shard shard_;
   int64_t epoch_ = 0;
   int64_t cursor_ = 0;  // position in order_ of the next sample
   std::vector<int64_t> order_;

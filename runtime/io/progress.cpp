@@ -3,14 +3,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 
 namespace tern {
 
-bool ProgressBar::is_terminal(FILE* f) { return isatty(fileno(f)) == 1; }
+bool ProgressBar::is_terminal(FILE* f) {
+  // mpirun hands its ranks a pseudo-terminal even when its own output goes to a file, so under
+  // mpirun a terminal says nothing about where the lines end up: print plain lines there.
+  if (std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr) return false;
+  return isatty(fileno(f)) == 1;
+}
 
-ProgressBar::ProgressBar(std::string label, int64_t total, FILE* out)
-    : label_(std::move(label)), total_(std::max<int64_t>(total, 1)), out_(out), active_(is_terminal(out)) {
+ProgressBar::ProgressBar(std::string label, int64_t total, FILE* out, bool enabled)
+    : label_(std::move(label)), total_(std::max<int64_t>(total, 1)), out_(out), active_(enabled && is_terminal(out)) {
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 

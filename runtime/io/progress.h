@@ -11,8 +11,8 @@ namespace tern {
 
 class ProgressBar {
  public:
-  // total: units of work (samples). Draws only if `out` is a terminal, unless forced.
-  ProgressBar(std::string label, int64_t total, FILE* out = stdout);
+  // total: units of work (samples). Draws only when enabled and `out` is a terminal.
+  ProgressBar(std::string label, int64_t total, FILE* out = stdout, bool enabled = true);
   static bool is_terminal(FILE* f);
   bool active() const { return active_; }
 

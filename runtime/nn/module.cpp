@@ -56,6 +56,18 @@ void Module::visit(const std::function<void(Module&)>& f) {
   for (auto& [name, child] : children_) child->visit(f);
 }
 
+Tensor Module::run_backward(const Tensor& dy) {
+  Tensor dx = backward(dy);
+  if (grad_ready_) {
+    for (auto& [name, p] : params_) grad_ready_(*p);
+  }
+  return dx;
+}
+
+void Module::set_grad_ready_hook(const GradReadyHook& hook) {
+  visit([&hook](Module& m) { m.grad_ready_ = hook; });
+}
+
 void Module::set_input_grad(bool on) {
   input_grad_ = on;
   on_input_grad_change();

@@ -41,6 +41,12 @@ class Module {
 
   virtual Tensor forward(const Tensor& x) = 0;
   virtual Tensor backward(const Tensor& dy) = 0;
+  // backward(dy), then the grad-ready hook (if set) once for each of this module's own params,
+  // whose gradients are final for this backward pass from then on. Containers call their
+  // children through this, so data-parallel training can start reducing a layer's gradients
+  // while earlier layers are still in backward. A module used twice in one forward would
+  // announce its params after the first of its two backward calls: not supported.
+  Tensor run_backward(const Tensor& dy);
   // A short description, e.g. "Conv2d(1->32, k=3, s=1, p=1)".
   virtual std::string describe() const = 0;
 
@@ -55,6 +61,11 @@ class Module {
   // Calls f on this module and every descendant, depth first.
   void visit(const std::function<void(Module&)>& f);
   int64_t param_count();
+
+  // Told that a param's gradient is final (see run_backward). Set on this module and every
+  // descendant; an empty function removes it. Costs one branch per module when not set.
+  using GradReadyHook = std::function<void(Param&)>;
+  void set_grad_ready_hook(const GradReadyHook& hook);
 
   // Whether backward() must return dx. A model's first layer has nobody to hand dx to, and
   // skipping it saves a GEMM or a convolution per step; backward() then returns an undefined
@@ -75,6 +86,7 @@ class Module {
   void collect(const std::string& prefix, std::vector<Param*>* ps, std::vector<Buffer*>* bs);
   bool training_ = true;
   bool input_grad_ = true;
+  GradReadyHook grad_ready_;
   std::vector<std::pair<std::string, Param*>> params_;
   std::vector<std::pair<std::string, Buffer*>> buffers_;
   std::vector<std::pair<std::string, Module*>> children_;

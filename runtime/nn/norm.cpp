@@ -1,5 +1,9 @@
 #include "runtime/nn/norm.h"
 
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include "runtime/kernels/cpu/norm.h"
 
 namespace tern {
@@ -17,6 +21,52 @@ void accumulate(Tensor& grad, const Tensor& delta) {
   const float* d = delta.f32();
   for (int64_t i = 0; i < grad.numel(); ++i) g[i] += d[i];
 }
+
+// Float partial sums cover at most this many values before joining a double (as the kernels).
+constexpr int64_t kRun = 512;
+
+// acc[c] += sum over n, s of term(c, x[n, c, s]) for x laid out [N, C, S], walking memory in
+// order (so S == 1 inputs are read row by row).
+template <typename Term>
+void add_channel_sums(const float* x, int64_t N, int64_t C, int64_t S, Term term, double* acc) {
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t c = 0; c < C; ++c) {
+      const float* run = x + (n * C + c) * S;
+      for (int64_t i0 = 0; i0 < S; i0 += kRun) {
+        const int64_t end = std::min(S, i0 + kRun);
+        float s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = i0; i < end; ++i) s += term(c, run[i]);
+        acc[c] += s;
+      }
+    }
+  }
+}
+
+// sdy[c] += sum(dy), sdyd[c] += sum(dy * (x - mean[c])) over channel c's values.
+void add_backward_sums(const float* dy, const float* x, int64_t N, int64_t C, int64_t S, const float* mean,
+                       double* sdy, double* sdyd) {
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t off = (n * C + c) * S;
+      const float m = mean[c];
+      for (int64_t i0 = 0; i0 < S; i0 += kRun) {
+        const int64_t end = std::min(S, i0 + kRun);
+        float s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+        for (int64_t i = i0; i < end; ++i) {
+          s1 += dy[off + i];
+          s2 += dy[off + i] * (x[off + i] - m);
+        }
+        sdy[c] += s1;
+        sdyd[c] += s2;
+      }
+    }
+  }
+}
+
+// The allreduce carries the count as an f32, exact up to 2^24 values per channel.
+constexpr double kMaxExactCount = 16777216.0;
 
 }  // namespace
 
@@ -43,6 +93,113 @@ BatchNorm2d::BatchNorm2d(int64_t channels, float momentum, float eps)
 
 std::string BatchNorm2d::describe() const { return detail::concat("BatchNorm2d(", channels_, ")"); }
 
+void BatchNorm2d::set_stats_allreduce(StatsAllreduce allreduce) {
+  stats_allreduce_ = std::move(allreduce);
+  if (stats_allreduce_ && !sync_sums_.defined()) sync_sums_ = Tensor::zeros({2 * channels_ + 1});
+}
+
+// The kernel's two-pass statistics (cpu::batch_norm_forward_train), with each pass's
+// per-channel sums added up across ranks before they are used.
+void BatchNorm2d::forward_train_synchronised(const Tensor& x, Tensor& y) {
+  const int64_t N = x.dim(0), C = channels_, S = spatial_size(x);
+  const float* xp = x.f32();
+  float* sums = sync_sums_.f32();
+  std::vector<double> acc(static_cast<size_t>(C), 0.0);
+
+  add_channel_sums(
+      xp, N, C, S, [](int64_t, float v) { return v; }, acc.data());
+  for (int64_t c = 0; c < C; ++c) sums[c] = static_cast<float>(acc[static_cast<size_t>(c)]);
+  sums[C] = static_cast<float>(N * S);
+  Tensor first = sync_sums_.slice(0, C + 1);
+  stats_allreduce_(first);
+  const double count = sums[C];
+  TERN_CHECK(count > 1, describe(),
+             ": expected more than 1 value per channel over all ranks when training, got ", count,
+             " (this rank's input ", x.str(), ")");
+  TERN_CHECK(count <= kMaxExactCount, describe(),
+             ": synchronised statistics count values per channel in f32, ", "exact up to 2^24; got ", count,
+             " over all ranks. Use a smaller batch or local BatchNorm");
+  global_count_ = count;
+  float* mean = save_mean_.f32();
+  for (int64_t c = 0; c < C; ++c) mean[c] = static_cast<float>(static_cast<double>(sums[c]) / count);
+
+  std::fill(acc.begin(), acc.end(), 0.0);
+  add_channel_sums(
+      xp, N, C, S,
+      [mean](int64_t c, float v) {
+        const float d = v - mean[c];
+        return d * d;
+      },
+      acc.data());
+  for (int64_t c = 0; c < C; ++c) sums[c] = static_cast<float>(acc[static_cast<size_t>(c)]);
+  Tensor second = sync_sums_.slice(0, C);
+  stats_allreduce_(second);
+
+  const float* gamma = weight.value.f32();
+  const float* beta = bias.value.f32();
+  float* invstd = save_invstd_.f32();
+  float* running_mean_p = running_mean.value.f32();
+  float* running_var_p = running_var.value.f32();
+  float* yp = y.f32();
+  for (int64_t c = 0; c < C; ++c) {
+    const double var = static_cast<double>(sums[c]) / count;
+    invstd[c] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps_)));
+    const float a = gamma[c] * invstd[c];
+    const float b = beta[c] - mean[c] * a;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* in = xp + (n * C + c) * S;
+      float* out = yp + (n * C + c) * S;
+#pragma omp simd
+      for (int64_t i = 0; i < S; ++i) out[i] = a * in[i] + b;
+    }
+    // PyTorch's running update, with the unbiased variance of the global batch.
+    const double unbiased = var * count / (count - 1);
+    running_mean_p[c] = (1.0f - momentum_) * running_mean_p[c] + momentum_ * mean[c];
+    running_var_p[c] = (1.0f - momentum_) * running_var_p[c] + momentum_ * static_cast<float>(unbiased);
+  }
+}
+
+// dx from the global sums (the mean and variance depend on every rank's x); dgamma and dbeta
+// from this rank's own, as the gradient average across ranks expects.
+void BatchNorm2d::backward_train_synchronised(const Tensor& dy, Tensor& dx) {
+  const int64_t N = x_.dim(0), C = channels_, S = spatial_size(x_);
+  const float* mean = save_mean_.f32();
+  const float* invstd = save_invstd_.f32();
+  std::vector<double> sdy(static_cast<size_t>(C), 0.0), sdyd(static_cast<size_t>(C), 0.0);
+  add_backward_sums(dy.f32(), x_.f32(), N, C, S, mean, sdy.data(), sdyd.data());
+  float* sums = sync_sums_.f32();
+  float* dgamma = dgamma_.f32();
+  float* dbeta = dbeta_.f32();
+  for (int64_t c = 0; c < C; ++c) {
+    const auto i = static_cast<size_t>(c);
+    dgamma[c] = static_cast<float>(sdyd[i] * invstd[c]);
+    dbeta[c] = static_cast<float>(sdy[i]);
+    sums[c] = static_cast<float>(sdy[i]);
+    sums[C + c] = static_cast<float>(sdyd[i]);
+  }
+  Tensor both = sync_sums_.slice(0, 2 * C);
+  stats_allreduce_(both);
+
+  const float* gamma = weight.value.f32();
+  const float* dyp = dy.f32();
+  const float* xp = x_.f32();
+  float* dxp = dx.f32();
+  const double count = global_count_;
+  for (int64_t c = 0; c < C; ++c) {
+    // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), means over all ranks.
+    const float k = gamma[c] * invstd[c];
+    const double dg = static_cast<double>(sums[C + c]) * invstd[c];
+    const float b = static_cast<float>(-k * invstd[c] * dg / count);
+    const float shift = static_cast<float>(-k * static_cast<double>(sums[c]) / count);
+    const float m = mean[c];
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t off = (n * C + c) * S;
+#pragma omp simd
+      for (int64_t i = 0; i < S; ++i) dxp[off + i] = k * dyp[off + i] + b * (xp[off + i] - m) + shift;
+    }
+  }
+}
+
 Tensor BatchNorm2d::forward(const Tensor& x) {
   TERN_CHECK(
       x.defined() && x.dtype() == DType::f32 && (x.ndim() == 4 || x.ndim() == 2) && x.dim(1) == channels_,
@@ -50,7 +207,9 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
       x.defined() ? x.str() : "an undefined tensor");
   const int64_t N = x.dim(0), S = spatial_size(x);
   Tensor y = Tensor::empty(x.shape());
-  if (training()) {
+  if (training() && synchronised()) {
+    forward_train_synchronised(x, y);
+  } else if (training()) {
     // As PyTorch: one value per channel has no variance to normalise by.
     TERN_CHECK(N * S > 1, describe(), ": expected more than 1 value per channel when training, got ",
                x.str());
@@ -63,6 +222,7 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   }
   x_ = x;
   forward_training_ = training();
+  forward_synchronised_ = synchronised();
   return y;
 }
 
@@ -73,7 +233,9 @@ Tensor BatchNorm2d::backward(const Tensor& dy) {
              dy.defined() ? dy.str() : "an undefined tensor");
   const int64_t N = x_.dim(0), S = spatial_size(x_);
   Tensor dx = Tensor::empty(x_.shape());
-  if (forward_training_) {
+  if (forward_training_ && forward_synchronised_) {
+    backward_train_synchronised(dy, dx);
+  } else if (forward_training_) {
     cpu::batch_norm_backward_train(dy.f32(), x_.f32(), N, channels_, S, weight.value.f32(), save_mean_.f32(),
                                    save_invstd_.f32(), dx.f32(), dgamma_.f32(), dbeta_.f32());
   } else {

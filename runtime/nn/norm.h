@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "runtime/nn/module.h"
@@ -12,9 +13,25 @@ namespace tern {
 // Normalises each channel over the batch (and spatial positions) of [N, C, H, W] or [N, C]
 // inputs. In training mode it uses the batch statistics and updates running_mean/running_var
 // (PyTorch's momentum convention); in eval mode it uses the running statistics.
+//
+// Synchronised BatchNorm (data-parallel --sync-bn): with a stats allreduce set, a training
+// forward normalises with the statistics of the batch of every rank together, and backward
+// uses the matching global sums, so N ranks compute what one process computes on the
+// concatenated batch. Per forward: two allreduces, the per-channel sums and count (for the
+// mean), then the sums of squared deviations from that mean (the two-pass variance, accurate
+// whatever the mean is, unlike sum-of-squares minus squared mean); per backward: one, of
+// sum(dy) and sum(dy * (x - mean)). The param gradients stay this rank's own share: the
+// data-parallel gradient average turns them into the global ones.
 class BatchNorm2d : public Module {
  public:
   BatchNorm2d(int64_t channels, float momentum = 0.1f, float eps = 1e-5f);
+
+  // Sums an f32 tensor in place across the data-parallel ranks, blocking. runtime/nn does not
+  // know about communicators; DataParallel sets this. Every rank must call forward/backward in
+  // training mode the same number of times. An empty function restores local statistics.
+  using StatsAllreduce = std::function<void(Tensor& values)>;
+  void set_stats_allreduce(StatsAllreduce allreduce);
+  bool synchronised() const { return static_cast<bool>(stats_allreduce_); }
 
   // The input must stay unchanged until backward() (it is cached without a copy).
   Tensor forward(const Tensor& x) override;
@@ -31,10 +48,17 @@ class BatchNorm2d : public Module {
  private:
   int64_t channels_;
   float momentum_, eps_;
-  Tensor x_;                        // the last forward's input
-  bool forward_training_ = true;    // the mode the last forward ran in
-  Tensor save_mean_, save_invstd_;  // [C], batch statistics of the last training forward
-  Tensor dgamma_, dbeta_;           // [C], scratch: kernels overwrite, grads accumulate
+  Tensor x_;                           // the last forward's input
+  bool forward_training_ = true;       // the mode the last forward ran in
+  bool forward_synchronised_ = false;  // whether it used global statistics
+  Tensor save_mean_, save_invstd_;     // [C], batch statistics of the last training forward
+  Tensor dgamma_, dbeta_;              // [C], scratch: kernels overwrite, grads accumulate
+  StatsAllreduce stats_allreduce_;
+  Tensor sync_sums_;         // [2C + 1] scratch of the synchronised passes
+  double global_count_ = 0;  // values per channel over all ranks, of the last sync forward
+
+  void forward_train_synchronised(const Tensor& x, Tensor& y);
+  void backward_train_synchronised(const Tensor& dy, Tensor& dx);
 };
 
 // Normalises each sample over groups of C/G consecutive channels (and all positions) of

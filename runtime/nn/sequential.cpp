@@ -37,7 +37,7 @@ Tensor Sequential::forward(const Tensor& x) {
 
 Tensor Sequential::backward(const Tensor& dy) {
   Tensor g = dy;
-  for (auto it = modules_.rbegin(); it != modules_.rend(); ++it) g = (*it)->backward(g);
+  for (auto it = modules_.rbegin(); it != modules_.rend(); ++it) g = (*it)->run_backward(g);
   return g;
 }
 
@@ -114,8 +114,8 @@ Tensor Residual::backward(const Tensor& dy) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) gp[i] = y[i] > 0.0f ? d[i] : 0.0f;
   }
-  Tensor dx = body_->backward(g);
-  Tensor ds = shortcut_ ? shortcut_->backward(g) : g;
+  Tensor dx = body_->run_backward(g);
+  Tensor ds = shortcut_ ? shortcut_->run_backward(g) : g;
   if (!input_grad()) return Tensor();
   return add(dx, ds);  // fresh: dx or ds may be views of g (identity paths)
 }

@@ -49,11 +49,12 @@ double Trainer::train_step(const Batch& batch, int64_t* correct) {
   const LossResult r = softmax_cross_entropy(logits, batch.y, &dlogits_);
   TERN_CHECK(std::isfinite(r.loss), "training diverged at step ", step_, ": loss is ", r.loss,
              " (try a smaller --lr)");
-  model_.backward(dlogits_);
+  model_.run_backward(dlogits_);  // announces finished gradients (data-parallel buckets listen)
   if (options_.after_backward) options_.after_backward();
   if (options_.clip_grad_norm > 0) clip_grad_norm(params_, options_.clip_grad_norm);
   optimizer_.step();
   ++step_;
+  last_loss_ = r.loss;
   if (correct) *correct += r.correct;
   return r.loss;
 }

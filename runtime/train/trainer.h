@@ -49,6 +49,7 @@ class Trainer {
   EpochStats evaluate(const Dataset& data, int64_t batch_size, const BatchCallback& on_batch = {});
 
   int64_t global_step() const { return step_; }
+  double last_loss() const { return last_loss_; }  // this rank's loss on its latest batch
   void set_global_step(int64_t step) { step_ = step; }  // resuming: the LR schedule continues
 
  private:
@@ -57,6 +58,7 @@ class Trainer {
   const LrSchedule* schedule_;
   TrainerOptions options_;
   int64_t step_ = 0;
+  double last_loss_ = 0;
   std::vector<Param*> params_;
   Tensor dlogits_;
 };

@@ -1,0 +1,77 @@
+// ShmTransport: the tcp backend's byte layer when every rank runs on one host — a ring buffer in
+// POSIX shared memory per ordered pair of ranks instead of a socket (what Open MPI's vader and
+// NCCL's SHM transport do). make_tcp_communicator chooses it; TERN_SHM=0 turns it off.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/store.h"
+#include "comm/tcp/tcp_communicator.h"
+#include "comm/transport.h"
+
+namespace tern {
+
+// Thrown by every rank of a world, together, when the segments could not be created or mapped on
+// some rank (no /dev/shm, out of space): the caller can fall back to TCP. Other setup failures (a
+// rank that never arrives) are plain CommErrors.
+class ShmUnavailable : public CommError {
+ public:
+  using CommError::CommError;
+};
+
+// Every rank publishes its host identity (boot id, hostname, IPC namespace) in the store and reads
+// everyone's; all ranks return the same answer. A rank that does not publish within `timeout` is a
+// CommError.
+bool world_shares_host(const TcpWorld& world, Store& store, std::chrono::milliseconds timeout);
+
+class ShmTransport final : public Transport {
+ public:
+  static constexpr size_t kDefaultRingBytes = size_t{4} << 20;
+
+  // Creates this rank's incoming rings, maps its outgoing ones through the store, and unlinks the
+  // names once every rank has mapped them. All ranks of `world` must share this host.
+  ShmTransport(const TcpWorld& world, Store& store, const CommOptions& options,
+               size_t ring_bytes = kDefaultRingBytes);
+  // Closes every ring: the peers' recvs from this rank fail once they have drained what was sent.
+  ~ShmTransport() override;
+  ShmTransport(const ShmTransport&) = delete;
+  ShmTransport& operator=(const ShmTransport&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  // Copies the message into the ring to dst in pieces; waits only for ring space, which the
+  // peer's receiver thread frees whether or not a recv is posted (so rings of sends cannot
+  // deadlock). A peer that frees no space for options.timeout fails the send.
+  void send(int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes) override;
+  void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
+            std::chrono::milliseconds timeout) override;
+  uint64_t bytes_sent() const override { return bytes_sent_; }
+  uint64_t bytes_received() const override { return bytes_received_; }
+
+ private:
+  struct Peer;
+  struct PostedRecv;
+
+  void setup(const TcpWorld& world, Store& store, size_t ring_bytes);
+  void stop_receivers();
+  void receive_messages(Peer& peer);
+  std::string read_exact(Peer& peer, void* data, size_t bytes);
+  void mark_dead(Peer& peer, const std::string& death);
+  CommError peer_error(Peer& peer, const char* operation, uint64_t context, uint64_t tag, size_t bytes);
+  void check_peer(int peer, const char* operation) const;
+
+  int rank_;
+  int size_;
+  CommOptions options_;
+  std::vector<std::unique_ptr<Peer>> peers_;
+  std::atomic<bool> closing_{false};
+  std::atomic<uint64_t> bytes_sent_{0};
+  std::atomic<uint64_t> bytes_received_{0};
+};
+
+}  // namespace tern

@@ -1,0 +1,237 @@
+#include "comm/tcp/shm_transport.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <exception>
+#include <thread>
+#include <vector>
+
+#include "comm/local/local.h"
+#include "comm/tcp/shm_ring.h"
+#include "runtime/rng.h"
+
+namespace tern {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr milliseconds kRecvTimeout = seconds(10);
+// Small rings, so that every large message wraps around many times.
+constexpr size_t kTestRingBytes = size_t{64} << 10;
+
+CommOptions short_timeouts(milliseconds timeout = seconds(10)) {
+  CommOptions options;
+  options.timeout = timeout;
+  return options;
+}
+
+std::vector<uint8_t> pattern(size_t bytes, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<uint8_t> data(bytes);
+  for (auto& b : data) b = static_cast<uint8_t>(rng.next_u32());
+  return data;
+}
+
+// n transports of one job over one in-memory store, each built on its own thread.
+std::vector<std::unique_ptr<ShmTransport>> make_shm_world(int n, Store& store, const std::string& job_id,
+                                                          const CommOptions& options = short_timeouts(),
+                                                          size_t ring_bytes = kTestRingBytes) {
+  std::vector<std::unique_ptr<ShmTransport>> world(static_cast<size_t>(n));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        world[static_cast<size_t>(r)] =
+            std::make_unique<ShmTransport>(TcpWorld{r, n, job_id}, store, options, ring_bytes);
+      } catch (...) {
+        errors[static_cast<size_t>(r)] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  return world;
+}
+
+class ShmTransportWorld : public ::testing::Test {
+ protected:
+  std::shared_ptr<Store> store_ = make_memory_store();
+};
+
+TEST_F(ShmTransportWorld, EveryPairExchangesMessagesOfSizeZeroOneSevenAndSixteenMegabytes) {
+  constexpr int kRanks = 3;
+  auto world = make_shm_world(kRanks, *store_, "shm-sizes");
+  const std::vector<size_t> sizes = {0, 1, 7, size_t{16} << 20};
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kRanks; ++r) {
+    threads.emplace_back([&, r] {
+      ShmTransport& t = *world[static_cast<size_t>(r)];
+      // Every rank sends everything before it receives anything: sends far larger than the ring
+      // must not wait for the peer's recv.
+      for (int peer = 0; peer < kRanks; ++peer) {
+        for (size_t s = 0; s < sizes.size(); ++s) {
+          const auto data = pattern(sizes[s], static_cast<uint64_t>(r * 100 + peer * 10) + s);
+          t.send(peer, 0, s, data.data(), data.size());
+        }
+      }
+      for (int peer = 0; peer < kRanks; ++peer) {
+        for (size_t s = 0; s < sizes.size(); ++s) {
+          std::vector<uint8_t> got(sizes[s], 0xAB);
+          t.recv(peer, 0, s, got.data(), got.size(), kRecvTimeout);
+          EXPECT_TRUE(got == pattern(sizes[s], static_cast<uint64_t>(peer * 100 + r * 10) + s))
+              << "rank " << r << " from " << peer << " size " << sizes[s];
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  size_t payload = 0;
+  for (size_t s : sizes) payload += s;
+  for (auto& t : world) {
+    EXPECT_EQ(t->bytes_sent(), payload * kRanks);
+    EXPECT_EQ(t->bytes_received(), payload * kRanks);
+  }
+}
+
+TEST_F(ShmTransportWorld, ARecvPostedBeforeTheMessageArrivesReceivesALargeMessageWhole) {
+  auto world = make_shm_world(2, *store_, "shm-posted");
+  const auto data = pattern(size_t{5} << 20, 42);
+  std::vector<uint8_t> got(data.size(), 0);
+  std::thread receiver([&] { world[1]->recv(0, 3, 9, got.data(), got.size(), kRecvTimeout); });
+  std::this_thread::sleep_for(milliseconds(50));  // usually posted first; correct either way
+  world[0]->send(1, 3, 9, data.data(), data.size());
+  receiver.join();
+  EXPECT_TRUE(got == data);
+}
+
+TEST_F(ShmTransportWorld, MessagesOfOneTagArriveInOrderWhateverTheOrderTagsAreReceived) {
+  auto world = make_shm_world(2, *store_, "shm-tags");
+  constexpr int kTags = 40, kRounds = 5;
+  for (int round = 0; round < kRounds; ++round) {  // tags interleaved in the ring
+    for (int tag = 0; tag < kTags; ++tag) {
+      const int value = round * 1000 + tag;
+      world[0]->send(1, 7, static_cast<uint64_t>(tag), &value, sizeof(value));
+    }
+  }
+  for (int tag = kTags - 1; tag >= 0; --tag) {  // received tag by tag, last tag first
+    for (int round = 0; round < kRounds; ++round) {
+      int value = -1;
+      world[1]->recv(0, 7, static_cast<uint64_t>(tag), &value, sizeof(value), kRecvTimeout);
+      EXPECT_EQ(value, round * 1000 + tag);
+    }
+  }
+}
+
+TEST_F(ShmTransportWorld, ContextsSeparateMessagesWithTheSameTag) {
+  auto world = make_shm_world(2, *store_, "shm-contexts");
+  const int a = 1, b = 2;
+  world[0]->send(1, 10, 5, &a, sizeof(a));
+  world[0]->send(1, 11, 5, &b, sizeof(b));
+  int got = 0;
+  world[1]->recv(0, 11, 5, &got, sizeof(got), kRecvTimeout);
+  EXPECT_EQ(got, 2);
+  world[1]->recv(0, 10, 5, &got, sizeof(got), kRecvTimeout);
+  EXPECT_EQ(got, 1);
+}
+
+TEST_F(ShmTransportWorld, RecvTimesOutNamingThePeerAndTheTimeout) {
+  auto world = make_shm_world(2, *store_, "shm-timeout");
+  int value = 0;
+  try {
+    world[1]->recv(0, 0, 77, &value, sizeof(value), milliseconds(200));
+    FAIL() << "recv returned without a message";
+  } catch (const CommError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("from rank 0"), std::string::npos) << what;
+    EXPECT_NE(what.find("tag 77"), std::string::npos) << what;
+    EXPECT_NE(what.find("timed out after 200 ms"), std::string::npos) << what;
+  }
+}
+
+TEST_F(ShmTransportWorld, ARecvOfTheWrongLengthIsAnErrorNamingBothLengths) {
+  auto world = make_shm_world(2, *store_, "shm-length");
+  const auto data = pattern(12, 1);
+  world[0]->send(1, 0, 1, data.data(), data.size());
+  std::vector<uint8_t> got(8);
+  try {
+    world[1]->recv(0, 0, 1, got.data(), got.size(), kRecvTimeout);
+    FAIL() << "a 12-byte message filled an 8-byte recv";
+  } catch (const CommError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("expected 8 bytes but the message has 12"), std::string::npos) << what;
+  }
+}
+
+TEST_F(ShmTransportWorld, APeerThatGoesAwayFailsRecvsFromItPromptlyNamingIt) {
+  auto world = make_shm_world(3, *store_, "shm-gone", short_timeouts(seconds(30)));
+  const int sent = 5;
+  world[1]->send(0, 0, 1, &sent, sizeof(sent));
+  world[1].reset();  // rank 1 leaves after sending one message
+  int value = 0;
+  world[0]->recv(1, 0, 1, &value, sizeof(value), kRecvTimeout);  // what it sent still arrives
+  EXPECT_EQ(value, 5);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    world[0]->recv(1, 0, 2, &value, sizeof(value), seconds(30));
+    FAIL() << "recv from a departed rank returned";
+  } catch (const CommError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("peer rank 1"), std::string::npos) << what;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(20)) << "failed by the timeout, not the close";
+  EXPECT_THROW(world[2]->send(1, 0, 1, &sent, sizeof(sent)), CommError);
+  // The others are unaffected.
+  world[2]->send(0, 0, 3, &sent, sizeof(sent));
+  world[0]->recv(2, 0, 3, &value, sizeof(value), kRecvTimeout);
+  EXPECT_EQ(value, 5);
+}
+
+TEST_F(ShmTransportWorld, LeavesNoSegmentsInDevShmOnceSetUp) {
+  auto world = make_shm_world(2, *store_, "shm-unlinked");
+  for (int src = 0; src < 2; ++src) {
+    const std::string path = "/dev/shm" + shm::ring_name("shm-unlinked", 1, src, 1 - src);
+    struct stat info {};
+    EXPECT_NE(::stat(path.c_str(), &info), 0) << path << " still exists";
+  }
+}
+
+TEST_F(ShmTransportWorld, ARankThatNeverArrivesFailsSetupByTheTimeoutNamingIt) {
+  try {
+    ShmTransport alone(TcpWorld{0, 2, "shm-alone"}, *store_, short_timeouts(milliseconds(300)),
+                       kTestRingBytes);
+    FAIL() << "set up a world of 2 with one rank";
+  } catch (const CommError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("rank 1 did not arrive"), std::string::npos) << what;
+  }
+}
+
+TEST(ShmHost, ThreadsOfOneProcessShareTheirHost) {
+  auto store = make_memory_store();
+  std::vector<int> answers(3, -1);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 3; ++r) {
+    threads.emplace_back([&, r] {
+      answers[static_cast<size_t>(r)] =
+          world_shares_host(TcpWorld{r, 3, "host"}, *store, seconds(10)) ? 1 : 0;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(answers, std::vector<int>({1, 1, 1}));
+}
+
+TEST(ShmHost, ARankOnAnotherHostMakesEveryRankSayNo) {
+  auto store = make_memory_store();
+  // Rank 1 "lives" elsewhere: it published a different identity under the key rank 0 reads.
+  store->add("tern/elsewhere/shm/host_checks_by/1", 1);
+  store->set("tern/elsewhere/shm/1/host/1", "another-host|boot|ipc");
+  EXPECT_FALSE(world_shares_host(TcpWorld{0, 2, "elsewhere"}, *store, seconds(10)));
+}
+
+}  // namespace
+}  // namespace tern
