@@ -21,13 +21,15 @@ build: configure
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
+# Two data-parallel ranks under ternrun (tcp backend, shared memory on one host) train the CNN.
 demo: build
-	@$(BUILD_DIR)/examples/tern-train --model cnn --dataset fashion-mnist --epochs 3 --threads $(JOBS)
+	@$(BUILD_DIR)/launch/ternrun -n 2 $(BUILD_DIR)/examples/tern-train --model cnn --dataset fashion-mnist --epochs 3
 
 bench: configure
 	@scripts/install-deps.sh --bench
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 	@$(BUILD_DIR)/bench/train_throughput
+	@python3 bench/allreduce.py --build $(BUILD_DIR)
 
 clean:
 	@rm -rf $(BUILD_DIR)

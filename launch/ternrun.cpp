@@ -55,20 +55,31 @@ void write_all(int fd, const std::string& s) {
   }
 }
 
-// Moves complete lines from buf to fd with the rank prefix; at EOF the rest goes out too.
+// Moves complete lines from buf to fd with the rank prefix; at EOF the rest goes out too. A line
+// redrawn in place with '\r' (rank 0's progress bar when ternrun runs on a terminal) is passed on
+// as it arrives, as "\r[rank] <what the terminal would show>", so the bar stays live.
 void emit_lines(int rank, std::string& buf, int fd, bool eof) {
   char prefix_buf[24];  // snprintf: GCC 12 misreports string concatenation here (-Wrestrict)
   std::snprintf(prefix_buf, sizeof prefix_buf, "[%d] ", rank);
   const std::string prefix = prefix_buf;
+  auto emit = [&](std::string& out, const std::string& line) {
+    const size_t cr = line.rfind('\r');
+    if (cr == std::string::npos) {
+      out.append(prefix).append(line);
+    } else {
+      out.append("\r").append(prefix).append(line, cr + 1, std::string::npos);
+    }
+  };
   size_t start = 0, nl;
   std::string out;
   while ((nl = buf.find('\n', start)) != std::string::npos) {
-    out.append(prefix).append(buf, start, nl - start + 1);
+    emit(out, buf.substr(start, nl - start + 1));
     start = nl + 1;
   }
   buf.erase(0, start);
-  if (eof && !buf.empty()) {
-    out.append(prefix).append(buf).append("\n");
+  if (!buf.empty() && (eof || buf.find('\r') != std::string::npos)) {
+    emit(out, buf);
+    if (eof) out.append("\n");
     buf.clear();
   }
   if (!out.empty()) write_all(fd, out);
@@ -92,7 +103,7 @@ bool drain(int& fd, std::string& buf) {
 }
 
 Rank spawn(int index, int world, const std::string& store, const std::string& job, const std::string& timeout,
-           const std::vector<char*>& argv) {
+           bool terminal, const std::vector<char*>& argv) {
   int out[2], err[2];
   if (::pipe(out) != 0 || ::pipe(err) != 0) throw tern::Error(std::string("pipe: ") + std::strerror(errno));
   const pid_t pid = ::fork();
@@ -113,6 +124,8 @@ Rank spawn(int index, int world, const std::string& store, const std::string& jo
     ::setenv("TERN_STORE_ADDR", store.c_str(), 1);
     ::setenv("TERN_JOB_ID", job.c_str(), 1);
     if (!timeout.empty()) ::setenv("TERN_COMM_TIMEOUT", timeout.c_str(), 1);
+    // Rank 0 may draw a live progress bar when the user watches ternrun on a terminal.
+    if (index == 0 && terminal) ::setenv("TERN_PROGRESS_TTY", "1", 1);
     ::execvp(argv[0], argv.data());
     std::fprintf(stderr, "ternrun: cannot run '%s': %s\n", argv[0], std::strerror(errno));
     ::_exit(127);
@@ -152,7 +165,8 @@ int run(int n, const std::string& host, int port, double timeout_s, double grace
   ::signal(SIGPIPE, SIG_IGN);
 
   std::vector<Rank> ranks;
-  for (int i = 0; i < n; ++i) ranks.push_back(spawn(i, n, store.address(), job, timeout, argv));
+  const bool terminal = ::isatty(STDOUT_FILENO) == 1;
+  for (int i = 0; i < n; ++i) ranks.push_back(spawn(i, n, store.address(), job, timeout, terminal, argv));
 
   int result = 0;
   bool stopping = false;

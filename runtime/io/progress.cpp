@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 #include <cmath>
 
 namespace tern {
 
 bool ProgressBar::is_terminal(FILE* f) {
+  // ternrun pipes the ranks' output to add prefixes, and says so when it runs on a terminal.
+  if (const char* tty = std::getenv("TERN_PROGRESS_TTY"); tty != nullptr && std::string(tty) == "1") return true;
   // mpirun hands its ranks a pseudo-terminal even when its own output goes to a file, so under
   // mpirun a terminal says nothing about where the lines end up: print plain lines there.
   if (std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr) return false;
