@@ -221,16 +221,24 @@ int train_rank(const Flags& f, Communicator& comm) {
       std::printf("%s  %s\n", label, summary);
       std::fflush(stdout);
     }
-    metrics.write(JsonObject()
-                      .add("event", "epoch")
-                      .add("epoch", epoch + 1)
-                      .add("train_loss", tr.loss)
-                      .add("train_accuracy", tr.accuracy)
-                      .add("test_loss", last_test.loss)
-                      .add("test_accuracy", last_test.accuracy)
-                      .add("samples_per_s", tr.samples_per_s())
-                      .add("seconds", tr.seconds)
-                      .add("lr", static_cast<double>(optimizer->lr())));
+    JsonObject line;
+    line.add("event", "epoch")
+        .add("epoch", epoch + 1)
+        .add("train_loss", tr.loss)
+        .add("train_accuracy", tr.accuracy)
+        .add("test_loss", last_test.loss)
+        .add("test_accuracy", last_test.accuracy)
+        .add("samples_per_s", tr.samples_per_s())
+        .add("seconds", tr.seconds)
+        .add("lr", static_cast<double>(optimizer->lr()));
+    if (dp) {  // rank 0's gradient sync so far: time communicating, the part not hidden, bytes
+      const GradSyncStats st = dp->stats();
+      line.add("comm_seconds", st.comm_seconds)
+          .add("comm_exposed_seconds", st.exposed_seconds)
+          .add("bytes_sent", static_cast<int64_t>(st.bytes_sent))
+          .add("bytes_received", static_cast<int64_t>(st.bytes_received));
+    }
+    metrics.write(line);
   }
   if (!lead) return 0;
   const double sps = train_seconds > 0 ? static_cast<double>(train_samples) / train_seconds : 0.0;
