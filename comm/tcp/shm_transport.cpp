@@ -5,20 +5,16 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <condition_variable>
-#include <cstring>
-#include <deque>
 #include <fstream>
-#include <map>
 #include <mutex>
 #include <thread>
 
+#include "comm/tcp/inbox.h"
 #include "comm/tcp/shm_ring.h"
 
 namespace tern {
 
 using Clock = std::chrono::steady_clock;
-using MailboxKey = std::pair<uint64_t, uint64_t>;  // (context, tag)
 
 namespace {
 
@@ -39,18 +35,6 @@ struct RecordHeader {
   uint64_t tag = 0;
   uint64_t bytes = 0;
 };
-
-struct Message {
-  std::unique_ptr<uint8_t[]> bytes;
-  size_t size = 0;
-};
-
-std::string ms_text(std::chrono::milliseconds ms) { return std::to_string(ms.count()) + " ms"; }
-
-std::string where_text(uint64_t context, uint64_t tag, size_t bytes) {
-  return std::to_string(bytes) + " bytes (context " + std::to_string(context) + ", tag " +
-         std::to_string(tag) + ")";
-}
 
 std::string first_line(const char* path) {
   std::ifstream in(path);
@@ -102,15 +86,21 @@ bool world_shares_host(const TcpWorld& world, Store& store, std::chrono::millise
   return same;
 }
 
-struct ShmTransport::PostedRecv {
-  enum class State { waiting, filling, filled, failed };
-  void* data;
-  size_t bytes;
-  State state = State::waiting;
-};
-
 struct ShmTransport::Peer {
-  int rank = 0;
+  // Every peer but this rank itself gets rings and a receiver thread (setup maps them all or
+  // throws).
+  Peer(int this_rank, int peer_rank)
+      : rank(peer_rank),
+        // On death both rings close, so the peer learns it too (its sends to us fail, its
+        // receiver sees our end closed).
+        inbox(this_rank, peer_rank, " (shared memory)", peer_rank != this_rank, [this] { close_rings(); }) {}
+
+  void close_rings() {
+    if (out.mapped()) out.close_producer();
+    if (in.mapped()) in.close_consumer();
+  }
+
+  int rank;
   pid_t pid = 0;
   shm::ShmRing out;  // this rank -> peer (we produce)
   shm::ShmRing in;   // peer -> this rank (we consume)
@@ -119,13 +109,7 @@ struct ShmTransport::Peer {
   std::mutex write_mu;  // one message at a time in `out`; guards next_sequence
   uint64_t next_sequence = 1;
 
-  std::mutex mu;  // guards everything below
-  std::condition_variable arrived;
-  std::map<MailboxKey, std::deque<Message>> mailboxes;
-  std::map<MailboxKey, PostedRecv*> posted;
-  bool dead = false;
-  std::string death;  // completes "peer rank S ...", e.g. "closed its transport"
-
+  Inbox inbox;
   std::thread receiver;
 };
 
@@ -136,8 +120,7 @@ ShmTransport::ShmTransport(const TcpWorld& world, Store& store, const CommOption
   TERN_CHECK(ring_bytes >= sizeof(RecordHeader), "shm transport: a ring of ", ring_bytes,
              " bytes is too small");
   for (int r = 0; r < size_; ++r) {
-    peers_.push_back(std::make_unique<Peer>());
-    peers_.back()->rank = r;
+    peers_.push_back(std::make_unique<Peer>(rank_, r));
   }
   setup(world, store, ring_bytes);
   try {
@@ -175,7 +158,7 @@ void ShmTransport::setup(const TcpWorld& world, Store& store, size_t ring_bytes)
       } catch (const CommError& e) {
         unlink_incoming();
         throw CommError("rank " + std::to_string(rank_) + ": shared-memory setup: rank " + std::to_string(r) +
-                        " did not arrive within " + ms_text(options_.timeout) + " (" + e.what() + ")");
+                        " did not arrive within " + duration_text(options_.timeout) + " (" + e.what() + ")");
       }
       if (value.rfind("ok ", 0) != 0 && failure.empty()) failure = "rank " + std::to_string(r) + ": " + value;
       if (what == std::string("created") && value.rfind("ok ", 0) == 0) {
@@ -217,10 +200,7 @@ ShmTransport::~ShmTransport() { stop_receivers(); }
 
 void ShmTransport::stop_receivers() {
   closing_ = true;
-  for (auto& peer : peers_) {
-    if (peer->out.mapped()) peer->out.close_producer();
-    if (peer->in.mapped()) peer->in.close_consumer();
-  }
+  for (auto& peer : peers_) peer->close_rings();
   for (auto& peer : peers_) {
     if (peer->receiver.joinable()) peer->receiver.join();
   }
@@ -233,53 +213,22 @@ void ShmTransport::check_peer(int peer, const char* operation) const {
   }
 }
 
-CommError ShmTransport::peer_error(Peer& peer, const char* operation, uint64_t context, uint64_t tag,
-                                   size_t bytes) {
-  return CommError("rank " + std::to_string(rank_) + ": peer rank " + std::to_string(peer.rank) + " " +
-                   peer.death + " during " + operation + " of " + where_text(context, tag, bytes) +
-                   " (shared memory)");
-}
-
-// Records the first reason a peer is unusable, wakes its waiters, and closes both rings so the
-// peer learns it too (its sends to us fail, its receiver sees our end closed).
-void ShmTransport::mark_dead(Peer& peer, const std::string& death) {
-  {
-    std::lock_guard lock(peer.mu);
-    if (!peer.dead) {
-      peer.dead = true;
-      peer.death = death;
-    }
-  }
-  peer.arrived.notify_all();
-  if (peer.out.mapped()) peer.out.close_producer();
-  if (peer.in.mapped()) peer.in.close_consumer();
-}
-
 void ShmTransport::send(int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes) {
   check_peer(dst, "send to");
   if (bytes > options_.max_message_bytes) {
     throw CommError("rank " + std::to_string(rank_) + ": send to rank " + std::to_string(dst) + " of " +
-                    where_text(context, tag, bytes) + " exceeds max_message_bytes (" +
+                    message_text(context, tag, bytes) + " exceeds max_message_bytes (" +
                     std::to_string(options_.max_message_bytes) + ")");
   }
   Peer& peer = *peers_[static_cast<size_t>(dst)];
   if (!peer.out.mapped()) {  // to ourselves: straight into the mailbox
-    Message message{bytes ? std::make_unique<uint8_t[]>(bytes) : nullptr, bytes};
-    if (bytes) std::memcpy(message.bytes.get(), data, bytes);
-    {
-      std::lock_guard lock(peer.mu);
-      peer.mailboxes[{context, tag}].push_back(std::move(message));
-    }
-    peer.arrived.notify_all();
+    peer.inbox.deliver(context, tag, data, bytes);
     bytes_sent_ += bytes;
     bytes_received_ += bytes;
     return;
   }
   std::lock_guard write_lock(peer.write_mu);
-  {
-    std::lock_guard lock(peer.mu);
-    if (peer.dead) throw peer_error(peer, "send", context, tag, bytes);
-  }
+  if (peer.inbox.dead()) throw peer.inbox.peer_error("send", context, tag, bytes);
   RecordHeader header;
   header.sequence = peer.next_sequence++;
   header.context = context;
@@ -301,17 +250,16 @@ void ShmTransport::send(int dst, uint64_t context, uint64_t tag, const void* dat
       }
       std::string death;
       if (peer.out.consumer_closed() || peer.out.producer_closed()) {
-        std::lock_guard lock(peer.mu);
-        death = peer.dead ? peer.death : "closed its transport";
+        death = peer.inbox.death_or("closed its transport");
       } else if (Clock::now() >= deadline) {
-        death = "stopped reading for " + ms_text(options_.timeout) + " (a send could not complete)";
+        death = "stopped reading for " + duration_text(options_.timeout) + " (a send could not complete)";
       } else if (Clock::now() >= next_liveness) {
         if (!process_alive(peer.pid)) death = "(process " + std::to_string(peer.pid) + ") exited";
         next_liveness = Clock::now() + kLivenessPeriod;
       }
       if (!death.empty()) {
-        mark_dead(peer, death);  // a half-written message: the ring cannot be used any more
-        throw peer_error(peer, "send", context, tag, bytes);
+        peer.inbox.mark_dead(death);  // a half-written message: the ring cannot be used any more
+        throw peer.inbox.peer_error("send", context, tag, bytes);
       }
       peer.out.wait_writable(kWaitSlice);
     }
@@ -334,10 +282,7 @@ std::string ShmTransport::read_exact(Peer& peer, void* data, size_t bytes) {
       continue;
     }
     if (closing_) return "closed by this rank";
-    if (peer.in.consumer_closed()) {
-      std::lock_guard lock(peer.mu);
-      return peer.dead ? peer.death : "closed by this rank";
-    }
+    if (peer.in.consumer_closed()) return peer.inbox.death_or("closed by this rank");
     if (peer.in.producer_closed() && peer.in.readable() == 0) {
       return done == 0 ? "closed its transport" : "closed its transport in the middle of a message";
     }
@@ -351,62 +296,31 @@ std::string ShmTransport::read_exact(Peer& peer, void* data, size_t bytes) {
 }
 
 void ShmTransport::receive_messages(Peer& peer) {
+  const Inbox::PayloadReader read_payload = [this, &peer](void* data, size_t bytes) {
+    return read_exact(peer, data, bytes);
+  };
   uint64_t expected_sequence = 1;
   for (;;) {
     RecordHeader header;
-    std::string error = read_exact(peer, &header, sizeof(header));
-    if (!error.empty()) return mark_dead(peer, error);
+    const std::string error = read_exact(peer, &header, sizeof(header));
+    if (!error.empty()) return peer.inbox.mark_dead(error);
     if (header.magic != kRecordMagic || header.sequence != expected_sequence ||
         header.bytes > options_.max_message_bytes) {
-      return mark_dead(peer, "sent a bad record (magic " + std::to_string(header.magic) + ", sequence " +
-                                 std::to_string(header.sequence) + " where " +
-                                 std::to_string(expected_sequence) + " was expected, " +
-                                 std::to_string(header.bytes) + " bytes)");
+      return peer.inbox.mark_dead("sent a bad record (magic " + std::to_string(header.magic) + ", sequence " +
+                                  std::to_string(header.sequence) + " where " +
+                                  std::to_string(expected_sequence) + " was expected, " +
+                                  std::to_string(header.bytes) + " bytes)");
     }
     ++expected_sequence;
-    const MailboxKey key{header.context, header.tag};
     const size_t bytes = header.bytes;
-
-    PostedRecv* target = nullptr;
-    {
-      std::lock_guard lock(peer.mu);
-      const auto posted = peer.posted.find(key);
-      const auto queued = peer.mailboxes.find(key);
-      if (posted != peer.posted.end() && posted->second->bytes == bytes &&
-          (queued == peer.mailboxes.end() || queued->second.empty())) {
-        target = posted->second;
-        target->state = PostedRecv::State::filling;
-        peer.posted.erase(posted);
-      }
-    }
-    if (target) {  // straight into the waiting recv's buffer: one copy in all
-      error = read_exact(peer, target->data, bytes);
-      {
-        std::lock_guard lock(peer.mu);
-        target->state = error.empty() ? PostedRecv::State::filled : PostedRecv::State::failed;
-        if (!error.empty() && !peer.dead) {
-          peer.dead = true;
-          peer.death = error;
-        }
-      }
-      peer.arrived.notify_all();
-      if (!error.empty()) return mark_dead(peer, error);
-    } else {
-      Message message;
-      message.size = bytes;
-      try {
-        if (bytes) message.bytes.reset(new uint8_t[bytes]);
-      } catch (const std::bad_alloc&) {
-        return mark_dead(peer, "sent a message of " + std::to_string(bytes) +
-                                   " bytes, more than this rank could allocate");
-      }
-      error = read_exact(peer, message.bytes.get(), bytes);
-      if (!error.empty()) return mark_dead(peer, error);
-      {
-        std::lock_guard lock(peer.mu);
-        peer.mailboxes[key].push_back(std::move(message));
-      }
-      peer.arrived.notify_all();
+    switch (peer.inbox.receive(header.context, header.tag, bytes, read_payload)) {
+      case Inbox::Delivery::delivered:
+        break;
+      case Inbox::Delivery::read_failed:
+        return;
+      case Inbox::Delivery::out_of_memory:
+        return peer.inbox.mark_dead("sent a message of " + std::to_string(bytes) +
+                                    " bytes, more than this rank could allocate");
     }
     bytes_received_ += bytes;
   }
@@ -415,71 +329,7 @@ void ShmTransport::receive_messages(Peer& peer) {
 void ShmTransport::recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
                         std::chrono::milliseconds timeout) {
   check_peer(src, "recv from");
-  Peer& peer = *peers_[static_cast<size_t>(src)];
-  const MailboxKey key{context, tag};
-  const Clock::time_point deadline = Clock::now() + timeout;
-  PostedRecv post{data, bytes};
-  bool posted = false;
-  std::unique_lock lock(peer.mu);
-  auto unpost = [&] {
-    if (!posted) return;
-    const auto it = peer.posted.find(key);
-    if (it != peer.posted.end() && it->second == &post) peer.posted.erase(it);
-    posted = false;
-  };
-  for (;;) {
-    switch (post.state) {
-      case PostedRecv::State::filled:
-        return;
-      case PostedRecv::State::failed:
-        throw peer_error(peer, "recv", context, tag, bytes);
-      case PostedRecv::State::filling:
-        if (Clock::now() >= deadline) {
-          // The sender stalled mid-message. Our buffer must be ours again before we return, so
-          // the link goes: the receiver thread then gives the buffer back at once.
-          lock.unlock();
-          mark_dead(peer,
-                    "stalled in the middle of a message for " + ms_text(timeout) + " and was disconnected");
-          lock.lock();
-          peer.arrived.wait(lock, [&] { return post.state != PostedRecv::State::filling; });
-          continue;
-        }
-        break;
-      case PostedRecv::State::waiting: {
-        const auto queued = peer.mailboxes.find(key);
-        if (queued != peer.mailboxes.end() && !queued->second.empty()) {
-          Message message = std::move(queued->second.front());
-          queued->second.pop_front();
-          if (queued->second.empty()) peer.mailboxes.erase(queued);
-          unpost();
-          lock.unlock();
-          if (message.size != bytes) {
-            throw CommError("rank " + std::to_string(rank_) + ": recv from rank " + std::to_string(src) +
-                            " (context " + std::to_string(context) + ", tag " + std::to_string(tag) +
-                            ") expected " + std::to_string(bytes) + " bytes but the message has " +
-                            std::to_string(message.size));
-          }
-          if (bytes) std::memcpy(data, message.bytes.get(), bytes);
-          return;
-        }
-        if (peer.dead) {
-          unpost();
-          throw peer_error(peer, "recv", context, tag, bytes);
-        }
-        if (Clock::now() >= deadline) {
-          unpost();
-          throw CommError("rank " + std::to_string(rank_) + ": recv of " + where_text(context, tag, bytes) +
-                          " from rank " + std::to_string(src) + " timed out after " + ms_text(timeout));
-        }
-        if (!posted && peer.in.mapped() && peer.posted.find(key) == peer.posted.end()) {
-          peer.posted.emplace(key, &post);
-          posted = true;
-        }
-        break;
-      }
-    }
-    peer.arrived.wait_until(lock, deadline);
-  }
+  peers_[static_cast<size_t>(src)]->inbox.recv(context, tag, data, bytes, timeout);
 }
 
 }  // namespace tern

@@ -55,14 +55,11 @@ class ShmTransport final : public Transport {
 
  private:
   struct Peer;
-  struct PostedRecv;
 
   void setup(const TcpWorld& world, Store& store, size_t ring_bytes);
   void stop_receivers();
   void receive_messages(Peer& peer);
   std::string read_exact(Peer& peer, void* data, size_t bytes);
-  void mark_dead(Peer& peer, const std::string& death);
-  CommError peer_error(Peer& peer, const char* operation, uint64_t context, uint64_t tag, size_t bytes);
   void check_peer(int peer, const char* operation) const;
 
   int rank_;

@@ -40,16 +40,11 @@ class TcpTransport final : public Transport {
 
  private:
   struct Peer;
-  struct PostedRecv;
 
   void stop_readers();
   void read_frames(Peer& peer);
   std::string read_exact(Peer& peer, void* data, size_t bytes);
   std::string write_frame(Peer& peer, const void* header, const void* data, size_t bytes);
-  // Records the first reason a peer is unusable, wakes its waiters and shuts its socket down.
-  void mark_dead(Peer& peer, const std::string& death);
-  CommError peer_error(const Peer& peer, const char* operation, uint64_t context, uint64_t tag,
-                       size_t bytes) const;
   void check_peer(int peer, const char* operation) const;
 
   int rank_;
