@@ -4,6 +4,7 @@ namespace tern {
 
 // One queued operation and the Work that reports on it.
 struct CommThread::Item : Work {
+  CommThread* owner = nullptr;
   std::function<void()> op;
   std::mutex mu;
   std::condition_variable cv;
@@ -11,6 +12,7 @@ struct CommThread::Item : Work {
   std::exception_ptr error;
 
   void wait() override {
+    owner->run_if_next(this);
     std::unique_lock lock(mu);
     cv.wait(lock, [&] { return done; });
     if (error) std::rethrow_exception(error);
@@ -42,6 +44,7 @@ CommThread::~CommThread() {
 
 WorkPtr CommThread::enqueue(std::function<void()> op) {
   auto item = std::make_shared<Item>();
+  item->owner = this;
   item->op = std::move(op);
   {
     std::lock_guard lock(mu_);
@@ -51,24 +54,46 @@ WorkPtr CommThread::enqueue(std::function<void()> op) {
   return item;
 }
 
+void CommThread::run_if_next(Item* item) {
+  std::shared_ptr<Item> mine;
+  {
+    std::lock_guard lock(mu_);
+    if (busy_ || queue_.empty() || queue_.front().get() != item) return;
+    mine = queue_.front();
+    queue_.pop_front();
+    busy_ = true;
+  }
+  execute(mine);
+}
+
+void CommThread::execute(const std::shared_ptr<Item>& item) {
+  std::exception_ptr error;
+  try {
+    item->op();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  item->op = nullptr;  // release captured tensors before reporting
+  {
+    std::lock_guard lock(mu_);
+    busy_ = false;
+  }
+  cv_.notify_all();  // the thread may take the next operation now
+  item->finish(error);
+}
+
 void CommThread::loop() {
   for (;;) {
     std::shared_ptr<Item> item;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      cv_.wait(lock, [&] { return (stopping_ && !busy_) || (!busy_ && !queue_.empty()); });
       if (queue_.empty()) return;  // stopping, and everything queued has run
       item = queue_.front();
       queue_.pop_front();
+      busy_ = true;
     }
-    std::exception_ptr error;
-    try {
-      item->op();
-    } catch (...) {
-      error = std::current_exception();
-    }
-    item->op = nullptr;  // release captured tensors before reporting
-    item->finish(error);
+    execute(item);
   }
 }
 
