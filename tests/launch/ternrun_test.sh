@@ -51,7 +51,14 @@ rc=$?
 rm -f "$tmp"
 ok "SIGTERM forwarded"
 
-# 6. Usage errors exit 2; a missing program is reported by the rank (exit 127).
+# 6. --keep-going: the other ranks run to the end; the exit code is still the failure's.
+out=$("$ternrun" -n 2 --keep-going sh -c 'if [ "$TERN_RANK" = 0 ]; then exit 4; fi; sleep 1; echo finished' 2>/dev/null)
+rc=$?
+[ $rc -eq 4 ] || fail "--keep-going: expected exit 4, got $rc"
+grep -qx "\[1\] finished" <<<"$out" || fail "--keep-going stopped rank 1: $out"
+ok "--keep-going"
+
+# 7. Usage errors exit 2; a missing program is reported by the rank (exit 127).
 "$ternrun" -n 0 true >/dev/null 2>&1; [ $? -eq 2 ] || fail "-n 0 should be a usage error"
 "$ternrun" -n 2 >/dev/null 2>&1; [ $? -eq 2 ] || fail "no program should be a usage error"
 "$ternrun" --bogus -n 2 true >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown flag should be a usage error"
