@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "optim/clip.h"
+#include "runtime/data/distributed_sampler.h"
 #include "runtime/nn/loss.h"
 
 namespace tern {
@@ -85,8 +86,7 @@ EpochStats Trainer::evaluate(const Dataset& data, int64_t batch_size, const Batc
   Dataset shard_storage;
   const Dataset* shard = &data;
   if (options_.comm != nullptr && options_.comm->size() > 1) {
-    const int64_t n = data.size(), r = options_.comm->rank(), w = options_.comm->size();
-    const int64_t begin = n * r / w, end = n * (r + 1) / w;
+    const auto [begin, end] = shard_range(data.size(), Shard{options_.comm->rank(), options_.comm->size()});
     shard_storage.name = data.name;
     shard_storage.num_classes = data.num_classes;
     shard_storage.images = data.images.slice(begin, end);
