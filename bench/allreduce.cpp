@@ -172,11 +172,7 @@ int main(int argc, char** argv) {
   f.add_string("json", "", "rank 0 writes one JSON line per row here");
   f.add_int("small-message-bytes", 0, "local/tcp: allreduce switches from recursive doubling to ring here (0: default)");
   f.add_int("ring-chunk-bytes", 0, "local/tcp: ring pipelining chunk (0: default)");
-  try {
-    if (!f.parse(argc, argv)) {
-      std::fputs(f.usage().c_str(), stdout);
-      return 0;
-    }
+  return run_program(f, argc, argv, [&] {
     const std::string op = f.get_string("op");
     if (op != "allreduce" && op != "allgather") throw UsageError("--op must be allreduce or allgather");
     if (f.get_int("step-factor") < 2) throw UsageError("--step-factor must be >= 2");
@@ -201,11 +197,5 @@ int main(int argc, char** argv) {
       run(through(*comm), f, f.get_string("label").empty() ? comm->backend() : f.get_string("label"));
     }
     return 0;
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "tern_allreduce_bench: %s\n\n%s", e.what(), f.usage().c_str());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tern_allreduce_bench: error: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -121,6 +121,8 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
+int run(const tern::Flags& f);
+
 int main(int argc, char** argv) {
   Flags f("train_throughput", "Training samples/s of Tern vs PyTorch (same models, batch, 1 thread), and GEMM GFLOP/s.");
   f.add_string("models", "mlp,cnn", "comma-separated models to time");
@@ -130,15 +132,10 @@ int main(int argc, char** argv) {
   f.add_string("peer", std::string(TERN_SOURCE_DIR) + "/bench/torch_train_peer.py", "PyTorch peer script ('' to skip)");
   f.add_bool("skylakex-peer", true, "also time PyTorch with OPENBLAS_CORETYPE=SkylakeX (its fastest BLAS kernels here)");
   f.add_string("json", "", "also write results as JSON lines to this file");
-  try {
-    if (!f.parse(argc, argv)) {
-      std::fputs(f.usage().c_str(), stdout);
-      return 0;
-    }
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "train_throughput: %s\n\n%s", e.what(), f.usage().c_str());
-    return 2;
-  }
+  return run_program(f, argc, argv, [&] { return run(f); });
+}
+
+int run(const Flags& f) {
   omp_set_num_threads(1);
   const double secs = f.get_float("seconds");
   const int64_t batch = f.get_int("batch-size");

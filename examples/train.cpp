@@ -292,17 +292,5 @@ int run(const Flags& f) {
 int main(int argc, char** argv) {
   tern::Flags flags("tern-train", "Train a model from Tern's zoo, on one process or data-parallel, and report test accuracy.");
   declare(flags);
-  try {
-    if (!flags.parse(argc, argv)) {
-      std::fputs(flags.usage().c_str(), stdout);
-      return 0;
-    }
-    return run(flags);
-  } catch (const tern::UsageError& e) {
-    std::fprintf(stderr, "tern-train: %s\n\n%s", e.what(), flags.usage().c_str());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tern-train: error: %s\n", e.what());
-    return 1;
-  }
+  return tern::run_program(flags, argc, argv, [&] { return run(flags); });
 }

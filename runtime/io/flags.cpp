@@ -1,6 +1,8 @@
 #include "runtime/io/flags.h"
 
 #include <charconv>
+#include <cstdio>
+#include <exception>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -146,6 +148,23 @@ std::string Flags::echo() const {
   for (size_t i = 0; i < order_.size(); ++i)
     out << (i ? " " : "") << order_[i] << "=" << flags_.at(order_[i]).value;
   return out.str();
+}
+
+int run_program(Flags& flags, int argc, const char* const* argv, const std::function<int()>& body) {
+  try {
+    if (!flags.parse(argc, argv)) {
+      std::fputs(flags.usage().c_str(), stdout);
+      return 0;
+    }
+    return body();
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: %s\n\n%s", flags.program().c_str(), e.what(), flags.usage().c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: error: %s\n", flags.program().c_str(), e.what());
+    return 1;
+  }
 }
 
 }  // namespace tern

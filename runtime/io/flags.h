@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -40,6 +41,7 @@ class Flags {
   bool was_set(const std::string& name) const;
 
   std::string usage() const;
+  const std::string& program() const { return program_; }
   // "name=value ..." for every flag, for logs and checkpoint config echoes.
   std::string echo() const;
 
@@ -59,5 +61,10 @@ class Flags {
   std::vector<std::string> order_;
   std::map<std::string, Flag> flags_;
 };
+
+// The main() of a Tern program: parses the command line into flags, then runs body and returns
+// its exit code. --help prints the usage (0); a UsageError, from parsing or from body, prints
+// "PROGRAM: message" and the usage (2); any other exception prints "PROGRAM: error: message" (1).
+int run_program(Flags& flags, int argc, const char* const* argv, const std::function<int()>& body);
 
 }  // namespace tern

@@ -100,11 +100,7 @@ double worst_relative_difference(const std::vector<Tensor>& a, const std::vector
 int main(int argc, char** argv) {
   Flags f("tern_dp_equivalence_check", "Data-parallel equivalence on a real multi-process job.");
   f.add_string("comm", "auto", "communicator backend");
-  try {
-    if (!f.parse(argc, argv)) {
-      std::fputs(f.usage().c_str(), stdout);
-      return 0;
-    }
+  return run_program(f, argc, argv, [&] {
     auto comm = make_communicator(f.get_string("comm"));
     int passed = 0, failed = 0;
     for (auto [name, sync_bn] : {std::pair<std::string, bool>{"mlp", false}, {"cnn", true}}) {
@@ -137,8 +133,5 @@ int main(int argc, char** argv) {
     status.data<int64_t>()[0] = failed;
     comm->broadcast(status, 0);
     return status.data<int64_t>()[0] == 0 ? 0 : 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tern_dp_equivalence_check: error: %s\n", e.what());
-    return 1;
-  }
+  });
 }
