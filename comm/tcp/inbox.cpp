@@ -16,6 +16,21 @@ std::string duration_text(std::chrono::milliseconds duration) {
   return std::to_string(duration.count()) + " ms";
 }
 
+void check_peer_rank(int rank, int size, int peer, const char* operation) {
+  if (peer < 0 || peer >= size) {
+    throw CommError("rank " + std::to_string(rank) + ": " + operation + " rank " + std::to_string(peer) +
+                    ", outside the world of size " + std::to_string(size));
+  }
+}
+
+void check_send_size(int rank, int dst, uint64_t context, uint64_t tag, size_t bytes, size_t max_bytes) {
+  if (bytes > max_bytes) {
+    throw CommError("rank " + std::to_string(rank) + ": send to rank " + std::to_string(dst) + " of " +
+                    message_text(context, tag, bytes) + " exceeds max_message_bytes (" + std::to_string(max_bytes) +
+                    ")");
+  }
+}
+
 Inbox::Inbox(int rank, int peer, std::string link_note, bool has_reader, std::function<void()> close_link)
     : rank_(rank),
       peer_(peer),

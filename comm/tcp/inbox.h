@@ -22,6 +22,10 @@ namespace tern {
 std::string message_text(uint64_t context, uint64_t tag, size_t bytes);
 // "<n> ms".
 std::string duration_text(std::chrono::milliseconds duration);
+// The argument checks of a transport's send and recv: a peer inside the world, a message within
+// the size limit. CommError naming this rank otherwise.
+void check_peer_rank(int rank, int size, int peer, const char* operation);
+void check_send_size(int rank, int dst, uint64_t context, uint64_t tag, size_t bytes, size_t max_bytes);
 
 // Messages from the peer wait in a mailbox per (context, tag) until a recv takes them, unless a
 // recv is already waiting ("posted") for exactly that message: then the link's reader thread

@@ -60,7 +60,6 @@ class ShmTransport final : public Transport {
   void stop_receivers();
   void receive_messages(Peer& peer);
   std::string read_exact(Peer& peer, void* data, size_t bytes);
-  void check_peer(int peer, const char* operation) const;
 
   int rank_;
   int size_;

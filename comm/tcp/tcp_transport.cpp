@@ -93,20 +93,9 @@ void TcpTransport::stop_readers() {
   }
 }
 
-void TcpTransport::check_peer(int peer, const char* operation) const {
-  if (peer < 0 || peer >= size_) {
-    throw CommError("rank " + std::to_string(rank_) + ": " + operation + " rank " + std::to_string(peer) +
-                    ", outside the world of size " + std::to_string(size_));
-  }
-}
-
 void TcpTransport::send(int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes) {
-  check_peer(dst, "send to");
-  if (bytes > options_.max_message_bytes) {
-    throw CommError("rank " + std::to_string(rank_) + ": send to rank " + std::to_string(dst) + " of " +
-                    message_text(context, tag, bytes) + " exceeds max_message_bytes (" +
-                    std::to_string(options_.max_message_bytes) + ")");
-  }
+  check_peer_rank(rank_, size_, dst, "send to");
+  check_send_size(rank_, dst, context, tag, bytes, options_.max_message_bytes);
   Peer& peer = *peers_[static_cast<size_t>(dst)];
   if (!peer.socket) {  // to ourselves: straight into the mailbox
     peer.inbox.deliver(context, tag, data, bytes);
@@ -225,7 +214,7 @@ void TcpTransport::read_frames(Peer& peer) {
 
 void TcpTransport::recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
                         std::chrono::milliseconds timeout) {
-  check_peer(src, "recv from");
+  check_peer_rank(rank_, size_, src, "recv from");
   peers_[static_cast<size_t>(src)]->inbox.recv(context, tag, data, bytes, timeout);
 }
 

@@ -45,7 +45,6 @@ class TcpTransport final : public Transport {
   void read_frames(Peer& peer);
   std::string read_exact(Peer& peer, void* data, size_t bytes);
   std::string write_frame(Peer& peer, const void* header, const void* data, size_t bytes);
-  void check_peer(int peer, const char* operation) const;
 
   int rank_;
   int size_;
