@@ -11,6 +11,7 @@
 #include "comm/tcp/shm_transport.h"
 #include "comm/transport_communicator.h"
 #include "tests/comm/collective_reference.h"
+#include "tests/support/threads.h"
 
 namespace tern {
 namespace {
@@ -25,27 +26,15 @@ void run_shm(int n, const std::string& job_id, const std::function<void(Communic
   auto store = make_memory_store();
   CommOptions options;
   options.timeout = seconds(10);  // a broken transport fails the test, never hangs it
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        // Small rings: every collective's messages wrap around them.
-        auto transport =
-            std::make_shared<ShmTransport>(TcpWorld{r, n, job_id}, *store, options, size_t{256} << 10);
-        std::vector<int> group(static_cast<size_t>(n));
-        std::iota(group.begin(), group.end(), 0);
-        TransportCommunicator comm(std::move(transport), std::move(group), 0, "tcp", options);
-        body(comm);
-      } catch (...) {
-        errors[static_cast<size_t>(r)] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  testing::run_on_threads(n, [&](int r) {
+    // Small rings: every collective's messages wrap around them.
+    auto transport =
+        std::make_shared<ShmTransport>(TcpWorld{r, n, job_id}, *store, options, size_t{256} << 10);
+    std::vector<int> group(static_cast<size_t>(n));
+    std::iota(group.begin(), group.end(), 0);
+    TransportCommunicator comm(std::move(transport), std::move(group), 0, "tcp", options);
+    body(comm);
+  });
 }
 
 class ShmCollectives : public ::testing::TestWithParam<int> {};

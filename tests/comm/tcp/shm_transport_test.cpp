@@ -10,6 +10,7 @@
 #include "comm/local/local.h"
 #include "comm/tcp/shm_ring.h"
 #include "runtime/rng.h"
+#include "tests/support/threads.h"
 
 namespace tern {
 namespace {
@@ -39,22 +40,10 @@ std::vector<std::unique_ptr<ShmTransport>> make_shm_world(int n, Store& store, c
                                                           const CommOptions& options = short_timeouts(),
                                                           size_t ring_bytes = kTestRingBytes) {
   std::vector<std::unique_ptr<ShmTransport>> world(static_cast<size_t>(n));
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        world[static_cast<size_t>(r)] =
-            std::make_unique<ShmTransport>(TcpWorld{r, n, job_id}, store, options, ring_bytes);
-      } catch (...) {
-        errors[static_cast<size_t>(r)] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  testing::run_on_threads(n, [&](int r) {
+    world[static_cast<size_t>(r)] =
+        std::make_unique<ShmTransport>(TcpWorld{r, n, job_id}, store, options, ring_bytes);
+  });
   return world;
 }
 

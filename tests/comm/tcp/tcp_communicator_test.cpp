@@ -13,6 +13,7 @@
 
 #include "comm/tcp/tcp_store.h"
 #include "tests/comm/collective_reference.h"
+#include "tests/support/threads.h"
 
 namespace tern {
 namespace {
@@ -31,23 +32,11 @@ CommOptions test_options() {
 // Runs body on n threads, each rank of one tcp job; rethrows the first failure.
 void run_tcp(int n, const std::string& job_id, const std::function<void(Communicator&)>& body) {
   TcpStoreServer server;
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        auto comm = make_tcp_communicator(TcpWorld{r, n, job_id},
-                                          connect_tcp_store(server.address(), seconds(5)), test_options());
-        body(*comm);
-      } catch (...) {
-        errors[static_cast<size_t>(r)] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  testing::run_on_threads(n, [&](int r) {
+    auto comm = make_tcp_communicator(TcpWorld{r, n, job_id},
+                                      connect_tcp_store(server.address(), seconds(5)), test_options());
+    body(*comm);
+  });
 }
 
 class TcpCollectives : public ::testing::TestWithParam<int> {};

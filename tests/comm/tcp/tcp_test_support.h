@@ -16,6 +16,7 @@
 #include "comm/tcp/host_port.h"
 #include "comm/tcp/tcp_mesh.h"
 #include "comm/tcp/tcp_transport.h"
+#include "tests/support/threads.h"
 
 namespace tern::testing {
 
@@ -30,22 +31,10 @@ inline CommOptions short_timeouts(std::chrono::milliseconds timeout = std::chron
 inline std::vector<std::unique_ptr<TcpTransport>> make_tcp_world(
     int n, Store& store, const std::string& job_id, const CommOptions& options = short_timeouts()) {
   std::vector<std::unique_ptr<TcpTransport>> world(static_cast<size_t>(n));
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        world[static_cast<size_t>(r)] =
-            std::make_unique<TcpTransport>(TcpWorld{r, n, job_id}, store, options);
-      } catch (...) {
-        errors[static_cast<size_t>(r)] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  testing::run_on_threads(n, [&](int r) {
+    world[static_cast<size_t>(r)] =
+        std::make_unique<TcpTransport>(TcpWorld{r, n, job_id}, store, options);
+  });
   return world;
 }
 
