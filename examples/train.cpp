@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "comm/compress/bucket_compressor.h"
+#include "comm/compress/spec.h"
 #include "comm/factory.h"
 #include "comm/local/local.h"
 #include "models/registry.h"
@@ -50,6 +52,7 @@ void declare(Flags& f) {
   f.add_string("comm", "auto", "communicator: auto (mpirun -> mpi, ternrun -> tcp, else one rank)|local|tcp|mpi|single");
   f.add_int("ranks", 2, "ranks as threads of this process, for --comm local");
   f.add_float("bucket-mb", 1, "gradient bucket size in MB (DDP's bucket_cap_mb)");
+  f.add_string("compress", "none", "gradient compression (data parallel): " + tern::compressor_help());
   f.add_bool("sync-bn", false, "BatchNorm with the global batch's statistics (default: each rank's own)");
   f.add_bool("scale-lr", false, "multiply --lr by the number of ranks (the log says so)");
   f.add_string("checkpoint-dir", "", "write checkpoints to this directory");
@@ -71,8 +74,45 @@ void validate(const Flags& f) {
   if (f.get_int("ranks") < 1) throw UsageError("--ranks must be at least 1");
   if (f.get_int("checkpoint-every") < 0 || f.get_int("log-every") < 0 || f.get_int("exit-after-steps") < 0)
     throw UsageError("--checkpoint-every, --log-every and --exit-after-steps must be >= 0");
+  try {
+    check_compressor_spec(f.get_string("compress"));
+  } catch (const Error& e) {
+    throw UsageError(std::string("--compress: ") + e.what());
+  }
   if (f.get_bool("resume") && f.get_string("checkpoint-dir").empty())
     throw UsageError("--resume needs --checkpoint-dir");
+}
+
+struct CompressionPlan {
+  GradCompression compression;
+  std::string note;  // what was moved out of the optimizer, for the log
+};
+
+// Moves what a compressor needs out of the optimizer: DGC's momentum correction replaces SGD's
+// momentum (the optimizer's is turned off), and the sparse compressors take weight decay into the
+// gradient before compression (as DGC does), so that the sparse update stays exact.
+CompressionPlan plan_compression(const Flags& f, const Communicator& comm, float& momentum, float& weight_decay) {
+  CompressionPlan plan;
+  std::string spec = f.get_string("compress");
+  if (spec == "none" || comm.size() == 1) return plan;
+  const CompressorSpec parsed = CompressorSpec::parse(spec);
+  const std::string& name = parsed.name();
+  if (name == "dgc") {
+    if (f.get_string("optimizer") != "sgd") throw UsageError("--compress dgc needs --optimizer sgd (DGC replaces its momentum)");
+    if (!parsed.has("momentum")) spec += detail::concat(spec.find(':') == std::string::npos ? ":" : ",", "momentum=", momentum);
+    if (momentum != 0) plan.note = detail::concat("dgc: SGD momentum ", momentum, " moved into DGC's momentum correction");
+    momentum = 0;
+  }
+  if ((name == "dgc" || name == "topk" || name == "randomk") && f.get_string("optimizer") == "sgd") {
+    plan.compression.fold_weight_decay = weight_decay;
+    if (weight_decay != 0)
+      plan.note += detail::concat(plan.note.empty() ? "" : "; ", name, ": weight decay ", weight_decay,
+                                  " added to the gradient before compression");
+    weight_decay = 0;
+  }
+  plan.compression.spec = spec;
+  plan.compression.seed = static_cast<uint64_t>(f.get_int("seed"));
+  return plan;
 }
 
 // One rank's training; with one rank `comm` is a single-rank communicator.
@@ -110,9 +150,11 @@ int train_rank(const Flags& f, Communicator& comm) {
   const int64_t total_steps = loader.num_batches() * epochs;
   float lr = static_cast<float>(f.get_float("lr"));
   if (f.get_bool("scale-lr")) lr *= static_cast<float>(comm.size());
-  auto optimizer = make_optimizer(f.get_string("optimizer"), model->params(), lr,
-                                  static_cast<float>(f.get_float("momentum")),
-                                  static_cast<float>(f.get_float("weight-decay")), f.get_bool("nesterov"));
+  float momentum = static_cast<float>(f.get_float("momentum"));
+  float weight_decay = static_cast<float>(f.get_float("weight-decay"));
+  const CompressionPlan plan = plan_compression(f, comm, momentum, weight_decay);
+  auto optimizer = make_optimizer(f.get_string("optimizer"), model->params(), lr, momentum, weight_decay,
+                                  f.get_bool("nesterov"));
   auto schedule = make_lr_schedule(f.get_string("lr-schedule"), lr, total_steps);
 
   // Resume before DataParallel is built: it then broadcasts rank 0's (restored) state anyway.
@@ -142,8 +184,12 @@ int train_rank(const Flags& f, Communicator& comm) {
     DataParallelOptions dopts;
     dopts.bucket_bytes = static_cast<size_t>(f.get_float("bucket-mb") * 1024 * 1024);
     dopts.sync_bn = f.get_bool("sync-bn");
+    dopts.compression = plan.compression;
+    dopts.compression.keep_sparse = optimizer->supports_sparse() && topts.clip_grad_norm == 0;
     dp = std::make_unique<DataParallel>(*model, comm, dopts);
+    dp->grad_sync().set_step(start_step);
     topts.after_backward = [&dp] { dp->sync_gradients(); };
+    if (dopts.compression.keep_sparse) topts.sparse_grads = &dp->grad_sync().sparse_grads();
     topts.comm = &comm;
   }
   Trainer trainer(*model, *optimizer, schedule.get(), topts);
@@ -161,6 +207,20 @@ int train_rank(const Flags& f, Communicator& comm) {
                 omp_get_max_threads() == 1 ? "" : "s");
     if (f.get_bool("scale-lr"))
       std::printf("--scale-lr: learning rate %g x %d ranks = %g\n", f.get_float("lr"), comm.size(), lr);
+    if (dp && dp->grad_sync().compressed()) {
+      const auto specs = dp->grad_sync().bucket_specs();
+      for (size_t b = 0; b < specs.size(); ++b) {  // one line per run of buckets with the same spec
+        size_t e = b;
+        while (e + 1 < specs.size() && specs[e + 1] == specs[b]) ++e;
+        if (e > b)
+          std::printf("compression: buckets %zu-%zu: %s\n", b, e, specs[b].c_str());
+        else
+          std::printf("compression: bucket %zu: %s\n", b, specs[b].c_str());
+        b = e;
+      }
+      if (!plan.note.empty()) std::printf("%s\n", plan.note.c_str());
+      if (topts.sparse_grads != nullptr) std::printf("sparse gradients are applied by the sparse-update kernel\n");
+    }
     std::fflush(stdout);
   }
 
@@ -183,8 +243,10 @@ int train_rank(const Flags& f, Communicator& comm) {
   int64_t train_samples = 0;
   const int64_t every = f.get_int("checkpoint-every"), log_every = f.get_int("log-every");
   const int64_t exit_after = f.get_int("exit-after-steps");
+  GradSyncStats epoch_start;
   for (int64_t epoch = start_epoch; epoch < epochs; ++epoch) {
     loader.start_epoch(epoch);
+    if (dp) dp->grad_sync().set_epoch(epoch);
     Batch skipped;
     for (int64_t b = 0; b < skip_batches; ++b) loader.next(skipped);  // resume mid-epoch
     skip_batches = 0;
@@ -231,12 +293,19 @@ int train_rank(const Flags& f, Communicator& comm) {
         .add("samples_per_s", tr.samples_per_s())
         .add("seconds", tr.seconds)
         .add("lr", static_cast<double>(optimizer->lr()));
-    if (dp) {  // rank 0's gradient sync so far: time communicating, the part not hidden, bytes
+    if (dp) {  // rank 0's gradient sync in this epoch: bytes, compression, time, the part not hidden
       const GradSyncStats st = dp->stats();
-      line.add("comm_seconds", st.comm_seconds)
-          .add("comm_exposed_seconds", st.exposed_seconds)
-          .add("bytes_sent", static_cast<int64_t>(st.bytes_sent))
-          .add("bytes_received", static_cast<int64_t>(st.bytes_received));
+      const auto d = [](uint64_t now, uint64_t before) { return static_cast<int64_t>(now - before); };
+      const int64_t sent = d(st.bytes_sent, epoch_start.bytes_sent), dense = d(st.bytes_dense, epoch_start.bytes_dense);
+      const double compress = st.compress_seconds - epoch_start.compress_seconds;
+      line.add("bytes_sent", sent)
+          .add("bytes_received", d(st.bytes_received, epoch_start.bytes_received))
+          .add("bytes_dense", dense)
+          .add("compression_ratio", sent > 0 ? static_cast<double>(dense) / static_cast<double>(sent) : 1.0)
+          .add("compress_seconds", compress)
+          .add("comm_seconds", st.comm_seconds - epoch_start.comm_seconds - compress)
+          .add("comm_exposed_seconds", st.exposed_seconds - epoch_start.exposed_seconds);
+      epoch_start = st;
     }
     metrics.write(line);
   }
@@ -259,7 +328,15 @@ int train_rank(const Flags& f, Communicator& comm) {
     const GradSyncStats st = dp->stats();
     std::printf("gradient sync: %.1f MB sent per rank, %.2f s communicating, %.0f%% of it hidden behind backward\n",
                 static_cast<double>(st.bytes_sent) / 1e6, st.comm_seconds, 100 * st.hidden_fraction());
-    final_line.add("comm_seconds", st.comm_seconds)
+    if (dp->grad_sync().compressed())
+      std::printf("compression: %.2f MB on the wire per rank vs %.1f MB dense = %.1fx less (%.2f s compressing)\n",
+                  static_cast<double>(st.bytes_sent) / 1e6, static_cast<double>(st.bytes_dense) / 1e6,
+                  st.compression_ratio(), st.compress_seconds);
+    final_line.add("bytes_dense", static_cast<int64_t>(st.bytes_dense))
+        .add("compression_ratio", st.compression_ratio())
+        .add("compress_seconds", st.compress_seconds)
+        .add("compressor", f.get_string("compress"))
+        .add("comm_seconds", st.comm_seconds)
         .add("comm_exposed_seconds", st.exposed_seconds)
         .add("comm_hidden_fraction", st.hidden_fraction())
         .add("bytes_sent", static_cast<int64_t>(st.bytes_sent))

@@ -73,4 +73,10 @@ int64_t Optimizer::begin_update(size_t i) {
 
 void Optimizer::end_step() { increment_counter(steps_, "global"); }
 
+void Optimizer::step(const SparseGrads& sparse) {
+  TERN_CHECK(sparse.empty(), name(), ": this optimizer cannot apply sparse gradients (",
+             sparse.size(), " params given sparse); densify them first");
+  step();
+}
+
 }  // namespace tern

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -11,6 +12,15 @@
 #include "runtime/tensor/tensor.h"
 
 namespace tern {
+
+// A parameter's gradient given as entries: grad[indices[j]] += values[j] (indices into the flat
+// parameter; they may repeat, and every entry counts). Compressed data-parallel training (top-k,
+// DGC) produces these, and an optimizer that can applies them without densifying.
+struct SparseGrad {
+  std::vector<int32_t> indices;
+  std::vector<float> values;
+};
+using SparseGrads = std::unordered_map<const Param*, SparseGrad>;
 
 // Conventions shared by every optimizer:
 //  - Params with trainable == false are skipped by step(): value and state stay untouched, and
@@ -28,6 +38,12 @@ class Optimizer {
 
   // Applies one update to every trainable parameter from its current gradient.
   virtual void step() = 0;
+  // Whether step(sparse) can apply sparse gradients as they are (an update that touches only the
+  // given entries: no per-element state such as momentum, no weight decay).
+  virtual bool supports_sparse() const { return false; }
+  // Like step(), but a param found in `sparse` takes its gradient from there and its Param::grad
+  // is ignored. Only when supports_sparse(); an Error otherwise.
+  virtual void step(const SparseGrads& sparse);
   // Sets every parameter's gradient to zero (trainable or not, so a later unfreeze starts clean).
   void zero_grad();
 

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "runtime/kernels/cpu/sparse_update.h"
+
 namespace tern {
 
 namespace {
@@ -98,6 +100,28 @@ void Sgd::step() {
       else
         sgd_momentum_dispatch<false>(options_.nesterov, w, g, buf, n, lr, wd, momentum, keep, first);
     }
+  }
+  end_step();
+}
+
+void Sgd::step(const SparseGrads& sparse) {
+  if (sparse.empty()) return step();
+  TERN_CHECK(supports_sparse(), "sgd: sparse gradients need momentum 0 and weight_decay 0 (got momentum ",
+             options_.momentum, ", weight_decay ", options_.weight_decay, ")");
+  const auto& ps = params();
+  for (size_t i = 0; i < ps.size(); ++i) {
+    Param& p = *ps[i];
+    if (!p.trainable) continue;
+    begin_update(i);
+    const auto it = sparse.find(&p);
+    if (it == sparse.end()) {
+      sgd_plain<false>(p.value.f32(), p.grad.f32(), p.value.numel(), lr_, 0);
+      continue;
+    }
+    const SparseGrad& g = it->second;
+    TERN_CHECK(g.indices.size() == g.values.size(), "sgd: sparse gradient of '", p.name, "' has ",
+               g.indices.size(), " indices and ", g.values.size(), " values");
+    cpu::sparse_axpy(p.value.f32(), g.indices.data(), g.values.data(), static_cast<int64_t>(g.indices.size()), -lr_);
   }
   end_step();
 }

@@ -30,6 +30,9 @@ class Sgd : public Optimizer {
   Sgd(std::vector<Param*> params, const SgdOptions& options);
 
   void step() override;
+  // Plain SGD (no momentum, no weight decay) updates only the given entries: w[i] -= lr * g[i].
+  bool supports_sparse() const override { return options_.momentum == 0 && options_.weight_decay == 0; }
+  void step(const SparseGrads& sparse) override;
   std::vector<std::pair<std::string, Tensor*>> state() override;
   std::string name() const override { return "sgd"; }
   const SgdOptions& options() const { return options_; }

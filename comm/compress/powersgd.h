@@ -39,7 +39,8 @@ class PowerSgd : public Compressor {
   struct Matrix {
     size_t segment;
     int64_t rows, cols;
-    int64_t p_offset, q_offset;  // into the flat P [sum rows·R] and Q [sum cols·R] buffers
+    // Into the flat P [sum rows·r] and Q [sum cols·r] buffers, r = min(R, rows, cols).
+    int64_t p_offset, q_offset;
   };
   const std::vector<Matrix>& matrices() const { return matrices_; }
 

@@ -10,7 +10,7 @@
 
 namespace tern {
 
-// Exact top-k by magnitude: writes to idx the indices (base + i) of the k entries of x[0, n) with
+// Exact top-k by magnitude: appends to idx the indices (base + i) of the k entries of x[0, n) with
 // the largest |x_i|, ties broken toward the lower index, sorted ascending. k is clamped to
 // [0, n]. Faster than std::nth_element on large n (a threshold pass, not a full partition).
 void topk_select(const float* x, int64_t n, int64_t k, int32_t base, std::vector<int32_t>& idx);
@@ -23,13 +23,14 @@ struct ThresholdSelectStats {
 };
 
 // DGC's selection (Lin et al., ICLR 2018, sec. 3 / reference code): estimate the k-th largest
-// |x| from a random sample of x, select |x_i| >= threshold, and refine when the count is far from
-// k (too many: exact top-k among the selected; too few: lower the threshold and select again).
-// Appends to idx (base + i, ascending); the count lands in [k(1 - kSelectTolerance), k] unless
-// fewer entries than that are non-zero. Returns what it did.
+// |x| from a random sample of max(min_sample, 1% of n) entries of x, select |x_i| >= threshold,
+// and refine when the count is far from k (too many: exact top-k among the selected; too few:
+// lower the threshold and select again). Zeros are never selected. Appends to idx (base + i,
+// ascending); the count lands in [k(1 - kSelectTolerance), k] unless fewer entries than that are
+// non-zero. Returns what it did.
 inline constexpr double kSelectTolerance = 0.2;
 ThresholdSelectStats threshold_select(const float* x, int64_t n, int64_t k, int32_t base, Rng& rng,
-                                      std::vector<int32_t>& idx);
+                                      std::vector<int32_t>& idx, int64_t min_sample = 1000);
 
 struct DgcOptions {
   double ratio = 0.001;        // fraction of each tensor sent once warm-up is over

@@ -138,7 +138,7 @@ DataParallel::DataParallel(Module& model, Communicator& comm, DataParallelOption
   broadcast_model(model, comm);
   // With one rank the local statistics are the global ones.
   if (options.sync_bn && comm.size() > 1) bn_comm_ = comm.split(0, comm.rank());
-  grad_sync_ = std::make_unique<GradSync>(model.params(), comm, options.bucket_bytes);
+  grad_sync_ = std::make_unique<GradSync>(model.params(), comm, options.bucket_bytes, options.compression);
   // Hooks last: nothing below throws, so a failed construction leaves none behind.
   GradSync* sync = grad_sync_.get();
   model.set_grad_ready_hook([sync](Param& p) { sync->mark_ready(p); });

@@ -17,6 +17,7 @@ struct DataParallelOptions {
   // allreduces run on a communicator split off `comm`, so they neither wait behind gradient
   // buckets nor change the order of the gradient collectives.
   bool sync_bn = false;
+  GradCompression compression;  // comm/compress; off by default
 };
 
 // Per step: forward(x), loss, backward(dloss), sync_gradients(), then the optimizer. The
@@ -41,6 +42,7 @@ class DataParallel {
   Module& module() { return model_; }
   Communicator& communicator() { return comm_; }
   const GradSync& grad_sync() const { return *grad_sync_; }
+  GradSync& grad_sync() { return *grad_sync_; }
   GradSyncStats stats() const { return grad_sync_->stats(); }
   // Bytes the synchronised BatchNorm layers sent and received (0 without sync_bn).
   uint64_t sync_bn_bytes_sent() const;

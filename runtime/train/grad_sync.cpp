@@ -21,7 +21,9 @@ double GradSyncStats::hidden_fraction() const {
   return std::clamp(1.0 - exposed_seconds / comm_seconds, 0.0, 1.0);
 }
 
-GradSync::GradSync(std::vector<Param*> params, Communicator& comm, size_t bucket_bytes) : comm_(comm) {
+GradSync::GradSync(std::vector<Param*> params, Communicator& comm, size_t bucket_bytes,
+                   const GradCompression& compression)
+    : comm_(comm), compression_(compression) {
   TERN_CHECK(bucket_bytes >= sizeof(float), "GradSync: bucket size ", bucket_bytes,
              " bytes, expected at least one float");
   const auto cap = static_cast<int64_t>(bucket_bytes / sizeof(float));
@@ -57,6 +59,19 @@ GradSync::GradSync(std::vector<Param*> params, Communicator& comm, size_t bucket
       p.grad = view;
     }
     bucket.pending = bucket.slots.size();
+    const int p = comm_.size();
+    dense_bytes_per_step_ += static_cast<uint64_t>(2.0 * (p - 1) / p * static_cast<double>(bucket.flat.nbytes()));
+  }
+  if (compression_.enabled()) {
+    TERN_CHECK(compression_.per_bucket.empty() || compression_.per_bucket.size() == buckets_.size(),
+               "GradSync: ", compression_.per_bucket.size(), " compressor specs for ", buckets_.size(), " buckets");
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      const std::string& spec = compression_.per_bucket.empty() ? compression_.spec : compression_.per_bucket[b];
+      CompressorContext context{comm_.rank(), comm_.size(), compression_.seed, b};
+      compressors_.push_back(std::make_unique<BucketCompressor>(spec, bucket_layout(b), context));
+    }
+    sparse_results_.resize(buckets_.size());
+    executor_ = std::make_unique<SerialExecutor>();
   }
   watcher_ = std::thread([this] { watch(); });
 }
@@ -111,7 +126,8 @@ void GradSync::launch(size_t b) {
     sent_at_step_start_ = comm_.bytes_sent();
     received_at_step_start_ = comm_.bytes_received();
   }
-  bucket.work = comm_.allreduce_async(bucket.flat, ReduceOp::avg);
+  bucket.work = compressors_.empty() ? comm_.allreduce_async(bucket.flat, ReduceOp::avg)
+                                     : executor_->submit([this, b] { reduce_compressed(b); });
   {
     std::lock_guard lock(mu_);
     to_watch_.push_back(Launch{bucket.work, Clock::now()});
@@ -133,6 +149,7 @@ void GradSync::wait() {
     }
     bucket.work.reset();
   }
+  if (!error && !compressors_.empty()) collect_sparse();
   const auto end = Clock::now();
   {
     std::unique_lock lock(mu_);
@@ -143,10 +160,87 @@ void GradSync::wait() {
     if (!buckets_.empty()) {
       stats_.bytes_sent += comm_.bytes_sent() - sent_at_step_start_;
       stats_.bytes_received += comm_.bytes_received() - received_at_step_start_;
+      stats_.bytes_dense += dense_bytes_per_step_;
     }
   }
   reset_step();
+  ++step_info_.step;
   if (error) std::rethrow_exception(error);
+}
+
+void GradSync::reduce_compressed(size_t b) {
+  Bucket& bucket = buckets_[b];
+  if (compression_.fold_weight_decay != 0) {
+    const float wd = compression_.fold_weight_decay;
+    for (const Slot& slot : bucket.slots) {
+      if (!slot.param->decay) continue;
+      float* g = bucket.flat.f32() + slot.offset;
+      const float* w = slot.param->value.f32();
+      const int64_t n = slot.param->value.numel();
+      for (int64_t i = 0; i < n; ++i) g[i] += wd * w[i];
+    }
+  }
+  BucketCompressor& c = *compressors_[b];
+  const double before = c.stats().compress_seconds + c.stats().decompress_seconds;
+  c.reduce(bucket.flat, comm_, step_info_, compression_.keep_sparse ? &sparse_results_[b] : nullptr);
+  const double after = c.stats().compress_seconds + c.stats().decompress_seconds;
+  std::lock_guard lock(mu_);
+  stats_.compress_seconds += after - before;
+}
+
+// Turns each bucket's sparse result (bucket indices) into per-param sparse gradients, checking
+// that every index lies inside a compressed param of that bucket (a peer's corrupt packet must
+// not write outside the model).
+void GradSync::collect_sparse() {
+  sparse_grads_.clear();
+  if (!compression_.keep_sparse) return;
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    const SparseVector& v = sparse_results_[b];
+    if (!compressors_[b]->sparse_result()) continue;
+    const Bucket& bucket = buckets_[b];
+    // Every compressed param is sparse this step, even with no entries (its gradient is zero).
+    for (const Segment& seg : compressors_[b]->compressed_layout()) {
+      const Slot& slot = *std::find_if(bucket.slots.begin(), bucket.slots.end(),
+                                       [&](const Slot& s) { return s.offset == seg.offset; });
+      sparse_grads_[slot.param];
+    }
+    for (size_t j = 0; j < v.size(); ++j) {
+      const int64_t at = v.indices[j];
+      // Slots are sorted by offset: the last one starting at or before `at`.
+      auto it = std::upper_bound(bucket.slots.begin(), bucket.slots.end(), at,
+                                 [](int64_t x, const Slot& s) { return x < s.offset; });
+      TERN_CHECK(it != bucket.slots.begin(), "GradSync: sparse gradient index ", at, " lies before bucket ", b);
+      const Slot& slot = *(it - 1);
+      const int64_t local = at - slot.offset;
+      auto found = sparse_grads_.find(slot.param);
+      TERN_CHECK(local < slot.param->value.numel() && found != sparse_grads_.end(), "GradSync: sparse gradient index ",
+                 at, " of bucket ", b, " is not inside a compressed parameter (corrupt packet?)");
+      found->second.indices.push_back(static_cast<int32_t>(local));
+      found->second.values.push_back(v.values[j]);
+    }
+  }
+}
+
+BucketLayout GradSync::bucket_layout(size_t i) const {
+  TERN_CHECK(i < buckets_.size(), "GradSync: bucket ", i, " of ", buckets_.size());
+  BucketLayout layout;
+  for (const Slot& slot : buckets_[i].slots)
+    layout.push_back(Segment{slot.param->name, slot.offset, slot.param->value.numel(), slot.param->value.shape()});
+  return layout;
+}
+
+std::vector<std::string> GradSync::bucket_specs() const {
+  std::vector<std::string> specs;
+  for (const auto& c : compressors_) specs.push_back(c->spec());
+  return specs;
+}
+
+StateTensors GradSync::compressor_state() {
+  StateTensors out;
+  for (size_t b = 0; b < compressors_.size(); ++b) {
+    for (auto& [name, t] : compressors_[b]->state()) out.emplace_back("bucket" + std::to_string(b) + "." + name, t);
+  }
+  return out;
 }
 
 void GradSync::reset_step() {

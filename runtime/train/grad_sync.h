@@ -14,7 +14,10 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/compress/bucket_compressor.h"
+#include "optim/optimizer.h"
 #include "runtime/nn/module.h"
+#include "runtime/train/serial_executor.h"
 
 namespace tern {
 
@@ -34,8 +37,29 @@ struct GradSyncStats {
   double exposed_seconds = 0;
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
+  // What dense f32 ring allreduces of the same buckets would have sent (2(p-1)/p · 4n per bucket).
+  uint64_t bytes_dense = 0;
+  // Compression only: time compressing and decompressing (part of comm_seconds, which is the
+  // whole time the buckets' reductions took).
+  double compress_seconds = 0;
+  double compression_ratio() const { return bytes_sent == 0 ? 1.0 : static_cast<double>(bytes_dense) / static_cast<double>(bytes_sent); }
   // 1 - exposed / comm, in [0, 1]; 0 before any communication.
   double hidden_fraction() const;
+};
+
+// Gradient compression for GradSync (comm/compress). An empty spec or "none" is the plain
+// overlapped allreduce.
+struct GradCompression {
+  std::string spec;                     // for every bucket, unless per_bucket is given
+  std::vector<std::string> per_bucket;  // one spec per bucket ("auto" resolves to this)
+  uint64_t seed = 0;
+  // g += fold_weight_decay · w for params with decay, before compression: DGC's momentum
+  // correction and sparse updates need the decay inside the gradient (the optimizer's is then 0).
+  float fold_weight_decay = 0;
+  // Leave sparse results (top-k, DGC) sparse: sparse_grads() has them after wait() and the
+  // params' grads are not filled. Otherwise they are densified into the grads.
+  bool keep_sparse = false;
+  bool enabled() const { return !per_bucket.empty() || (!spec.empty() && spec != "none"); }
 };
 
 class GradSync {
@@ -46,7 +70,8 @@ class GradSync {
   // copies nothing and the averaged gradients are in place when wait() returns; a grad tensor
   // that someone replaces is copied into its slot at launch and becomes a view again. comm must
   // outlive this object, and every rank must pass the same params in the same order.
-  GradSync(std::vector<Param*> params, Communicator& comm, size_t bucket_bytes = kDefaultBucketBytes);
+  GradSync(std::vector<Param*> params, Communicator& comm, size_t bucket_bytes = kDefaultBucketBytes,
+           const GradCompression& compression = {});
   ~GradSync();
   GradSync(const GradSync&) = delete;
   GradSync& operator=(const GradSync&) = delete;
@@ -73,6 +98,20 @@ class GradSync {
   GradSyncStats stats() const;
   void reset_stats();
 
+  // Bucket layouts (each param's offset, size and shape in its bucket), e.g. for auto_select.
+  BucketLayout bucket_layout(size_t i) const;
+  // Compression: where training is (DGC's warm-up and PowerSGD's start read it). step counts
+  // wait() calls from `step`; epoch stays until set again.
+  void set_step(int64_t step) { step_info_.step = step; }
+  void set_epoch(int64_t epoch) { step_info_.epoch = epoch; }
+  bool compressed() const { return !compressors_.empty(); }
+  // The spec each bucket runs (canonical), empty without compression.
+  std::vector<std::string> bucket_specs() const;
+  // Sparse gradients of the last wait() (keep_sparse only; empty otherwise).
+  const SparseGrads& sparse_grads() const { return sparse_grads_; }
+  // Every bucket's compressor state, named "bucket<i>.<name>", as views (checkpoints).
+  StateTensors compressor_state();
+
  private:
   using Clock = std::chrono::steady_clock;
   struct Slot {
@@ -92,6 +131,8 @@ class GradSync {
   };
 
   void launch(size_t b);
+  void reduce_compressed(size_t b);  // on the executor's thread
+  void collect_sparse();
   void launch_ready();
   void reset_step();
   void watch();  // the completion-stamping thread's loop
@@ -101,6 +142,16 @@ class GradSync {
   std::unordered_map<const Param*, std::pair<size_t, size_t>> where_;  // param -> (bucket, slot)
   size_t next_launch_ = 0;  // buckets [0, next_launch_) are launched this step
   uint64_t sent_at_step_start_ = 0, received_at_step_start_ = 0;
+  uint64_t dense_bytes_per_step_ = 0;
+
+  // Compression (empty compressors_ without it): one BucketCompressor per bucket, run in bucket
+  // order on the executor, which calls the communicator's blocking collectives.
+  GradCompression compression_;
+  std::vector<std::unique_ptr<BucketCompressor>> compressors_;
+  std::vector<SparseVector> sparse_results_;
+  SparseGrads sparse_grads_;
+  StepInfo step_info_;
+  std::unique_ptr<SerialExecutor> executor_;
 
   // A watcher thread waits on each launched bucket in launch order and stamps its completion:
   // the communication thread runs the buckets one after another, so bucket i was busy from

@@ -52,8 +52,13 @@ double Trainer::train_step(const Batch& batch, int64_t* correct) {
              " (try a smaller --lr)");
   model_.run_backward(dlogits_);  // announces finished gradients (data-parallel buckets listen)
   if (options_.after_backward) options_.after_backward();
-  if (options_.clip_grad_norm > 0) clip_grad_norm(params_, options_.clip_grad_norm);
-  optimizer_.step();
+  if (options_.sparse_grads != nullptr && !options_.sparse_grads->empty()) {
+    TERN_CHECK(options_.clip_grad_norm == 0, "gradient clipping needs dense gradients; keep them dense");
+    optimizer_.step(*options_.sparse_grads);
+  } else {
+    if (options_.clip_grad_norm > 0) clip_grad_norm(params_, options_.clip_grad_norm);
+    optimizer_.step();
+  }
   ++step_;
   last_loss_ = r.loss;
   if (correct) *correct += r.correct;

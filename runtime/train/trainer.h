@@ -29,6 +29,9 @@ struct TrainerOptions {
   // summed. Both empty/null for single-process training.
   std::function<void()> after_backward;
   Communicator* comm = nullptr;
+  // Compressed data parallel: the sparse gradients after_backward left (params found there take
+  // their gradient from it), applied by Optimizer::step(sparse). Null: every gradient is dense.
+  const SparseGrads* sparse_grads = nullptr;
 };
 
 class Trainer {
