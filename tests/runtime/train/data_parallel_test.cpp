@@ -21,6 +21,7 @@
 #include "runtime/rng.h"
 #include "tests/support/gradcheck.h"
 #include "tests/support/recording_communicator.h"
+#include "tests/support/replica_state.h"
 
 namespace tern {
 namespace {
@@ -35,47 +36,11 @@ CommOptions quick() {
   return o;
 }
 
-// The parameters and buffers of one replica after training.
-struct State {
-  std::vector<Tensor> params, buffers;
-};
-
-State state_of(Module& m) {
-  State s;
-  for (Param* p : m.params()) s.params.push_back(p->value.clone());
-  for (Buffer* b : m.buffers()) s.buffers.push_back(b->value.clone());
-  return s;
-}
-
-// max |a - b| / max |b| over one tensor.
-double relative_difference(const Tensor& a, const Tensor& b) {
-  double diff = 0, scale = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    diff = std::max(diff, static_cast<double>(std::fabs(a.f32()[i] - b.f32()[i])));
-    scale = std::max(scale, static_cast<double>(std::fabs(b.f32()[i])));
-  }
-  return scale > 0 ? diff / scale : diff;
-}
-
-double worst_difference(const State& a, const State& b) {
-  double worst = 0;
-  for (size_t i = 0; i < a.params.size(); ++i)
-    worst = std::max(worst, relative_difference(a.params[i], b.params[i]));
-  for (size_t i = 0; i < a.buffers.size(); ++i)
-    worst = std::max(worst, relative_difference(a.buffers[i], b.buffers[i]));
-  return worst;
-}
-
-bool bitwise_equal(const State& a, const State& b) {
-  auto same = [](const std::vector<Tensor>& x, const std::vector<Tensor>& y) {
-    if (x.size() != y.size()) return false;
-    for (size_t i = 0; i < x.size(); ++i)
-      if (x[i].nbytes() != y[i].nbytes() || std::memcmp(x[i].raw(), y[i].raw(), x[i].nbytes()) != 0)
-        return false;
-    return true;
-  };
-  return same(a.params, b.params) && same(a.buffers, b.buffers);
-}
+using State = testing::ReplicaState;
+using testing::bitwise_equal;
+using testing::relative_difference;
+using testing::state_of;
+using testing::worst_difference;
 
 constexpr uint64_t kInitSeed = 7, kDataSeed = 17;
 constexpr int kSteps = 4;
