@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "comm/compress/bucket_compressor.h"
@@ -21,6 +22,7 @@
 #include "runtime/io/jsonl.h"
 #include "runtime/io/progress.h"
 #include "runtime/train/checkpoint.h"
+#include "runtime/train/compressor_checkpoint.h"
 #include "runtime/train/data_parallel.h"
 #include "runtime/train/trainer.h"
 
@@ -159,8 +161,10 @@ int train_rank(const Flags& f, Communicator& comm) {
 
   // Resume before DataParallel is built: it then broadcasts rank 0's (restored) state anyway.
   int64_t start_epoch = 0, skip_batches = 0, start_step = 0;
+  std::optional<CheckpointData> resumed;
   if (f.get_bool("resume")) {
     if (auto ckpt = load_latest_checkpoint(ckpt_dir)) {
+      resumed = ckpt;
       if (ckpt->world_size != comm.size())
         throw Error(detail::concat("checkpoint ", ckpt->source, " was written by ", ckpt->world_size,
                                    " ranks; this run has ", comm.size(), " (resume with the same world size)"));
@@ -188,6 +192,7 @@ int train_rank(const Flags& f, Communicator& comm) {
     dopts.compression.keep_sparse = optimizer->supports_sparse() && topts.clip_grad_norm == 0;
     dp = std::make_unique<DataParallel>(*model, comm, dopts);
     dp->grad_sync().set_step(start_step);
+    if (resumed) restore_compressor(dp->grad_sync(), comm.rank(), *resumed);
     topts.after_backward = [&dp] { dp->sync_gradients(); };
     if (dopts.compression.keep_sparse) topts.sparse_grads = &dp->grad_sync().sparse_grads();
     topts.comm = &comm;
@@ -225,8 +230,10 @@ int train_rank(const Flags& f, Communicator& comm) {
   }
 
   auto checkpoint = [&](int64_t epoch, int64_t batches_done) {
-    if (!lead || ckpt_dir.empty()) return;
+    if (ckpt_dir.empty()) return;
     CheckpointData data;
+    if (dp) capture_compressor(dp->grad_sync(), comm, data);  // collective: every rank's residuals
+    if (!lead) return;
     data.model_name = model_name;
     data.world_size = comm.size();
     data.step = trainer.global_step();

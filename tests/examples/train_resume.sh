@@ -2,13 +2,15 @@
 # Resume, as a user would: a 2-rank run (ternrun) that dies after a checkpoint is resumed, and its
 # per-step losses must equal an uninterrupted run's bit for bit. Then the checkpoint is damaged:
 # --resume must refuse, name the file and the problem, and leave the file as it was.
-# usage: train_resume.sh TERNRUN TERN_TRAIN
+# usage: train_resume.sh TERNRUN TERN_TRAIN [EXTRA TRAIN FLAGS...] (e.g. --compress dgc:ratio=0.01:
+# the compressors' per-rank state must come back too, or the losses drift)
 set -uo pipefail
 ternrun=$1 train=$2
+shift 2
 fail() { echo "FAIL: $*"; exit 1; }
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-args=(--model cnn --epochs 2 --limit-train 1024 --batch-size 32 --log-every 1 --seed 5)
+args=(--model cnn --epochs 2 --limit-train 1024 --batch-size 32 --log-every 1 --seed 5 "$@")
 steps() { grep '"event": "step"' "$1" | sed -E 's/.*"step": ([0-9]+), "loss": ([^,}]*).*/\1 \2/'; }
 
 "$ternrun" -n 2 "$train" "${args[@]}" --checkpoint-dir "$dir/a" --checkpoint-every 10 --metrics "$dir/a.jsonl" \
