@@ -214,6 +214,12 @@ int train_rank(const Flags& f, Communicator& comm) {
       std::printf("--scale-lr: learning rate %g x %d ranks = %g\n", f.get_float("lr"), comm.size(), lr);
     if (dp && dp->grad_sync().compressed()) {
       const auto specs = dp->grad_sync().bucket_specs();
+      for (const AutoChoice& c : dp->grad_sync().auto_choices()) {
+        std::string line;
+        for (const CandidateCost& cand : c.candidates)
+          line += detail::concat(line.empty() ? "" : ", ", cand.spec, " ", cand.predicted_seconds * 1e3, " ms");
+        std::printf("auto: predicted per step: %s -> %s\n", line.c_str(), c.best().spec.c_str());
+      }
       for (size_t b = 0; b < specs.size(); ++b) {  // one line per run of buckets with the same spec
         size_t e = b;
         while (e + 1 < specs.size() && specs[e + 1] == specs[b]) ++e;
@@ -335,6 +341,13 @@ int train_rank(const Flags& f, Communicator& comm) {
     const GradSyncStats st = dp->stats();
     std::printf("gradient sync: %.1f MB sent per rank, %.2f s communicating, %.0f%% of it hidden behind backward\n",
                 static_cast<double>(st.bytes_sent) / 1e6, st.comm_seconds, 100 * st.hidden_fraction());
+    if (!dp->grad_sync().auto_choices().empty() && st.steps > 0) {
+      double predicted = 0;
+      for (const AutoChoice& c : dp->grad_sync().auto_choices()) predicted += c.best().predicted_seconds;
+      const double measured = st.comm_seconds / static_cast<double>(st.steps);
+      std::printf("auto: predicted %.2f ms of gradient sync per step, measured %.2f ms\n", predicted * 1e3, measured * 1e3);
+      final_line.add("auto_predicted_step_comm_seconds", predicted).add("auto_measured_step_comm_seconds", measured);
+    }
     if (dp->grad_sync().compressed())
       std::printf("compression: %.2f MB on the wire per rank vs %.1f MB dense = %.1fx less (%.2f s compressing)\n",
                   static_cast<double>(st.bytes_sent) / 1e6, static_cast<double>(st.bytes_dense) / 1e6,

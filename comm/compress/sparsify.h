@@ -65,7 +65,6 @@ class Dgc {
   BucketLayout layout_;
   int world_size_;
   Tensor u_, v_;
-  Rng rng_;
   std::vector<int32_t> scratch_;
 };
 

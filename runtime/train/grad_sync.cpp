@@ -62,6 +62,12 @@ GradSync::GradSync(std::vector<Param*> params, Communicator& comm, size_t bucket
     const int p = comm_.size();
     dense_bytes_per_step_ += static_cast<uint64_t>(2.0 * (p - 1) / p * static_cast<double>(bucket.flat.nbytes()));
   }
+  if (compression_.enabled() && compression_.per_bucket.empty() && compression_.spec == "auto") {
+    std::vector<BucketLayout> layouts;
+    for (size_t b = 0; b < buckets_.size(); ++b) layouts.push_back(bucket_layout(b));
+    auto_choices_ = choose_compressors(comm_, layouts);
+    for (const AutoChoice& c : auto_choices_) compression_.per_bucket.push_back(c.best().spec);
+  }
   if (compression_.enabled()) {
     TERN_CHECK(compression_.per_bucket.empty() || compression_.per_bucket.size() == buckets_.size(),
                "GradSync: ", compression_.per_bucket.size(), " compressor specs for ", buckets_.size(), " buckets");

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/compress/auto_select.h"
 #include "comm/compress/bucket_compressor.h"
 #include "optim/optimizer.h"
 #include "runtime/nn/module.h"
@@ -50,7 +51,8 @@ struct GradSyncStats {
 // Gradient compression for GradSync (comm/compress). An empty spec or "none" is the plain
 // overlapped allreduce.
 struct GradCompression {
-  std::string spec;                     // for every bucket, unless per_bucket is given
+  std::string spec;                     // for every bucket, unless per_bucket is given; "auto"
+                                        // chooses per bucket at construction (auto_select.h)
   std::vector<std::string> per_bucket;  // one spec per bucket ("auto" resolves to this)
   uint64_t seed = 0;
   // g += fold_weight_decay · w for params with decay, before compression: DGC's momentum
@@ -107,6 +109,8 @@ class GradSync {
   bool compressed() const { return !compressors_.empty(); }
   // The spec each bucket runs (canonical), empty without compression.
   std::vector<std::string> bucket_specs() const;
+  // What compress=auto measured and chose, per bucket (empty otherwise).
+  const std::vector<AutoChoice>& auto_choices() const { return auto_choices_; }
   // Sparse gradients of the last wait() (keep_sparse only; empty otherwise).
   const SparseGrads& sparse_grads() const { return sparse_grads_; }
   // Every bucket's compressor state, named "bucket<i>.<name>", as views (checkpoints).
@@ -149,6 +153,7 @@ class GradSync {
   GradCompression compression_;
   std::vector<std::unique_ptr<BucketCompressor>> compressors_;
   std::vector<SparseVector> sparse_results_;
+  std::vector<AutoChoice> auto_choices_;
   SparseGrads sparse_grads_;
   StepInfo step_info_;
   std::unique_ptr<SerialExecutor> executor_;
