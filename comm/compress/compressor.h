@@ -73,6 +73,10 @@ class Compressor {
   virtual void reduce(Tensor grad, const BucketLayout& layout, Communicator& comm, const StepInfo& step,
                       SparseVector* sparse) = 0;
 
+  // Called by BucketCompressor after it averaged the bucket's dense (small) tensors, `dense`
+  // being their layout: DGC applies its momentum there, since the optimizer's is off.
+  virtual void after_dense_average(float* /*grad*/, const BucketLayout& /*dense*/) {}
+
   // True when reduce() can produce a sparse result (so the optimizer may skip densifying).
   virtual bool sparse_result() const { return false; }
 

@@ -26,20 +26,24 @@ std::unique_ptr<Compressor> make_topk_compressor(double ratio, const BucketLayou
 std::unique_ptr<Compressor> make_randomk_compressor(double ratio, bool unbiased, uint64_t seed,
                                                     const BucketLayout& layout);
 
-// dgc:... — Deep Gradient Compression's state (sparsify.h: Dgc) with the sparse exchange.
+// dgc:... — Deep Gradient Compression's state (sparsify.h: Dgc) with the sparse exchange. The
+// bucket's `dense` tensors (sent uncompressed) get plain momentum after averaging, as in DGC's
+// reference code, because the optimizer's momentum is off under DGC.
 std::unique_ptr<Compressor> make_dgc_compressor(const DgcOptions& options, const BucketLayout& layout,
-                                                int world_size);
+                                                const BucketLayout& dense, int world_size);
 
 // A quantizer (QSGD, TernGrad, sign, 1-bit) in one of two collectives:
 //  - allgather: every rank's packet of the whole bucket to every rank (traffic O(n·p) per rank);
 //  - twophase: compressed allreduce as in 1-bit Adam — each rank sends chunk j's packet to rank j,
 //    rank j averages its chunk and sends it back compressed through allgather (O(n) per rank).
 // error_feedback keeps a residual per phase (worker: the bucket; server: this rank's chunk).
-// seed drives the stochastic rounding (forked per rank and step).
+// Each tensor is quantized in blocks of `block` values with a scale each (0: one per tensor), as
+// QSGD's bucketing does: one scale over values of very different sizes made the 1-bit codecs lose
+// 4-5 points of accuracy on the MLP (see README). seed drives the stochastic rounding (per rank and step).
 enum class QuantizedCollective { allgather, twophase };
 std::unique_ptr<Compressor> make_quantized_compressor(std::unique_ptr<Quantizer> quantizer,
                                                       QuantizedCollective collective, bool error_feedback,
-                                                      uint64_t seed, const BucketLayout& layout, int rank,
-                                                      int world_size);
+                                                      int64_t block, uint64_t seed, const BucketLayout& layout,
+                                                      int rank, int world_size);
 
 }  // namespace tern

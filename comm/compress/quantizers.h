@@ -29,7 +29,7 @@ class Quantizer {
 
 // QSGD (Alistarh et al., NeurIPS 2017): x_i = ||x||_2 * sign(x_i) * xi_i / s with xi_i in {0..s}
 // by stochastic rounding of s|x_i|/||x||_2; unbiased. Header: the f32 norm; then per value one
-// sign bit and ceil(log2(s+1)) level bits, bit-packed. levels >= 1.
+// sign bit and ceil(log2(s+1)) level bits, bit-packed. levels in [1, 2^24] (throws otherwise).
 std::unique_ptr<Quantizer> make_qsgd(int levels);
 // TernGrad (Wen et al., NeurIPS 2017): x_i = max|x| * sign(x_i) * b_i, b_i ~ Bernoulli(|x_i|/max|x|);
 // unbiased. Header: the f32 max; 2 bits per value.

@@ -148,15 +148,28 @@ class RandomkCompressor : public Compressor {
 
 class DgcCompressor : public Compressor {
  public:
-  DgcCompressor(const DgcOptions& options, const BucketLayout& layout, int world_size)
-      : dgc_(options, layout, world_size) {}
+  DgcCompressor(const DgcOptions& options, const BucketLayout& layout, const BucketLayout& dense, int world_size)
+      : dgc_(options, layout, world_size), dense_velocity_(Tensor::zeros({std::max(bucket_extent(dense), int64_t{0})})) {}
   std::string spec() const override {
     const DgcOptions& o = dgc_.options();
     return detail::concat("dgc:ratio=", o.ratio, ",momentum=", o.momentum, ",clip=", o.clip,
                           ",warmup_epochs=", o.warmup_epochs);
   }
   bool sparse_result() const override { return true; }
-  StateTensors state() override { return {{"velocity", dgc_.velocity()}, {"accumulation", dgc_.accumulation()}}; }
+  StateTensors state() override {
+    return {{"velocity", dgc_.velocity()}, {"accumulation", dgc_.accumulation()}, {"dense_velocity", dense_velocity_}};
+  }
+
+  void after_dense_average(float* grad, const BucketLayout& dense) override {
+    const auto m = static_cast<float>(dgc_.options().momentum);
+    float* u = dense_velocity_.f32();
+    for (const Segment& s : dense) {
+      for (int64_t i = s.offset; i < s.offset + s.numel; ++i) {
+        u[i] = m * u[i] + grad[i];
+        grad[i] = u[i];
+      }
+    }
+  }
 
   void reduce(Tensor grad, const BucketLayout& layout, Communicator& comm, const StepInfo& step,
               SparseVector* sparse) override {
@@ -169,6 +182,7 @@ class DgcCompressor : public Compressor {
 
  private:
   Dgc dgc_;
+  Tensor dense_velocity_;  // momentum of the dense tensors, flat over the bucket
   SparseVector mine_, scratch_;
 };
 
@@ -186,11 +200,11 @@ std::unique_ptr<Compressor> make_randomk_compressor(double ratio, bool unbiased,
 }
 
 std::unique_ptr<Compressor> make_dgc_compressor(const DgcOptions& options, const BucketLayout& layout,
-                                                int world_size) {
+                                                const BucketLayout& dense, int world_size) {
   TERN_CHECK(options.ratio > 0 && options.ratio <= 1, "dgc: ratio must be in (0, 1], got ", options.ratio);
   TERN_CHECK(options.momentum >= 0 && options.momentum < 1, "dgc: momentum must be in [0, 1), got ",
              options.momentum);
-  return std::make_unique<DgcCompressor>(options, layout, world_size);
+  return std::make_unique<DgcCompressor>(options, layout, dense, world_size);
 }
 
 }  // namespace tern
