@@ -1,5 +1,7 @@
 #include "comm/compress/exchange.h"
 
+#include <climits>
+#include <cstdint>
 #include <cstring>
 
 #include "runtime/kernels/cpu/sparse_update.h"
@@ -34,35 +36,77 @@ void allgather_bytes(Communicator& comm, const std::vector<uint8_t>& mine, std::
   if (!all.empty()) std::memcpy(all.data(), out.raw(), all.size());
 }
 
+namespace {
+
+void put_varint(std::vector<uint8_t>& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<uint8_t>(v));
+}
+
+}  // namespace
+
+// A sparse packet: the entry count (u32), the indices as zig-zag varint deltas from the previous
+// index (sorted indices of a tensor a thousand apart take 2 bytes instead of 4), then the values
+// (f32). At DGC's 0.1% this is ~6 bytes per entry instead of 8, which is what lets 4 ranks' ring
+// allgather stay above 250x less traffic than a dense allreduce.
+void encode_sparse_packet(const SparseVector& v, std::vector<uint8_t>& out) {
+  const size_t k = v.size();
+  out.resize(4);
+  const auto k32 = static_cast<uint32_t>(k);
+  std::memcpy(out.data(), &k32, 4);
+  int64_t prev = 0;
+  for (int32_t i : v.indices) {
+    const int64_t d = static_cast<int64_t>(i) - prev;
+    put_varint(out, (static_cast<uint64_t>(d) << 1) ^ static_cast<uint64_t>(d >> 63));  // zig-zag
+    prev = i;
+  }
+  const size_t at = out.size();
+  out.resize(at + 4 * k);
+  if (k > 0) std::memcpy(out.data() + at, v.values.data(), 4 * k);
+}
+
+void decode_sparse_packet(const uint8_t* p, size_t bytes, int rank, SparseVector& all) {
+  auto bad = [&](const char* what) {
+    return Error(detail::concat("sparse gradient packet from rank ", rank, " (", bytes, " bytes) is corrupt: ", what));
+  };
+  if (bytes < 4) throw bad("shorter than its header");
+  uint32_t k = 0;
+  std::memcpy(&k, p, 4);
+  if (static_cast<uint64_t>(k) * 5 + 4 > bytes) throw bad("entry count larger than the packet");
+  size_t at = 4;
+  int64_t prev = 0;
+  for (uint32_t j = 0; j < k; ++j) {
+    uint64_t z = 0;
+    for (int shift = 0;; shift += 7) {
+      if (at >= bytes || shift > 63) throw bad("truncated index");
+      const uint8_t b = p[at++];
+      z |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if (!(b & 0x80)) break;
+    }
+    const int64_t d = static_cast<int64_t>(z >> 1) ^ -static_cast<int64_t>(z & 1);
+    prev += d;
+    if (prev < 0 || prev > INT32_MAX) throw bad("index out of range");
+    all.indices.push_back(static_cast<int32_t>(prev));
+  }
+  if (bytes - at != 4 * static_cast<size_t>(k)) throw bad("value bytes do not match the entry count");
+  const size_t first = all.values.size();
+  all.values.resize(first + k);
+  if (k > 0) std::memcpy(all.values.data() + first, p + at, 4 * static_cast<size_t>(k));
+}
+
 void allgather_sparse(Communicator& comm, const SparseVector& mine, SparseVector& all) {
   TERN_CHECK(mine.indices.size() == mine.values.size(), "allgather_sparse: ", mine.indices.size(),
              " indices but ", mine.values.size(), " values");
-  const size_t k = mine.size();
-  // Packet: k indices (i32) then k values (f32).
-  std::vector<uint8_t> packet(8 * k);
-  if (k > 0) {
-    std::memcpy(packet.data(), mine.indices.data(), 4 * k);
-    std::memcpy(packet.data() + 4 * k, mine.values.data(), 4 * k);
-  }
-  std::vector<uint8_t> gathered;
+  std::vector<uint8_t> packet, gathered;
+  encode_sparse_packet(mine, packet);
   std::vector<int64_t> offsets;
   allgather_bytes(comm, packet, {}, gathered, offsets);
-  const size_t total = gathered.size() / 8;
-  all.indices.resize(total);
-  all.values.resize(total);
-  size_t at = 0;
-  for (size_t r = 0; r + 1 < offsets.size(); ++r) {
-    const size_t bytes = static_cast<size_t>(offsets[r + 1] - offsets[r]);
-    TERN_CHECK(bytes % 8 == 0, "allgather_sparse: rank ", r, " sent a packet of ", bytes,
-               " bytes, not a whole number of (index, value) pairs");
-    const size_t kr = bytes / 8;
-    const uint8_t* src = gathered.data() + offsets[r];
-    if (kr > 0) {
-      std::memcpy(all.indices.data() + at, src, 4 * kr);
-      std::memcpy(all.values.data() + at, src + 4 * kr, 4 * kr);
-    }
-    at += kr;
-  }
+  all.clear();
+  for (size_t r = 0; r + 1 < offsets.size(); ++r)
+    decode_sparse_packet(gathered.data() + offsets[r], static_cast<size_t>(offsets[r + 1] - offsets[r]), static_cast<int>(r), all);
 }
 
 void densify(const SparseVector& v, float scale, const BucketLayout& layout, float* grad) {

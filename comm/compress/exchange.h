@@ -10,9 +10,15 @@
 
 namespace tern {
 
-// Every rank's entries, concatenated in rank order (one packet of 8 bytes per entry through
-// allgatherv, after an allgather of the counts). Ranks may send nothing; world size 1 copies.
+// Every rank's entries, concatenated in rank order: one packet per rank (indices delta-coded as
+// varints, values f32) through allgatherv, after an allgather of the packet sizes. Ranks may send
+// nothing; world size 1 copies. A packet that does not parse is an Error naming its rank.
 void allgather_sparse(Communicator& comm, const SparseVector& mine, SparseVector& all);
+
+// The wire form of one rank's sparse entries (see exchange.cpp), and its parser, which appends
+// to `all` and refuses a packet that does not parse with an Error naming `rank`.
+void encode_sparse_packet(const SparseVector& v, std::vector<uint8_t>& out);
+void decode_sparse_packet(const uint8_t* packet, size_t bytes, int rank, SparseVector& all);
 
 // Every rank's bytes (sizes may differ), concatenated in rank order; offsets[r] is where rank r's
 // packet starts and offsets[size] the total. When every rank's size is known in advance pass it
