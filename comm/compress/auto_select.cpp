@@ -108,7 +108,8 @@ CandidateCost cost_candidate(const std::string& spec, const BucketLayout& layout
   });
   // Wire: what the algorithm sends (bytes per collective), dense segments in one allreduce.
   double dense = 0;
-  for (const Segment& s : c.dense_layout()) dense += 4.0 * static_cast<double>(s.numel);
+  const double dense_bytes = c.compressor().dense_wire_dtype() == DType::f16 ? 2.0 : 4.0;
+  for (const Segment& s : c.dense_layout()) dense += dense_bytes * static_cast<double>(s.numel);
   if (dense > 0) cost.allreduce_bytes.push_back(dense);
   const double n = static_cast<double>(layout_numel(c.compressed_layout()));
   if (n == 0) return cost;
@@ -138,8 +139,10 @@ CandidateCost cost_candidate(const std::string& spec, const BucketLayout& layout
     const double ratio = CompressorSpec::parse(spec).get_double("ratio", 0.001, 0, 1);
     for (const Segment& s : c.compressed_layout())
       k += std::max(1.0, std::ceil(ratio * static_cast<double>(s.numel)));
-    cost.allgather_bytes.push_back(8.0 * world);       // the packet sizes
-    cost.allgather_bytes.push_back(8.0 * k * world);   // every rank's (index, value) pairs
+    // Sparse packets: a ~2-byte varint index and the value (f16 under DGC's default, else f32).
+    const double entry = 2.0 + (c.compressor().dense_wire_dtype() == DType::f16 ? 2.0 : 4.0);
+    cost.allgather_bytes.push_back(8.0 * world);            // the packet sizes
+    cost.allgather_bytes.push_back(entry * k * world);      // every rank's (index, value) pairs
   } else {
     throw Error("auto: no wire model for candidate '" + spec + "'");
   }

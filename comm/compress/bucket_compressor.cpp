@@ -40,7 +40,7 @@ std::unique_ptr<Compressor> build(CompressorSpec& spec, const BucketLayout& layo
     o.clip = spec.get_double("clip", 0, 0, 1e30);
     o.warmup_epochs = spec.get_int("warmup_epochs", 4, 0, 1000000);
     o.seed = seed;
-    return make_dgc_compressor(o, layout, dense, c.world_size);
+    return make_dgc_compressor(o, spec.get_bool("fp16", true), layout, dense, c.world_size);
   }
   if (name == "qsgd" || name == "terngrad" || name == "signsgd" || name == "onebit") {
     std::unique_ptr<Quantizer> q;
@@ -76,7 +76,7 @@ double since(std::chrono::steady_clock::time_point t0) {
 
 std::string compressor_help() {
   return "none | fp16 | bf16 | topk:ratio=R | randomk:ratio=R,unbiased=0|1 | "
-         "dgc:ratio=R,momentum=M,clip=C,warmup_epochs=E | qsgd:levels=S | terngrad | signsgd | onebit "
+         "dgc:ratio=R,momentum=M,clip=C,warmup_epochs=E,fp16=0|1 | qsgd:levels=S | terngrad | signsgd | onebit "
          "(quantizers: twophase=1 for the compressed allreduce, ef=0|1, block=N values per scale) | "
          "powersgd:rank=R,start_iter=T,min_ratio=X,warm_start=0|1 | auto; every one takes dense_below=N "
          "(tensors under N elements go dense, default 1024)";
@@ -119,16 +119,18 @@ void BucketCompressor::reduce(Tensor flat, Communicator& comm, const StepInfo& s
   const int64_t n_dense = layout_numel(dense_);
   if (n_dense > 0 && p > 1) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (dense_buffer_.numel() != n_dense) dense_buffer_ = Tensor::empty({n_dense});
+    const DType wire = compressor_->dense_wire_dtype();
+    if (dense_buffer_.numel() != n_dense || dense_buffer_.dtype() != wire) dense_buffer_ = Tensor::empty({n_dense}, wire);
     int64_t at = 0;
     for (const Segment& s : dense_) {
-      std::memcpy(dense_buffer_.f32() + at, flat.f32() + s.offset, static_cast<size_t>(s.numel) * sizeof(float));
+      dense_buffer_.slice(at, at + s.numel).copy_from(flat.slice(s.offset, s.offset + s.numel));
       at += s.numel;
     }
     comm.allreduce(dense_buffer_, ReduceOp::avg);
     at = 0;
     for (const Segment& s : dense_) {
-      std::memcpy(flat.f32() + s.offset, dense_buffer_.f32() + at, static_cast<size_t>(s.numel) * sizeof(float));
+      Tensor dst = flat.slice(s.offset, s.offset + s.numel);
+      dst.copy_from(dense_buffer_.slice(at, at + s.numel));
       at += s.numel;
     }
     own_.comm_seconds += since(t0);

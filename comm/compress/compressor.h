@@ -77,6 +77,9 @@ class Compressor {
   // being their layout: DGC applies its momentum there, since the optimizer's is off.
   virtual void after_dense_average(float* /*grad*/, const BucketLayout& /*dense*/) {}
 
+  // The dtype BucketCompressor sends the bucket's dense tensors in (f32, or f16 for DGC by default).
+  virtual DType dense_wire_dtype() const { return DType::f32; }
+
   // True when reduce() can produce a sparse result (so the optimizer may skip densifying).
   virtual bool sparse_result() const { return false; }
 

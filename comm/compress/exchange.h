@@ -12,12 +12,12 @@ namespace tern {
 
 // Every rank's entries, concatenated in rank order: one packet per rank (indices delta-coded as
 // varints, values f32) through allgatherv, after an allgather of the packet sizes. Ranks may send
-// nothing; world size 1 copies. A packet that does not parse is an Error naming its rank.
-void allgather_sparse(Communicator& comm, const SparseVector& mine, SparseVector& all);
+// nothing; world size 1 copies. fp16_values halves the value bytes (rounded to f16). A packet that does not parse is an Error naming its rank.
+void allgather_sparse(Communicator& comm, const SparseVector& mine, SparseVector& all, bool fp16_values = false);
 
 // The wire form of one rank's sparse entries (see exchange.cpp), and its parser, which appends
 // to `all` and refuses a packet that does not parse with an Error naming `rank`.
-void encode_sparse_packet(const SparseVector& v, std::vector<uint8_t>& out);
+void encode_sparse_packet(const SparseVector& v, std::vector<uint8_t>& out, bool fp16_values = false);
 void decode_sparse_packet(const uint8_t* packet, size_t bytes, int rank, SparseVector& all);
 
 // Every rank's bytes (sizes may differ), concatenated in rank order; offsets[r] is where rank r's

@@ -28,10 +28,10 @@ int64_t bucket_extent(const BucketLayout& layout) {
 // The exchange all sparse compressors share: every rank's entries to every rank, then either the
 // caller's sparse result (values divided by the world size) or the dense average in grad.
 void exchange_sparse(Communicator& comm, const SparseVector& mine, const BucketLayout& layout, Tensor& grad,
-                     SparseVector* sparse, SparseVector& scratch, CompressStats& stats) {
+                     SparseVector* sparse, SparseVector& scratch, CompressStats& stats, bool fp16_values) {
   auto t0 = Clock::now();
   SparseVector& all = sparse ? *sparse : scratch;
-  allgather_sparse(comm, mine, all);
+  allgather_sparse(comm, mine, all, fp16_values);
   stats.comm_seconds += since(t0);
   t0 = Clock::now();
   const float scale = 1.0f / static_cast<float>(comm.size());
@@ -64,7 +64,7 @@ class TopkCompressor : public Compressor {
     cpu::sparse_gather(g, mine_.indices.data(), static_cast<int64_t>(mine_.size()), mine_.values.data());
     ef_.forget(mine_.indices.data(), static_cast<int64_t>(mine_.size()));  // what is sent leaves the residual
     stats_.compress_seconds += since(t0);
-    exchange_sparse(comm, mine_, layout, grad, sparse, scratch_, stats_);
+    exchange_sparse(comm, mine_, layout, grad, sparse, scratch_, stats_, false);
   }
 
  private:
@@ -148,13 +148,15 @@ class RandomkCompressor : public Compressor {
 
 class DgcCompressor : public Compressor {
  public:
-  DgcCompressor(const DgcOptions& options, const BucketLayout& layout, const BucketLayout& dense, int world_size)
-      : dgc_(options, layout, world_size), dense_velocity_(Tensor::zeros({std::max(bucket_extent(dense), int64_t{0})})) {}
+  DgcCompressor(const DgcOptions& options, bool fp16, const BucketLayout& layout, const BucketLayout& dense,
+                int world_size)
+      : fp16_(fp16), dgc_(options, layout, world_size), dense_velocity_(Tensor::zeros({std::max(bucket_extent(dense), int64_t{0})})) {}
   std::string spec() const override {
     const DgcOptions& o = dgc_.options();
     return detail::concat("dgc:ratio=", o.ratio, ",momentum=", o.momentum, ",clip=", o.clip,
-                          ",warmup_epochs=", o.warmup_epochs);
+                          ",warmup_epochs=", o.warmup_epochs, ",fp16=", fp16_ ? 1 : 0);
   }
+  DType dense_wire_dtype() const override { return fp16_ ? DType::f16 : DType::f32; }
   bool sparse_result() const override { return true; }
   StateTensors state() override {
     return {{"velocity", dgc_.velocity()}, {"accumulation", dgc_.accumulation()}, {"dense_velocity", dense_velocity_}};
@@ -177,10 +179,11 @@ class DgcCompressor : public Compressor {
     mine_.clear();
     dgc_.compress(grad.f32(), step, mine_);
     stats_.compress_seconds += since(t0);
-    exchange_sparse(comm, mine_, layout, grad, sparse, scratch_, stats_);
+    exchange_sparse(comm, mine_, layout, grad, sparse, scratch_, stats_, fp16_);
   }
 
  private:
+  bool fp16_;  // values and dense tensors travel as f16
   Dgc dgc_;
   Tensor dense_velocity_;  // momentum of the dense tensors, flat over the bucket
   SparseVector mine_, scratch_;
@@ -199,12 +202,12 @@ std::unique_ptr<Compressor> make_randomk_compressor(double ratio, bool unbiased,
   return std::make_unique<RandomkCompressor>(ratio, unbiased, seed, layout);
 }
 
-std::unique_ptr<Compressor> make_dgc_compressor(const DgcOptions& options, const BucketLayout& layout,
+std::unique_ptr<Compressor> make_dgc_compressor(const DgcOptions& options, bool fp16, const BucketLayout& layout,
                                                 const BucketLayout& dense, int world_size) {
   TERN_CHECK(options.ratio > 0 && options.ratio <= 1, "dgc: ratio must be in (0, 1], got ", options.ratio);
   TERN_CHECK(options.momentum >= 0 && options.momentum < 1, "dgc: momentum must be in [0, 1), got ",
              options.momentum);
-  return std::make_unique<DgcCompressor>(options, layout, dense, world_size);
+  return std::make_unique<DgcCompressor>(options, fp16, layout, dense, world_size);
 }
 
 }  // namespace tern

@@ -253,6 +253,13 @@ TEST(SparsePacket, RoundTripsAndRefusesCorruption) {
       EXPECT_NE(std::string(e.what()).find("rank 3"), std::string::npos) << e.what();
     }
   }
+  // f16 values: half the value bytes, values rounded to f16 (these are exact in f16).
+  std::vector<uint8_t> half;
+  encode_sparse_packet(v, half, /*fp16_values=*/true);
+  EXPECT_EQ(half.size(), packet.size() - 2 * v.size());
+  SparseVector from_half;
+  decode_sparse_packet(half.data(), half.size(), 0, from_half);
+  EXPECT_EQ(from_half.values, v.values);
   packet.push_back(0);
   EXPECT_THROW(decode_sparse_packet(packet.data(), packet.size(), 1, got), Error);
   packet.pop_back();
