@@ -23,7 +23,8 @@ test: build
 
 # Two data-parallel ranks under ternrun (tcp backend, shared memory on one host) train the CNN.
 demo: build
-	@$(BUILD_DIR)/launch/ternrun -n 2 $(BUILD_DIR)/examples/tern-train --model cnn --dataset fashion-mnist --epochs 3
+	@$(BUILD_DIR)/launch/ternrun -n 2 $(BUILD_DIR)/examples/tern-train --model cnn --dataset fashion-mnist --epochs 3 \
+	  --compress dgc:ratio=0.001,warmup_epochs=1 --lr 0.1
 
 bench: configure
 	@scripts/install-deps.sh --bench

@@ -1,6 +1,6 @@
 // Gradient-compression kernels on one core: GB/s of f32 input for exact top-k (vs the naive
 // std::nth_element peer), DGC's sampled threshold selection, and each quantizer's encode and
-// decode_add (vs memcpy of the same bytes). Ratios are measured in the same run.
+// decode_add (vs memcpy of the same bytes), and PowerSGD's compute. Ratios are measured in the same run.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "comm/compress/powersgd.h"
 #include "comm/compress/quantizers.h"
+#include "comm/local/local.h"
 #include "comm/compress/sparsify.h"
 #include "runtime/io/flags.h"
 #include "runtime/io/jsonl.h"
@@ -164,13 +166,33 @@ void bench_size(int64_t n, int reps, double ratio, uint64_t seed, Table& table) 
     table.print({n, q->spec() + " encode", t_enc, "memcpy", t_copy / t_enc, bytes});
     table.print({n, q->spec() + " decode_add", t_dec, "memcpy", t_copy / t_dec, ""});
   }
+
+  // PowerSGD's compute on one rank (no wire): the gradient as a [1024, n/1024] matrix, rank 2,
+  // past start_iter: P = MQ, orthonormalise, Q = MᵀP, M̂ = PQᵀ, error feedback.
+  const int64_t rows = 1024, cols = n / rows;
+  if (cols >= 2) {
+    const BucketLayout layout = {Segment{"w", 0, rows * cols, {rows, cols}}};
+    PowerSgdOptions o;
+    o.rank = 2;
+    o.start_iter = 0;
+    PowerSgd psgd(o, layout);
+    auto one = make_single_communicator();
+    Tensor g = Tensor::empty({rows * cols});
+    int64_t step = 0;
+    const double t_psgd = median_seconds(reps, [&] {
+      std::memcpy(g.f32(), x.data(), static_cast<size_t>(rows * cols) * sizeof(float));
+      psgd.reduce(g, layout, *one, StepInfo{step++, 0}, nullptr);
+    });
+    table.print({rows * cols, "powersgd r2 compute", t_psgd, "memcpy", t_copy / t_psgd,
+                 std::to_string(rows) + "x" + std::to_string(cols) + ", includes a copy in"});
+  }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Flags f("tern_compress_bench",
-          "GB/s of f32 input for top-k/threshold selection and the quantizers on one core; ratios vs "
+          "GB/s of f32 input for top-k/threshold selection, the quantizers and PowerSGD's compute on one core; ratios vs "
           "std::nth_element and memcpy measured in the same run (median of --reps).");
   f.add_string("sizes", "1M,4M,16M,64M", "element counts, comma-separated (K/M suffixes)");
   f.add_int("reps", 5, "timed repetitions per row (the median is reported)");

@@ -96,7 +96,11 @@ struct CompressionPlan {
 CompressionPlan plan_compression(const Flags& f, const Communicator& comm, float& momentum, float& weight_decay) {
   CompressionPlan plan;
   std::string spec = f.get_string("compress");
-  if (spec == "none" || comm.size() == 1) return plan;
+  if (spec == "none") return plan;
+  if (comm.size() == 1) {
+    plan.note = "--compress " + spec + " has no effect on one rank (no gradients are exchanged)";
+    return plan;
+  }
   const CompressorSpec parsed = CompressorSpec::parse(spec);
   const std::string& name = parsed.name();
   if (name == "dgc") {
@@ -212,6 +216,7 @@ int train_rank(const Flags& f, Communicator& comm) {
                 omp_get_max_threads() == 1 ? "" : "s");
     if (f.get_bool("scale-lr"))
       std::printf("--scale-lr: learning rate %g x %d ranks = %g\n", f.get_float("lr"), comm.size(), lr);
+    if (!dp && !plan.note.empty()) std::printf("%s\n", plan.note.c_str());
     if (dp && dp->grad_sync().compressed()) {
       const auto specs = dp->grad_sync().bucket_specs();
       for (const AutoChoice& c : dp->grad_sync().auto_choices()) {
@@ -257,6 +262,7 @@ int train_rank(const Flags& f, Communicator& comm) {
   const int64_t every = f.get_int("checkpoint-every"), log_every = f.get_int("log-every");
   const int64_t exit_after = f.get_int("exit-after-steps");
   GradSyncStats epoch_start;
+  double last_epoch_ratio = 1.0;
   for (int64_t epoch = start_epoch; epoch < epochs; ++epoch) {
     loader.start_epoch(epoch);
     if (dp) dp->grad_sync().set_epoch(epoch);
@@ -272,8 +278,16 @@ int train_rank(const Flags& f, Communicator& comm) {
       std::snprintf(extra, sizeof extra, "loss %.4f", loss);
       bar.update(done, extra);
       const int64_t step = trainer.global_step();
-      if (lead && log_every > 0 && step % log_every == 0)
-        metrics.write(JsonObject().add("event", "step").add("step", step).add("loss", trainer.last_loss()));
+      if (lead && log_every > 0 && step % log_every == 0) {
+        JsonObject event;
+        event.add("event", "step").add("step", step).add("loss", trainer.last_loss());
+        if (dp) {  // gradient bytes so far, so per-step traffic is the difference of two lines
+          const GradSyncStats st = dp->stats();
+          event.add("bytes_sent", static_cast<int64_t>(st.bytes_sent))
+              .add("bytes_dense", static_cast<int64_t>(st.bytes_dense));
+        }
+        metrics.write(event);
+      }
       if (every > 0 && step % every == 0) checkpoint(epoch, loader.batches_done());
       if (exit_after > 0 && step == exit_after) {
         std::fflush(stdout);
@@ -311,10 +325,11 @@ int train_rank(const Flags& f, Communicator& comm) {
       const auto d = [](uint64_t now, uint64_t before) { return static_cast<int64_t>(now - before); };
       const int64_t sent = d(st.bytes_sent, epoch_start.bytes_sent), dense = d(st.bytes_dense, epoch_start.bytes_dense);
       const double compress = st.compress_seconds - epoch_start.compress_seconds;
+      last_epoch_ratio = sent > 0 ? static_cast<double>(dense) / static_cast<double>(sent) : 1.0;
       line.add("bytes_sent", sent)
           .add("bytes_received", d(st.bytes_received, epoch_start.bytes_received))
           .add("bytes_dense", dense)
-          .add("compression_ratio", sent > 0 ? static_cast<double>(dense) / static_cast<double>(sent) : 1.0)
+          .add("compression_ratio", last_epoch_ratio)
           .add("compress_seconds", compress)
           .add("comm_seconds", st.comm_seconds - epoch_start.comm_seconds - compress)
           .add("comm_exposed_seconds", st.exposed_seconds - epoch_start.exposed_seconds);
@@ -349,11 +364,13 @@ int train_rank(const Flags& f, Communicator& comm) {
       final_line.add("auto_predicted_step_comm_seconds", predicted).add("auto_measured_step_comm_seconds", measured);
     }
     if (dp->grad_sync().compressed())
-      std::printf("compression: %.2f MB on the wire per rank vs %.1f MB dense = %.1fx less (%.2f s compressing)\n",
+      std::printf("compression: %.2f MB of gradients on the wire per rank vs %.1f MB dense training would send = "
+                  "%.1fx less (last epoch %.0fx); %.2f s compressing\n",
                   static_cast<double>(st.bytes_sent) / 1e6, static_cast<double>(st.bytes_dense) / 1e6,
-                  st.compression_ratio(), st.compress_seconds);
+                  st.compression_ratio(), last_epoch_ratio, st.compress_seconds);
     final_line.add("bytes_dense", static_cast<int64_t>(st.bytes_dense))
         .add("compression_ratio", st.compression_ratio())
+        .add("last_epoch_compression_ratio", last_epoch_ratio)
         .add("compress_seconds", st.compress_seconds)
         .add("compressor", f.get_string("compress"))
         .add("comm_seconds", st.comm_seconds)
