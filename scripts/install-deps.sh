@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Tern needs, skipping those already present.
-# Usage: scripts/install-deps.sh [--bench]   (--bench adds PyTorch and OpenBLAS, the peers bench/ compares with)
+# Usage: scripts/install-deps.sh [--bench]   (--bench adds PyTorch and OpenBLAS, the peers bench/ compares with, and iproute2 for link shaping)
 # Works as root or through sudo; safe to run again.
 set -euo pipefail
 
@@ -13,11 +13,12 @@ packages=(
   openmpi-bin libopenmpi-dev        # mpi backend, mpirun
   zlib1g-dev                        # gzip IDX files
   dataset-fashion-mnist             # real data for training and the demo
+  python3                           # bench/*.py drivers, some whole-program tests
 )
 
 for arg in "$@"; do
   case "$arg" in
-    --bench) packages+=(python3-torch libopenblas0-pthread) ;;
+    --bench) packages+=(python3-torch libopenblas0-pthread iproute2) ;;  # iproute2: compress_link.py's tc
     -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
     *) echo "install-deps.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
