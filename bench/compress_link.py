@@ -3,8 +3,8 @@
 shared-memory path) inside a network namespace whose loopback is shaped with tc's token bucket
 (--rate, e.g. 100mbit or 1gbit), and on the unshaped loopback for contrast. For each compressor
 (dense, fp16, PowerSGD, DGC, and auto, which measures the link and picks per bucket): training
-samples/s, seconds per step spent in gradient sync, and for auto its predicted vs measured sync
-time per step. Needs root (ip netns, tc); the namespace is removed afterwards.
+samples/s, seconds per step spent in gradient sync, and for auto its predicted sync time per step
+(steady state) vs the one measured in the last epoch. Needs root (ip netns, tc); the namespace is removed afterwards.
 """
 import argparse
 import json
@@ -28,14 +28,14 @@ def run(a, ns, spec, tmp):
     ternrun = os.path.join(a.build, "launch", "ternrun")
     cmd = ([] if ns is None else ["ip", "netns", "exec", ns]) + [
         "env", "TERN_SHM=0", "TERN_PROGRESS_TTY=0", ternrun, "-n", str(a.ranks), train, "--model", "cnn",
-        "--epochs", "1", "--limit-train", str(a.samples), "--eval-batch-size", "1000", "--compress", spec,
+        "--epochs", str(a.epochs), "--limit-train", str(a.samples), "--eval-batch-size", "1000", "--compress", spec,
         "--metrics", metrics]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=a.timeout)
     if p.returncode != 0:
         sys.exit(f"run failed ({spec}):\n{p.stdout[-3000:]}")
     final = [json.loads(l) for l in open(metrics) if '"final"' in l][-1]
     chosen = sorted({l.split(": ", 2)[-1] for l in p.stdout.splitlines() if "compression: bucket" in l})
-    steps = a.samples // (64 * a.ranks)
+    steps = a.epochs * (a.samples // (64 * a.ranks))
     return final, steps, chosen
 
 
@@ -44,7 +44,8 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--rate", default="100mbit", help="tc tbf rate of the slow link")
     ap.add_argument("--ranks", type=int, default=2)
-    ap.add_argument("--samples", type=int, default=4096, help="training samples (one epoch)")
+    ap.add_argument("--samples", type=int, default=4096, help="training samples per epoch")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs (auto's DGC warms up for one)")
     ap.add_argument("--timeout", type=float, default=1200)
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -54,7 +55,9 @@ def main():
     sh(["ip", "netns", "add", ns])
     tmp = tempfile.mkdtemp(prefix="tern_link_")
     try:
-        sh(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"])
+        # Ethernet's MTU: loopback's 64 KB packets are larger than the token bucket's burst, and tbf
+        # drops such packets every time (the connection then times out).
+        sh(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "mtu", "1500", "up"])
         sh(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", a.rate, "burst",
             "64kb", "latency", "100ms"])
         for label, where in ((f"shaped loopback, {a.rate}", ns), ("unshaped loopback", None)):

@@ -262,7 +262,7 @@ int train_rank(const Flags& f, Communicator& comm) {
   const int64_t every = f.get_int("checkpoint-every"), log_every = f.get_int("log-every");
   const int64_t exit_after = f.get_int("exit-after-steps");
   GradSyncStats epoch_start;
-  double last_epoch_ratio = 1.0;
+  double last_epoch_ratio = 1.0, last_epoch_sync_per_step = 0.0;
   for (int64_t epoch = start_epoch; epoch < epochs; ++epoch) {
     loader.start_epoch(epoch);
     if (dp) dp->grad_sync().set_epoch(epoch);
@@ -326,6 +326,9 @@ int train_rank(const Flags& f, Communicator& comm) {
       const int64_t sent = d(st.bytes_sent, epoch_start.bytes_sent), dense = d(st.bytes_dense, epoch_start.bytes_dense);
       const double compress = st.compress_seconds - epoch_start.compress_seconds;
       last_epoch_ratio = sent > 0 ? static_cast<double>(dense) / static_cast<double>(sent) : 1.0;
+      last_epoch_sync_per_step = st.steps > epoch_start.steps ? (st.comm_seconds - epoch_start.comm_seconds) /
+                                                                     static_cast<double>(st.steps - epoch_start.steps)
+                                                               : 0.0;
       line.add("bytes_sent", sent)
           .add("bytes_received", d(st.bytes_received, epoch_start.bytes_received))
           .add("bytes_dense", dense)
@@ -357,10 +360,12 @@ int train_rank(const Flags& f, Communicator& comm) {
     std::printf("gradient sync: %.1f MB sent per rank, %.2f s communicating, %.0f%% of it hidden behind backward\n",
                 static_cast<double>(st.bytes_sent) / 1e6, st.comm_seconds, 100 * st.hidden_fraction());
     if (!dp->grad_sync().auto_choices().empty() && st.steps > 0) {
+      // The prediction is for the steady state (after DGC's warm-up): compare with the last epoch.
       double predicted = 0;
       for (const AutoChoice& c : dp->grad_sync().auto_choices()) predicted += c.best().predicted_seconds;
-      const double measured = st.comm_seconds / static_cast<double>(st.steps);
-      std::printf("auto: predicted %.2f ms of gradient sync per step, measured %.2f ms\n", predicted * 1e3, measured * 1e3);
+      const double measured = last_epoch_sync_per_step;
+      std::printf("auto: predicted %.2f ms of gradient sync per step, measured %.2f ms (last epoch)\n", predicted * 1e3,
+                  measured * 1e3);
       final_line.add("auto_predicted_step_comm_seconds", predicted).add("auto_measured_step_comm_seconds", measured);
     }
     if (dp->grad_sync().compressed())

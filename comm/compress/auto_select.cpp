@@ -70,8 +70,8 @@ LinkModel measure_link(Communicator& comm) {
 std::vector<std::string> auto_candidates() {
   // DGC without its own momentum: under auto the optimizer keeps its momentum (it cannot know in
   // advance which buckets go sparse), so DGC here is top-k with error feedback and its sampled
-  // selection, clipping and warm-up.
-  return {"none", "fp16", "powersgd:rank=2", "dgc:ratio=0.001,momentum=0"};
+  // selection, with a one-epoch warm-up. Costs are predicted for the steady state after it.
+  return {"none", "fp16", "powersgd:rank=2", "dgc:ratio=0.001,momentum=0,warmup_epochs=1"};
 }
 
 AutoChoice choose(const LinkModel& link, std::vector<CandidateCost> candidates) {
