@@ -77,7 +77,7 @@ GradSync::GradSync(std::vector<Param*> params, Communicator& comm, size_t bucket
       compressors_.push_back(std::make_unique<BucketCompressor>(spec, bucket_layout(b), context));
     }
     sparse_results_.resize(buckets_.size());
-    executor_ = std::make_unique<SerialExecutor>();
+    executor_ = std::make_unique<CommThread>();
   }
   watcher_ = std::thread([this] { watch(); });
 }
@@ -133,7 +133,7 @@ void GradSync::launch(size_t b) {
     received_at_step_start_ = comm_.bytes_received();
   }
   bucket.work = compressors_.empty() ? comm_.allreduce_async(bucket.flat, ReduceOp::avg)
-                                     : executor_->submit([this, b] { reduce_compressed(b); });
+                                     : executor_->enqueue([this, b] { reduce_compressed(b); });
   {
     std::lock_guard lock(mu_);
     to_watch_.push_back(Launch{bucket.work, Clock::now()});

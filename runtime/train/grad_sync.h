@@ -18,7 +18,7 @@
 #include "comm/compress/bucket_compressor.h"
 #include "optim/optimizer.h"
 #include "runtime/nn/module.h"
-#include "runtime/train/serial_executor.h"
+#include "comm/comm_thread.h"
 
 namespace tern {
 
@@ -135,7 +135,7 @@ class GradSync {
   };
 
   void launch(size_t b);
-  void reduce_compressed(size_t b);  // on the executor's thread
+  void reduce_compressed(size_t b);  // on executor_
   void collect_sparse();
   void launch_ready();
   void reset_step();
@@ -149,14 +149,15 @@ class GradSync {
   uint64_t dense_bytes_per_step_ = 0;
 
   // Compression (empty compressors_ without it): one BucketCompressor per bucket, run in bucket
-  // order on the executor, which calls the communicator's blocking collectives.
+  // order on a thread of its own (a CommThread: in order, or on a waiter that is next in line),
+  // from which the compressor calls the communicator's blocking collectives.
   GradCompression compression_;
   std::vector<std::unique_ptr<BucketCompressor>> compressors_;
   std::vector<SparseVector> sparse_results_;
   std::vector<AutoChoice> auto_choices_;
   SparseGrads sparse_grads_;
   StepInfo step_info_;
-  std::unique_ptr<SerialExecutor> executor_;
+  std::unique_ptr<CommThread> executor_;
 
   // A watcher thread waits on each launched bucket in launch order and stamps its completion:
   // the communication thread runs the buckets one after another, so bucket i was busy from
