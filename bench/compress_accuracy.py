@@ -27,7 +27,7 @@ MLP_RUNS = [
     ("qsgd 16", "qsgd:levels=16", [], True),
     ("qsgd 16 two-phase", "qsgd:levels=16,twophase=1", [], True),
     ("terngrad", "terngrad", [], True),
-    ("terngrad two-phase", "terngrad:twophase=1", [], True),
+    ("terngrad two-phase", "terngrad:twophase=1", [], False),
     ("signsgd", "signsgd", [], True),
     ("signsgd two-phase", "signsgd:twophase=1", [], False),
     ("onebit", "onebit", [], True),

@@ -28,6 +28,11 @@ add_library(tern_flags INTERFACE)
 # -fno-math-errno: sqrt without an errno branch, so optimizer loops vectorise (we never read errno
 # after math calls).
 target_compile_options(tern_flags INTERFACE -Wall -Wextra -Werror -fno-math-errno)
+# GCC 12 at -O3 reports -Wrestrict inside libstdc++ for plain std::string concatenation
+# ("accessing 9223372036854775810 or more bytes", GCC bug 105329): a false positive, kept off.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+  target_compile_options(tern_flags INTERFACE -Wno-restrict)
+endif()
 if(TERN_HAVE_CUDA)
   target_compile_definitions(tern_flags INTERFACE TERN_HAVE_CUDA=1)
 endif()

@@ -1,5 +1,9 @@
 #include "runtime/tensor/dtype.h"
 
+#if defined(__F16C__) && defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 #include <bit>
 #include <cstring>
 
@@ -100,11 +104,41 @@ uint16_t f32_to_bf16(float x) {
 
 float bf16_to_f32(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
 
+// With F16C the bulk conversions use the hardware's (IEEE round-to-nearest-even, subnormals
+// exact), 8 values at a time; a block holding a NaN takes the scalar path, whose NaN encoding is
+// the reference (the hardware quiets signalling NaNs and truncates payloads differently).
 void f32_to_f16(const float* src, uint16_t* dst, size_t n) {
-  for (size_t i = 0; i < n; ++i) dst[i] = f32_to_f16(src[i]);
+  size_t i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(src + i);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)) != 0) {
+      for (size_t j = i; j < i + 8; ++j) dst[j] = f32_to_f16(src[j]);
+      continue;
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = f32_to_f16(src[i]);
 }
 void f16_to_f32(const uint16_t* src, float* dst, size_t n) {
-  for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+  size_t i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    // Exponent all ones: Inf or NaN; NaNs go scalar (Inf converts exactly either way).
+    const __m128i exp = _mm_and_si128(h, _mm_set1_epi16(0x7c00));
+    const __m128i mant = _mm_and_si128(h, _mm_set1_epi16(0x03ff));
+    const __m128i nan = _mm_andnot_si128(_mm_cmpeq_epi16(mant, _mm_setzero_si128()),
+                                         _mm_cmpeq_epi16(exp, _mm_set1_epi16(0x7c00)));
+    if (_mm_movemask_epi8(nan) != 0) {
+      for (size_t j = i; j < i + 8; ++j) dst[j] = f16_to_f32(src[j]);
+      continue;
+    }
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = f16_to_f32(src[i]);
 }
 void f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
   for (size_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);

@@ -135,3 +135,35 @@ TEST(Tensor, ViewsShareStorageAndAreAligned) {
 
 }  // namespace
 }  // namespace tern
+
+namespace tern {
+namespace {
+
+// The bulk conversions (hardware F16C where the build has it) equal the scalar reference bit for
+// bit: every half pattern to f32, and f32 values around every half (ties, subnormals, overflow,
+// Inf, NaNs with payloads) to f16, at every position in a block of 8.
+TEST(F16, BulkConversionsEqualTheScalarOnes) {
+  std::vector<uint16_t> halves(65536);
+  for (uint32_t h = 0; h < 65536; ++h) halves[h] = static_cast<uint16_t>(h);
+  std::vector<float> wide(65536);
+  f16_to_f32(halves.data(), wide.data(), halves.size());
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float want = f16_to_f32(static_cast<uint16_t>(h));
+    ASSERT_EQ(std::bit_cast<uint32_t>(wide[h]), std::bit_cast<uint32_t>(want)) << "half 0x" << std::hex << h;
+  }
+  std::vector<float> floats;
+  for (uint32_t h = 0; h < 65536; h += 7) {
+    const uint32_t bits = std::bit_cast<uint32_t>(f16_to_f32(static_cast<uint16_t>(h)));
+    for (int32_t d : {-4097, -4096, -1, 0, 1, 4095, 4096, 4097}) floats.push_back(std::bit_cast<float>(bits + static_cast<uint32_t>(d)));
+  }
+  for (float f : {1e-30f, -1e-30f, 65504.0f, 65520.0f, 1e10f, -1e10f}) floats.push_back(f);
+  floats.push_back(std::bit_cast<float>(0x7fc12345u));  // quiet NaN with a payload
+  floats.push_back(std::bit_cast<float>(0xff812345u));  // signalling NaN
+  std::vector<uint16_t> narrow(floats.size());
+  f32_to_f16(floats.data(), narrow.data(), floats.size());
+  for (size_t i = 0; i < floats.size(); ++i)
+    ASSERT_EQ(narrow[i], f32_to_f16(floats[i])) << "f32 bits 0x" << std::hex << std::bit_cast<uint32_t>(floats[i]);
+}
+
+}  // namespace
+}  // namespace tern
