@@ -1,6 +1,8 @@
 // Gradient-compression kernels on one core: GB/s of f32 input for exact top-k (vs the naive
 // std::nth_element peer), DGC's sampled threshold selection, and each quantizer's encode and
 // decode_add (vs memcpy of the same bytes), and PowerSGD's compute. Ratios are measured in the same run.
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -205,6 +207,7 @@ int main(int argc, char** argv) {
     const double ratio = f.get_float("ratio");
     if (reps < 1) throw UsageError("--reps must be >= 1");
     if (!(ratio > 0 && ratio <= 1)) throw UsageError("--ratio must be in (0, 1]");
+    omp_set_num_threads(1);  // "one core": PowerSGD's GEMMs would otherwise spread over OpenMP threads
     Table table(f.get_bool("json"));
     for (int64_t n : sizes) bench_size(n, reps, ratio, static_cast<uint64_t>(f.get_int("seed")), table);
     return 0;

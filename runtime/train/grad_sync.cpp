@@ -1,5 +1,7 @@
 #include "runtime/train/grad_sync.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <exception>
 
@@ -175,6 +177,9 @@ void GradSync::wait() {
 }
 
 void GradSync::reduce_compressed(size_t b) {
+  // One thread for the compressors' kernels (PowerSGD's GEMMs): a new thread starts with the
+  // default OpenMP team size, which would take the cores backward is computing on.
+  omp_set_num_threads(1);
   Bucket& bucket = buckets_[b];
   if (compression_.fold_weight_decay != 0) {
     const float wd = compression_.fold_weight_decay;
