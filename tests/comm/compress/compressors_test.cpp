@@ -337,3 +337,34 @@ TEST(Compressors, ErrorFeedbackTracksTheAverageOverManySteps) {
 
 }  // namespace
 }  // namespace tern
+
+namespace tern {
+namespace {
+
+// Unbiased random-k: each entry is kept with probability k/n and scaled by n/k, so the mean of T
+// compressions of the same gradient converges to it; E||mean - g||^2 = (n/k - 1)/T · ||g||^2,
+// i.e. a relative L2 error of sqrt(9/2000) = 0.067 here. Bound: 0.1.
+TEST(Compressors, UnbiasedRandomKAveragesToTheInput) {
+  const BucketLayout layout = {Segment{"w", 0, 2000, {2000}}};
+  auto comm = make_single_communicator();
+  BucketCompressor c("randomk:ratio=0.1,unbiased=1", layout, CompressorContext{});
+  const Tensor g = gradient(layout, 0, 0);
+  std::vector<double> sum(2000, 0.0);
+  constexpr int kTrials = 2000;
+  for (int s = 0; s < kTrials; ++s) {
+    Tensor x = g.clone();
+    c.reduce(x, *comm, StepInfo{s, 0}, nullptr);
+    for (int64_t i = 0; i < 2000; ++i) sum[static_cast<size_t>(i)] += x.f32()[i];
+  }
+  double diff = 0, norm = 0;
+  for (int64_t i = 0; i < 2000; ++i) {
+    const double mean = sum[static_cast<size_t>(i)] / kTrials, want = g.f32()[i];
+    diff += (mean - want) * (mean - want);
+    norm += want * want;
+  }
+  EXPECT_LE(std::sqrt(diff / norm), 0.1);
+  EXPECT_GE(std::sqrt(diff / norm), 0.03);  // and it is random: not the input every time
+}
+
+}  // namespace
+}  // namespace tern
