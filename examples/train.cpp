@@ -13,6 +13,7 @@
 #include "comm/compress/spec.h"
 #include "comm/factory.h"
 #include "comm/local/local.h"
+#include "examples/train_pipeline.h"
 #include "models/registry.h"
 #include "optim/factory.h"
 #include "optim/lr_schedule.h"
@@ -62,6 +63,7 @@ void declare(Flags& f) {
   f.add_bool("resume", false, "continue from the latest checkpoint in --checkpoint-dir");
   f.add_int("log-every", 0, "write a {\"event\": \"step\"} metrics line every N steps (0: none)");
   f.add_int("exit-after-steps", 0, "testing: exit abruptly (code 75) after N steps, as a crash would");
+  declare_pipeline_flags(f);
 }
 
 // Flags that make no sense are usage errors (exit 2), checked before any rank starts.
@@ -123,6 +125,7 @@ CompressionPlan plan_compression(const Flags& f, const Communicator& comm, float
 
 // One rank's training; with one rank `comm` is a single-rank communicator.
 int train_rank(const Flags& f, Communicator& comm) {
+  if (pipeline_requested(f)) return train_pipeline_rank(f, comm);
   const int64_t epochs = f.get_int("epochs"), batch = f.get_int("batch-size");
   const int64_t eval_batch = f.get_int("eval-batch-size");
   const bool lead = comm.rank() == 0, distributed = comm.size() > 1;

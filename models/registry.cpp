@@ -21,6 +21,7 @@ std::map<std::string, Entry>& registry() {
     r["cnn"] = {"conv3x3(32)-BN-ReLU-pool, conv3x3(64)-BN-ReLU-pool, fc128-ReLU, fc", make_cnn};
     r["resnet20"] = {"ResNet-20 (CIFAR-style: 3 stages x 3 basic blocks, 16/32/64 channels)", make_resnet20};
     r["mobilenetv2"] = {"MobileNetV2 (inverted residuals, ReLU6), --width-mult scales channels", make_mobilenetv2};
+    r["gpt-tiny"] = {"decoder-only transformer on token ids (GPT-2 style, pre-norm)", make_gpt_tiny};
   });
   return r;
 }
@@ -40,6 +41,8 @@ std::string model_summary(const std::string& name) {
   auto it = registry().find(name);
   return it == registry().end() ? "" : it->second.summary;
 }
+
+bool model_takes_tokens(const std::string& name) { return name.starts_with("gpt"); }
 
 std::unique_ptr<Sequential> make_model(const std::string& name, const ModelConfig& config) {
   auto it = registry().find(name);

@@ -19,6 +19,12 @@ struct ModelConfig {
   int64_t num_classes = 10;
   float width_mult = 1.0f;  // channel multiplier (MobileNetV2, ResNet)
   uint64_t seed = 0;        // parameter initialisation
+  // Decoder-only transformers (gpt-tiny), which take token ids [B, T] instead of images.
+  int64_t vocab = 256;   // token ids in [0, vocab); a character corpus sets its own
+  int64_t seq_len = 64;  // longest sequence (learned positions)
+  int64_t d_model = 128;
+  int64_t n_layer = 4;
+  int64_t n_head = 4;
 };
 
 using ModelFactory = std::function<std::unique_ptr<Sequential>(const ModelConfig&)>;
@@ -35,5 +41,9 @@ std::unique_ptr<Sequential> make_mlp(const ModelConfig& c);          // 784-512-
 std::unique_ptr<Sequential> make_cnn(const ModelConfig& c);          // two conv blocks + classifier
 std::unique_ptr<Sequential> make_resnet20(const ModelConfig& c);     // CIFAR-style, BN
 std::unique_ptr<Sequential> make_mobilenetv2(const ModelConfig& c);  // inverted residuals, width_mult
+// [Embedding, TransformerBlock x n_layer, LmHead]: i32 ids [B, T] -> logits [B, T, vocab].
+std::unique_ptr<Sequential> make_gpt_tiny(const ModelConfig& c);
+// Whether a registered model takes token ids (gpt-tiny) rather than [C, H, W] images.
+bool model_takes_tokens(const std::string& name);
 
 }  // namespace tern

@@ -13,6 +13,7 @@ packages=(
   openmpi-bin libopenmpi-dev        # mpi backend, mpirun
   zlib1g-dev                        # gzip IDX files
   dataset-fashion-mnist             # real data for training and the demo
+  fortunes                          # English text for gpt-tiny's character-level data (tern-gpt)
   python3                           # bench/*.py drivers, some whole-program tests
 )
 

@@ -14,6 +14,7 @@ class ReLU : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override { return "ReLU"; }
+  void swap_forward_state(ForwardState& s) override { s.swap(y_); }
 
  private:
   Tensor y_;
@@ -25,6 +26,7 @@ class ReLU6 : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override { return "ReLU6"; }
+  void swap_forward_state(ForwardState& s) override { s.swap(y_); }
 
  private:
   Tensor y_;
@@ -37,6 +39,7 @@ class HSwish : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override { return "HSwish"; }
+  void swap_forward_state(ForwardState& s) override { s.swap(x_); }
 
  private:
   Tensor x_;

@@ -24,6 +24,9 @@ class Conv2d : public Module {
   Tensor forward(const Tensor& x) override;  // [N, in, H, W] -> [N, out, OH, OW]
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override;
+  // The plan pointer travels with the input: with more than kMaxPlans input shapes between a
+  // forward and its backward the plan would be evicted (pipeline micro-batches share one shape).
+  void swap_forward_state(ForwardState& s) override { s.swap(x_, plan_); }
 
   Param weight;  // [out, in/groups, k, k]
   Param bias;    // [out], undefined when constructed without bias

@@ -19,6 +19,7 @@ class Dropout : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override;
+  void swap_forward_state(ForwardState& s) override { s.swap(mask_, masked_, ran_, shape_); }
 
   float p() const { return p_; }
 

@@ -15,6 +15,7 @@ class Linear : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override;
+  void swap_forward_state(ForwardState& s) override { s.swap(x_); }
 
   Param weight;  // [out, in]
   Param bias;    // [out], undefined when constructed without bias
@@ -29,6 +30,7 @@ class Flatten : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override { return "Flatten"; }
+  void swap_forward_state(ForwardState& s) override { s.swap(in_shape_); }
 
  private:
   Shape in_shape_;

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/nn/forward_state.h"
 #include "runtime/tensor/tensor.h"
 
 namespace tern {
@@ -72,6 +73,18 @@ class Module {
   // tensor. Containers pass the setting to the child that receives their input.
   void set_input_grad(bool on);
   bool input_grad() const { return input_grad_; }
+
+  // Pipeline parallelism keeps several micro-batches' forwards waiting for their backward on one
+  // stage; between them it swaps each module's forward cache in and out of a ForwardState per
+  // micro-batch (runtime/train/pipeline.h). EVERY MODULE WHOSE forward() SAVES ANYTHING FOR
+  // backward() MUST OVERRIDE THIS and swap exactly those members, e.g.
+  //   void swap_forward_state(ForwardState& s) override { s.swap(x_, in_shape_); }
+  // (not params, grads or scratch that forward overwrites before reading; a member that must
+  // stay allocated is re-created after the swap). Modules that save nothing, containers
+  // included, override it with an empty body: the pipeline visits every descendant itself.
+  // This default marks the state unsupported, and the pipeline then refuses the model with an
+  // error naming the module, rather than computing wrong gradients.
+  virtual void swap_forward_state(ForwardState& state) { state.mark_unsupported(); }
 
  protected:
   void register_param(const std::string& name, Param& p);

@@ -93,6 +93,14 @@ BatchNorm2d::BatchNorm2d(int64_t channels, float momentum, float eps)
 
 std::string BatchNorm2d::describe() const { return detail::concat("BatchNorm2d(", channels_, ")"); }
 
+// The batch statistics are written in place by forward, so after handing them to `s` the layer
+// needs fresh ones (the state's own on every swap but the first).
+void BatchNorm2d::swap_forward_state(ForwardState& s) {
+  s.swap(x_, forward_training_, forward_synchronised_, save_mean_, save_invstd_, global_count_);
+  if (!save_mean_.defined()) save_mean_ = Tensor::zeros({channels_});
+  if (!save_invstd_.defined()) save_invstd_ = Tensor::zeros({channels_});
+}
+
 void BatchNorm2d::set_stats_allreduce(StatsAllreduce allreduce) {
   stats_allreduce_ = std::move(allreduce);
   if (stats_allreduce_ && !sync_sums_.defined()) sync_sums_ = Tensor::zeros({2 * channels_ + 1});

@@ -37,6 +37,7 @@ class BatchNorm2d : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override;
+  void swap_forward_state(ForwardState& s) override;
 
   int64_t channels() const { return channels_; }
 
@@ -71,6 +72,7 @@ class GroupNorm : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override;
+  void swap_forward_state(ForwardState& s) override { s.swap(x_, save_mean_, save_invstd_); }
 
   int64_t groups() const { return groups_; }
   int64_t channels() const { return channels_; }

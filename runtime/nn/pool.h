@@ -19,6 +19,7 @@ class MaxPool2d : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override;
+  void swap_forward_state(ForwardState& s) override { s.swap(geometry_, out_shape_, argmax_); }
 
  private:
   int64_t kernel_, stride_, padding_;
@@ -35,6 +36,7 @@ class AvgPool2d : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override;
+  void swap_forward_state(ForwardState& s) override { s.swap(geometry_, out_shape_); }
 
  private:
   int64_t kernel_, stride_, padding_;
@@ -48,6 +50,7 @@ class GlobalAvgPool2d : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override { return "GlobalAvgPool2d"; }
+  void swap_forward_state(ForwardState& s) override { s.swap(in_shape_); }
 
  private:
   Shape in_shape_;  // empty until the first forward

@@ -26,6 +26,7 @@ class Sequential : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override;
+  void swap_forward_state(ForwardState&) override {}  // caches nothing itself
 
   size_t size() const { return modules_.size(); }
   Module& operator[](size_t i) { return *modules_[i]; }
@@ -47,6 +48,7 @@ class Residual : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string describe() const override;
+  void swap_forward_state(ForwardState& s) override { s.swap(y_); }
 
  protected:
   void on_input_grad_change() override;
