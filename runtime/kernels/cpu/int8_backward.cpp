@@ -1,0 +1,171 @@
+#include "runtime/kernels/cpu/int8_backward.h"
+
+namespace tern::cpu {
+
+namespace {
+
+// The window of output (oh, ow) clipped to the image, as in the forward kernels.
+struct Taps {
+  int32_t ih0, iw0, kh_lo, kh_hi, kw_lo, kw_hi;
+};
+
+inline Taps taps(const Int8ConvShape& s, int32_t oh, int32_t ow) noexcept {
+  Taps t;
+  t.ih0 = oh * s.stride - s.pad;
+  t.iw0 = ow * s.stride - s.pad;
+  t.kh_lo = t.ih0 < 0 ? -t.ih0 : 0;
+  t.kh_hi = t.ih0 + s.kernel > s.h ? s.h - t.ih0 : s.kernel;
+  t.kw_lo = t.iw0 < 0 ? -t.iw0 : 0;
+  t.kw_hi = t.iw0 + s.kernel > s.w ? s.w - t.iw0 : s.kernel;
+  return t;
+}
+
+}  // namespace
+
+void bias_grad(const float* dy, int64_t pixels, int64_t c, float* db) noexcept {
+  for (int64_t ch = 0; ch < c; ++ch) db[ch] = 0.0f;
+  for (int64_t p = 0; p < pixels; ++p) {
+    const float* row = dy + p * c;
+#pragma omp simd
+    for (int64_t ch = 0; ch < c; ++ch) db[ch] += row[ch];
+  }
+}
+
+void conv2d_weight_grad_channels(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point, float x_scale,
+                                 const float* dy, const int32_t* channels, int32_t k, float* dw) noexcept {
+  const int64_t filter = static_cast<int64_t>(s.kernel) * s.kernel * s.c_in;
+  for (int64_t i = 0; i < k * filter; ++i) dw[i] = 0.0f;
+  const int32_t oh_n = s.out_h(), ow_n = s.out_w();
+  for (int32_t oh = 0; oh < oh_n; ++oh) {
+    for (int32_t ow = 0; ow < ow_n; ++ow) {
+      const Taps t = taps(s, oh, ow);
+      const float* g = dy + (static_cast<int64_t>(oh) * ow_n + ow) * s.c_out;
+      for (int32_t j = 0; j < k; ++j) {
+        const float gj = g[channels[j]] * x_scale;
+        if (gj == 0.0f) continue;  // common after a ReLU mask
+        float* dwj = dw + j * filter;
+        for (int32_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
+          // Taps kw_lo..kw_hi of a row are adjacent pixels: one contiguous run of channels.
+          const int64_t n = static_cast<int64_t>(t.kw_hi - t.kw_lo) * s.c_in;
+          const int8_t* xr = x + (static_cast<int64_t>(t.ih0 + kh) * s.w + t.iw0 + t.kw_lo) * s.c_in;
+          float* dr = dwj + (static_cast<int64_t>(kh) * s.kernel + t.kw_lo) * s.c_in;
+#pragma omp simd
+          for (int64_t i = 0; i < n; ++i)
+            dr[i] += gj * static_cast<float>(static_cast<int32_t>(xr[i]) - x_zero_point);
+        }
+      }
+    }
+  }
+}
+
+void depthwise_weight_grad_channels(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point,
+                                    float x_scale, const float* dy, const int32_t* channels, int32_t k,
+                                    float* dw) noexcept {
+  const int32_t kk = s.kernel * s.kernel, c_n = s.c_out;
+  for (int64_t i = 0; i < static_cast<int64_t>(k) * kk; ++i) dw[i] = 0.0f;
+  const int32_t oh_n = s.out_h(), ow_n = s.out_w();
+  for (int32_t oh = 0; oh < oh_n; ++oh) {
+    for (int32_t ow = 0; ow < ow_n; ++ow) {
+      const Taps t = taps(s, oh, ow);
+      const float* g = dy + (static_cast<int64_t>(oh) * ow_n + ow) * c_n;
+      for (int32_t j = 0; j < k; ++j) {
+        const int32_t c = channels[j];
+        const float gj = g[c] * x_scale;
+        if (gj == 0.0f) continue;
+        float* dwj = dw + static_cast<int64_t>(j) * kk;
+        for (int32_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
+          for (int32_t kw = t.kw_lo; kw < t.kw_hi; ++kw) {
+            const int8_t v = x[(static_cast<int64_t>(t.ih0 + kh) * s.w + t.iw0 + kw) * c_n + c];
+            dwj[kh * s.kernel + kw] += gj * static_cast<float>(static_cast<int32_t>(v) - x_zero_point);
+          }
+        }
+      }
+    }
+  }
+}
+
+void linear_weight_grad_channels(const int8_t* x, int32_t x_zero_point, float x_scale, int32_t in,
+                                 const float* dy, const int32_t* channels, int32_t k, float* dw) noexcept {
+  for (int32_t j = 0; j < k; ++j) {
+    const float gj = dy[channels[j]] * x_scale;
+    float* row = dw + static_cast<int64_t>(j) * in;
+#pragma omp simd
+    for (int32_t i = 0; i < in; ++i)
+      row[i] = gj * static_cast<float>(static_cast<int32_t>(x[i]) - x_zero_point);
+  }
+}
+
+void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
+                       float* dx) noexcept {
+  const int64_t x_numel = static_cast<int64_t>(s.h) * s.w * s.c_in;
+  for (int64_t i = 0; i < x_numel; ++i) dx[i] = 0.0f;
+  const int64_t filter = static_cast<int64_t>(s.kernel) * s.kernel * s.c_in;
+  const int32_t oh_n = s.out_h(), ow_n = s.out_w();
+  for (int32_t oh = 0; oh < oh_n; ++oh) {
+    for (int32_t ow = 0; ow < ow_n; ++ow) {
+      const Taps t = taps(s, oh, ow);
+      const float* g = dy + (static_cast<int64_t>(oh) * ow_n + ow) * s.c_out;
+      for (int32_t oc = 0; oc < s.c_out; ++oc) {
+        const float go = g[oc] * w_scale[oc];
+        if (go == 0.0f) continue;
+        const int8_t* wf = w + oc * filter;
+        for (int32_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
+          const int64_t n = static_cast<int64_t>(t.kw_hi - t.kw_lo) * s.c_in;
+          float* dr = dx + (static_cast<int64_t>(t.ih0 + kh) * s.w + t.iw0 + t.kw_lo) * s.c_in;
+          const int8_t* wr = wf + (static_cast<int64_t>(kh) * s.kernel + t.kw_lo) * s.c_in;
+#pragma omp simd
+          for (int64_t i = 0; i < n; ++i) dr[i] += go * static_cast<float>(wr[i]);
+        }
+      }
+    }
+  }
+}
+
+void depthwise_input_grad(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
+                          float* dx) noexcept {
+  const int32_t c_n = s.c_out, kk = s.kernel * s.kernel;
+  const int64_t x_numel = static_cast<int64_t>(s.h) * s.w * c_n;
+  for (int64_t i = 0; i < x_numel; ++i) dx[i] = 0.0f;
+  const int32_t oh_n = s.out_h(), ow_n = s.out_w();
+  for (int32_t oh = 0; oh < oh_n; ++oh) {
+    for (int32_t ow = 0; ow < ow_n; ++ow) {
+      const Taps t = taps(s, oh, ow);
+      const float* g = dy + (static_cast<int64_t>(oh) * ow_n + ow) * c_n;
+      for (int32_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
+        for (int32_t kw = t.kw_lo; kw < t.kw_hi; ++kw) {
+          float* dp = dx + (static_cast<int64_t>(t.ih0 + kh) * s.w + t.iw0 + kw) * c_n;
+          const int32_t tap = kh * s.kernel + kw;
+#pragma omp simd
+          for (int32_t c = 0; c < c_n; ++c) dp[c] += g[c] * w_scale[c] * static_cast<float>(w[c * kk + tap]);
+        }
+      }
+    }
+  }
+}
+
+void linear_input_grad(const float* dy, const int8_t* w, const float* w_scale, int32_t in, int32_t out,
+                       float* dx) noexcept {
+  for (int32_t i = 0; i < in; ++i) dx[i] = 0.0f;
+  for (int32_t o = 0; o < out; ++o) {
+    const float go = dy[o] * w_scale[o];
+    if (go == 0.0f) continue;
+    const int8_t* row = w + static_cast<int64_t>(o) * in;
+#pragma omp simd
+    for (int32_t i = 0; i < in; ++i) dx[i] += go * static_cast<float>(row[i]);
+  }
+}
+
+void clamp_mask_bits(const int8_t* y, int64_t n, int32_t act_min, int32_t act_max, uint8_t* bits) noexcept {
+  for (int64_t i = 0; i < (n + 7) / 8; ++i) bits[i] = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t v = y[i];
+    if (v > act_min && v < act_max) bits[i >> 3] = static_cast<uint8_t>(bits[i >> 3] | (1u << (i & 7)));
+  }
+}
+
+void apply_mask_bits(const uint8_t* bits, int64_t n, float* dy) noexcept {
+  for (int64_t i = 0; i < n; ++i)
+    if (!((bits[i >> 3] >> (i & 7)) & 1u)) dy[i] = 0.0f;
+}
+
+}  // namespace tern::cpu

@@ -1,0 +1,182 @@
+#include "runtime/kernels/cpu/int8_conv.h"
+
+namespace tern::cpu {
+
+namespace {
+
+// sum_i (x[i] - zx) * w[i] in int32: |x - zx| <= 255 and |w| <= 127, so a dot product of up to
+// 66,000 terms cannot overflow. The path for filters too large for a stack patch.
+inline int32_t dot_shifted(const int8_t* x, int32_t zx, const int8_t* w, int32_t n) noexcept {
+  int32_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int32_t i = 0; i < n; ++i) acc += (static_cast<int32_t>(x[i]) - zx) * static_cast<int32_t>(w[i]);
+  return acc;
+}
+
+// The fast path gathers one output's receptive field, zero point already subtracted, into an
+// int16 patch on the stack (x - zx fits int16, and so does its product with an int8 weight, so
+// the compiler emits 16-bit multiply-adds), then takes its dot product with four filters at a
+// time, so each patch load feeds four accumulators: 2-3x faster than one filter at a time at the
+// channel counts of small MobileNets. Padded taps are zeros in the patch.
+constexpr int32_t kMaxPatch = 2048;  // 4 KB of stack
+
+// emit(oc, acc) for acc = bias[oc] + patch . w[oc, :], every output channel.
+template <typename Emit>
+inline void filters_times_patch(const int16_t* patch, int32_t n, const int8_t* w, const int32_t* bias,
+                                int32_t c_out, Emit&& emit) noexcept {
+  int32_t oc = 0;
+  for (; oc + 4 <= c_out; oc += 4) {
+    const int8_t* w0 = w + static_cast<int64_t>(oc) * n;
+    const int8_t *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+    for (int32_t i = 0; i < n; ++i) {
+      const int32_t v = patch[i];
+      a0 += v * w0[i];
+      a1 += v * w1[i];
+      a2 += v * w2[i];
+      a3 += v * w3[i];
+    }
+    emit(oc, a0 + (bias ? bias[oc] : 0));
+    emit(oc + 1, a1 + (bias ? bias[oc + 1] : 0));
+    emit(oc + 2, a2 + (bias ? bias[oc + 2] : 0));
+    emit(oc + 3, a3 + (bias ? bias[oc + 3] : 0));
+  }
+  for (; oc < c_out; ++oc) {
+    const int8_t* wr = w + static_cast<int64_t>(oc) * n;
+    int32_t a = 0;
+#pragma omp simd reduction(+ : a)
+    for (int32_t i = 0; i < n; ++i) a += static_cast<int32_t>(patch[i]) * wr[i];
+    emit(oc, a + (bias ? bias[oc] : 0));
+  }
+}
+
+inline void shifted_copy(const int8_t* x, int32_t zx, int32_t n, int16_t* out) noexcept {
+#pragma omp simd
+  for (int32_t i = 0; i < n; ++i) out[i] = static_cast<int16_t>(static_cast<int32_t>(x[i]) - zx);
+}
+
+// Any filter of at most kMaxPatch taps.
+void conv_patches(const Int8ConvShape& s, const int8_t* x, int32_t zx, const int8_t* w, const int32_t* bias,
+                  const Requant& rq, int8_t* y) noexcept {
+  int16_t patch[kMaxPatch];
+  const int32_t oh_n = s.out_h(), ow_n = s.out_w(), k = s.kernel, ci = s.c_in;
+  const int32_t n = k * k * ci;
+  for (int32_t oh = 0; oh < oh_n; ++oh) {
+    const int32_t ih0 = oh * s.stride - s.pad;
+    for (int32_t ow = 0; ow < ow_n; ++ow) {
+      const int32_t iw0 = ow * s.stride - s.pad;
+      for (int32_t kh = 0; kh < k; ++kh) {
+        const int32_t ih = ih0 + kh;
+        int16_t* prow = patch + kh * k * ci;
+        if (ih < 0 || ih >= s.h) {
+          for (int32_t i = 0; i < k * ci; ++i) prow[i] = 0;
+          continue;
+        }
+        // The row's taps inside the image are adjacent pixels: one contiguous run of channels.
+        const int32_t kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = iw0 + k > s.w ? s.w - iw0 : k;
+        for (int32_t i = 0; i < kw_lo * ci; ++i) prow[i] = 0;
+        shifted_copy(x + (static_cast<int64_t>(ih) * s.w + iw0 + kw_lo) * ci, zx, (kw_hi - kw_lo) * ci,
+                     prow + kw_lo * ci);
+        for (int32_t i = kw_hi * ci; i < k * ci; ++i) prow[i] = 0;
+      }
+      int8_t* yp = y + (static_cast<int64_t>(oh) * ow_n + ow) * s.c_out;
+      filters_times_patch(patch, n, w, bias, s.c_out, [&](int32_t oc, int32_t acc) {
+        yp[oc] = requantize(acc, rq.multiplier[oc], rq.shift[oc], rq);
+      });
+    }
+  }
+}
+
+}  // namespace
+
+void int8_conv2d(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point, const int8_t* w,
+                 const int32_t* bias, const Requant& rq, int8_t* y) noexcept {
+  if (int64_t{s.kernel} * s.kernel * s.c_in <= kMaxPatch) {
+    conv_patches(s, x, x_zero_point, w, bias, rq, y);
+    return;
+  }
+  const int32_t oh_n = s.out_h(), ow_n = s.out_w(), k = s.kernel;
+  const int64_t filter = static_cast<int64_t>(k) * k * s.c_in;
+  for (int32_t oh = 0; oh < oh_n; ++oh) {
+    // The window's rows and columns inside the image; padded taps add zero and are skipped.
+    const int32_t ih0 = oh * s.stride - s.pad;
+    const int32_t kh_lo = ih0 < 0 ? -ih0 : 0, kh_hi = ih0 + k > s.h ? s.h - ih0 : k;
+    for (int32_t ow = 0; ow < ow_n; ++ow) {
+      const int32_t iw0 = ow * s.stride - s.pad;
+      const int32_t kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = iw0 + k > s.w ? s.w - iw0 : k;
+      int8_t* yp = y + (static_cast<int64_t>(oh) * ow_n + ow) * s.c_out;
+      for (int32_t oc = 0; oc < s.c_out; ++oc) {
+        const int8_t* wf = w + oc * filter;
+        int32_t acc = bias ? bias[oc] : 0;
+        for (int32_t kh = kh_lo; kh < kh_hi; ++kh) {
+          const int8_t* xrow = x + (static_cast<int64_t>(ih0 + kh) * s.w + iw0) * s.c_in;
+          const int8_t* wrow = wf + static_cast<int64_t>(kh) * k * s.c_in;
+          // Taps kw_lo..kw_hi of one row are adjacent pixels, so their channels are contiguous.
+          acc += dot_shifted(xrow + static_cast<int64_t>(kw_lo) * s.c_in, x_zero_point,
+                             wrow + static_cast<int64_t>(kw_lo) * s.c_in, (kw_hi - kw_lo) * s.c_in);
+        }
+        yp[oc] = requantize(acc, rq.multiplier[oc], rq.shift[oc], rq);
+      }
+    }
+  }
+}
+
+bool int8_depthwise_conv2d_inplace(const Int8ConvShape& s, int8_t* data, int32_t x_zero_point,
+                                   const int8_t* w, const int32_t* bias, const Requant& rq,
+                                   int8_t* scratch) noexcept {
+  const int32_t oh_n = s.out_h(), ow_n = s.out_w(), k = s.kernel, c_n = s.c_out;
+  if (static_cast<int64_t>(oh_n) * ow_n > static_cast<int64_t>(s.h) * s.w) return false;
+  const int32_t plane = s.h * s.w;
+  for (int32_t c = 0; c < c_n; ++c) {
+    for (int32_t i = 0; i < plane; ++i) scratch[i] = data[static_cast<int64_t>(i) * c_n + c];
+    const int8_t* wc = w + static_cast<int64_t>(c) * k * k;
+    const int32_t b = bias ? bias[c] : 0;
+    for (int32_t oh = 0; oh < oh_n; ++oh) {
+      const int32_t ih0 = oh * s.stride - s.pad;
+      const int32_t kh_lo = ih0 < 0 ? -ih0 : 0, kh_hi = ih0 + k > s.h ? s.h - ih0 : k;
+      for (int32_t ow = 0; ow < ow_n; ++ow) {
+        const int32_t iw0 = ow * s.stride - s.pad;
+        const int32_t kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = iw0 + k > s.w ? s.w - iw0 : k;
+        int32_t acc = b;
+        for (int32_t kh = kh_lo; kh < kh_hi; ++kh) {
+          const int8_t* row = scratch + (ih0 + kh) * s.w + iw0;
+          const int8_t* wrow = wc + kh * k;
+          for (int32_t kw = kw_lo; kw < kw_hi; ++kw)
+            acc += (static_cast<int32_t>(row[kw]) - x_zero_point) * static_cast<int32_t>(wrow[kw]);
+        }
+        data[(static_cast<int64_t>(oh) * ow_n + ow) * c_n + c] =
+            requantize(acc, rq.multiplier[c], rq.shift[c], rq);
+      }
+    }
+  }
+  return true;
+}
+
+void int8_linear(const int8_t* x, int32_t x_zero_point, const int8_t* w, const int32_t* bias, int32_t in,
+                 int32_t out, const Requant& rq, int8_t* y) noexcept {
+  auto emit = [&](int32_t o, int32_t acc) { y[o] = requantize(acc, rq.multiplier[o], rq.shift[o], rq); };
+  if (in <= kMaxPatch) {
+    int16_t patch[kMaxPatch];
+    shifted_copy(x, x_zero_point, in, patch);
+    filters_times_patch(patch, in, w, bias, out, emit);
+    return;
+  }
+  for (int32_t o = 0; o < out; ++o)
+    emit(o, (bias ? bias[o] : 0) + dot_shifted(x, x_zero_point, w + static_cast<int64_t>(o) * in, in));
+}
+
+void int8_linear_accumulate(const int8_t* x, int32_t x_zero_point, const int8_t* w, const int32_t* bias,
+                            int32_t in, int32_t out, int32_t* acc) noexcept {
+  auto emit = [acc](int32_t o, int32_t a) { acc[o] = a; };
+  if (in <= kMaxPatch) {
+    int16_t patch[kMaxPatch];
+    shifted_copy(x, x_zero_point, in, patch);
+    filters_times_patch(patch, in, w, bias, out, emit);
+    return;
+  }
+  for (int32_t o = 0; o < out; ++o)
+    emit(o, (bias ? bias[o] : 0) + dot_shifted(x, x_zero_point, w + static_cast<int64_t>(o) * in, in));
+}
+
+}  // namespace tern::cpu

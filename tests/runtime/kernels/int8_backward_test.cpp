@@ -1,0 +1,250 @@
+#include "runtime/kernels/cpu/int8_backward.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "runtime/kernels/cpu/sparse_update.h"
+#include "runtime/kernels/reference/conv.h"
+#include "runtime/kernels/reference/int8_backward.h"
+#include "runtime/rng.h"
+
+namespace tern {
+namespace {
+
+using cpu::Int8ConvShape;
+
+std::vector<int8_t> random_int8(Rng& rng, int64_t n, int lo = -128, int hi = 127) {
+  std::vector<int8_t> v(static_cast<size_t>(n));
+  for (int8_t& x : v)
+    x = static_cast<int8_t>(lo + static_cast<int>(rng.below(static_cast<uint32_t>(hi - lo + 1))));
+  return v;
+}
+
+std::vector<float> random_floats(Rng& rng, int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = rng.normal();
+  return v;
+}
+
+// k distinct channels of [0, n) in random order.
+std::vector<int32_t> pick_channels(Rng& rng, int32_t n, int32_t k) {
+  std::vector<int32_t> all(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
+  rng.shuffle(all);
+  all.resize(static_cast<size_t>(k));
+  return all;
+}
+
+// f32 sums of a few hundred products: relative error well under 1e-5 of the magnitudes summed.
+void expect_close(float got, float want, float scale, const char* what, size_t i) {
+  ASSERT_NEAR(got, want, 1e-5f * (scale + std::fabs(want))) << what << " at " << i;
+}
+
+struct Case {
+  int32_t h, w, c_in, c_out, kernel, stride, pad;
+};
+const Case kCases[] = {
+    {6, 6, 8, 12, 1, 1, 0}, {7, 7, 5, 6, 3, 1, 1}, {9, 8, 4, 8, 3, 2, 1}, {5, 5, 3, 4, 5, 1, 2}};
+
+TEST(Int8Backward, BiasGradientSumsOverPixels) {
+  Rng rng(41);
+  const auto dy = random_floats(rng, 49 * 24);
+  std::vector<float> db(24, 99.0f), db_ref(24);
+  cpu::bias_grad(dy.data(), 49, 24, db.data());
+  ref::bias_grad(dy.data(), 49, 24, db_ref.data());
+  for (size_t i = 0; i < db.size(); ++i) expect_close(db[i], db_ref[i], 7.0f, "db", i);
+}
+
+TEST(Int8Backward, ConvWeightGradientOfChosenChannelsEqualsThoseRowsOfTheDenseOne) {
+  Rng rng(42);
+  for (const Case& c : kCases) {
+    const Int8ConvShape s{c.h, c.w, c.c_in, c.c_out, c.kernel, c.stride, c.pad};
+    const auto x = random_int8(rng, int64_t{c.h} * c.w * c.c_in);
+    const auto dy = random_floats(rng, int64_t{s.out_h()} * s.out_w() * c.c_out);
+    const int32_t zx = -7;
+    const float sx = 0.03f;
+    const int64_t filter = int64_t{c.kernel} * c.kernel * c.c_in;
+    std::vector<float> dense(static_cast<size_t>(c.c_out * filter));
+    ref::int8_conv2d_weight_grad(s, 1, x.data(), zx, sx, dy.data(), dense.data());
+    for (int32_t k : {1, c.c_out / 4, c.c_out}) {
+      const auto channels = pick_channels(rng, c.c_out, k);
+      std::vector<float> dw(static_cast<size_t>(k * filter), 123.0f);
+      cpu::conv2d_weight_grad_channels(s, x.data(), zx, sx, dy.data(), channels.data(), k, dw.data());
+      for (int32_t j = 0; j < k; ++j)
+        for (int64_t i = 0; i < filter; ++i)
+          expect_close(dw[static_cast<size_t>(j * filter + i)],
+                       dense[static_cast<size_t>(channels[j] * filter + i)], 30.0f * sx * 128.0f, "dw",
+                       static_cast<size_t>(i));
+    }
+  }
+}
+
+TEST(Int8Backward, DepthwiseWeightGradientOfChosenChannelsEqualsThoseRowsOfTheDenseOne) {
+  Rng rng(43);
+  for (const Case& c : kCases) {
+    const Int8ConvShape s{c.h, c.w, c.c_out, c.c_out, c.kernel, c.stride, c.pad};
+    const auto x = random_int8(rng, int64_t{c.h} * c.w * c.c_out);
+    const auto dy = random_floats(rng, int64_t{s.out_h()} * s.out_w() * c.c_out);
+    const int64_t kk = int64_t{c.kernel} * c.kernel;
+    std::vector<float> dense(static_cast<size_t>(c.c_out * kk));
+    ref::int8_conv2d_weight_grad(s, c.c_out, x.data(), 5, 0.1f, dy.data(), dense.data());
+    const int32_t k = std::max(1, c.c_out / 2);
+    const auto channels = pick_channels(rng, c.c_out, k);
+    std::vector<float> dw(static_cast<size_t>(k * kk));
+    cpu::depthwise_weight_grad_channels(s, x.data(), 5, 0.1f, dy.data(), channels.data(), k, dw.data());
+    for (int32_t j = 0; j < k; ++j)
+      for (int64_t i = 0; i < kk; ++i)
+        expect_close(dw[static_cast<size_t>(j * kk + i)], dense[static_cast<size_t>(channels[j] * kk + i)],
+                     100.0f, "dw", static_cast<size_t>(i));
+  }
+}
+
+TEST(Int8Backward, LinearWeightGradientIsTheOuterProductOfChosenRows) {
+  Rng rng(44);
+  const int32_t in = 50, out = 10;
+  const auto x = random_int8(rng, in);
+  const auto dy = random_floats(rng, out);
+  const std::vector<int32_t> channels = {7, 2};
+  std::vector<float> dw(2 * in);
+  cpu::linear_weight_grad_channels(x.data(), 3, 0.5f, in, dy.data(), channels.data(), 2, dw.data());
+  for (int32_t j = 0; j < 2; ++j)
+    for (int32_t i = 0; i < in; ++i)
+      EXPECT_FLOAT_EQ(
+          dw[static_cast<size_t>(j * in + i)],
+          dy[static_cast<size_t>(channels[j])] * 0.5f * static_cast<float>(x[static_cast<size_t>(i)] - 3));
+}
+
+TEST(Int8Backward, InputGradientsMatchTheReference) {
+  Rng rng(45);
+  for (const Case& c : kCases) {
+    for (bool depthwise : {false, true}) {
+      const int32_t c_in = depthwise ? c.c_out : c.c_in;
+      const Int8ConvShape s{c.h, c.w, c_in, c.c_out, c.kernel, c.stride, c.pad};
+      const int32_t groups = depthwise ? c.c_out : 1;
+      const auto w = random_int8(rng, int64_t{c.c_out} * c.kernel * c.kernel * (c_in / groups), -127, 127);
+      std::vector<float> w_scale(static_cast<size_t>(c.c_out));
+      for (float& v : w_scale) v = 0.001f + 0.01f * rng.uniform();
+      const auto dy = random_floats(rng, int64_t{s.out_h()} * s.out_w() * c.c_out);
+      std::vector<float> dx(static_cast<size_t>(int64_t{c.h} * c.w * c_in), 5.0f), dx_ref(dx.size());
+      if (depthwise)
+        cpu::depthwise_input_grad(s, dy.data(), w.data(), w_scale.data(), dx.data());
+      else
+        cpu::conv2d_input_grad(s, dy.data(), w.data(), w_scale.data(), dx.data());
+      ref::int8_conv2d_input_grad(s, groups, dy.data(), w.data(), w_scale.data(), dx_ref.data());
+      for (size_t i = 0; i < dx.size(); ++i) expect_close(dx[i], dx_ref[i], 1.0f, "dx", i);
+    }
+  }
+  // Linear: a 1x1 convolution of one pixel.
+  const int32_t in = 40, out = 7;
+  const auto w = random_int8(rng, in * out, -127, 127);
+  const std::vector<float> w_scale(out, 0.02f);
+  const auto dy = random_floats(rng, out);
+  std::vector<float> dx(in), dx_ref(in);
+  cpu::linear_input_grad(dy.data(), w.data(), w_scale.data(), in, out, dx.data());
+  ref::int8_conv2d_input_grad({1, 1, in, out, 1, 1, 0}, 1, dy.data(), w.data(), w_scale.data(),
+                              dx_ref.data());
+  for (size_t i = 0; i < dx.size(); ++i) expect_close(dx[i], dx_ref[i], 1.0f, "linear dx", i);
+}
+
+// The reference's dense gradients are themselves checked against tern's f32 convolution
+// backward on the dequantised tensors, so the int8 layouts (NHWC, OHWI) cannot hide a transpose.
+TEST(Int8Backward, ReferenceGradientsAgreeWithTheFloatConvolutionBackward) {
+  Rng rng(46);
+  const Case c{7, 6, 3, 5, 3, 2, 1};
+  const Int8ConvShape s{c.h, c.w, c.c_in, c.c_out, c.kernel, c.stride, c.pad};
+  const int32_t oh = s.out_h(), ow = s.out_w();
+  const auto x = random_int8(rng, int64_t{c.h} * c.w * c.c_in);
+  const auto w = random_int8(rng, int64_t{c.c_out} * 9 * c.c_in, -127, 127);
+  const auto dy = random_floats(rng, int64_t{oh} * ow * c.c_out);
+  const int32_t zx = 4;
+  const float sx = 0.05f, sw = 0.01f;
+  const std::vector<float> w_scale(static_cast<size_t>(c.c_out), sw);
+  std::vector<float> dw(w.size()), dx(x.size());
+  ref::int8_conv2d_weight_grad(s, 1, x.data(), zx, sx, dy.data(), dw.data());
+  ref::int8_conv2d_input_grad(s, 1, dy.data(), w.data(), w_scale.data(), dx.data());
+
+  // NCHW / OIHW copies.
+  std::vector<float> xf(x.size()), wf(w.size()), dyf(dy.size()), dwf(w.size()), dxf(x.size());
+  for (int32_t i = 0; i < c.h * c.w; ++i)
+    for (int32_t ch = 0; ch < c.c_in; ++ch)
+      xf[static_cast<size_t>(ch * c.h * c.w + i)] =
+          sx * static_cast<float>(x[static_cast<size_t>(i * c.c_in + ch)] - zx);
+  for (int32_t o = 0; o < c.c_out; ++o)
+    for (int32_t t = 0; t < 9; ++t)
+      for (int32_t ch = 0; ch < c.c_in; ++ch)
+        wf[static_cast<size_t>((o * c.c_in + ch) * 9 + t)] =
+            sw * w[static_cast<size_t>((o * 9 + t) * c.c_in + ch)];
+  for (int32_t p = 0; p < oh * ow; ++p)
+    for (int32_t o = 0; o < c.c_out; ++o)
+      dyf[static_cast<size_t>(o * oh * ow + p)] = dy[static_cast<size_t>(p * c.c_out + o)];
+  const Conv2dShape fs{.n = 1,
+                       .c_in = c.c_in,
+                       .h = c.h,
+                       .w = c.w,
+                       .c_out = c.c_out,
+                       .kh = 3,
+                       .kw = 3,
+                       .stride_h = 2,
+                       .stride_w = 2,
+                       .pad_h = 1,
+                       .pad_w = 1,
+                       .groups = 1};
+  ref::conv2d_backward_weights(fs, xf.data(), dyf.data(), dwf.data(), nullptr);
+  ref::conv2d_backward_data(fs, dyf.data(), wf.data(), dxf.data());
+  for (int32_t o = 0; o < c.c_out; ++o)
+    for (int32_t t = 0; t < 9; ++t)
+      for (int32_t ch = 0; ch < c.c_in; ++ch)
+        expect_close(dw[static_cast<size_t>((o * 9 + t) * c.c_in + ch)],
+                     dwf[static_cast<size_t>((o * c.c_in + ch) * 9 + t)], 1.0f, "dw", static_cast<size_t>(o));
+  for (int32_t i = 0; i < c.h * c.w; ++i)
+    for (int32_t ch = 0; ch < c.c_in; ++ch)
+      expect_close(dx[static_cast<size_t>(i * c.c_in + ch)], dxf[static_cast<size_t>(ch * c.h * c.w + i)],
+                   1.0f, "dx", static_cast<size_t>(i));
+}
+
+// Sparse update: the gradient rows of the chosen channels go straight into sparse_rows_sgd, which
+// updates exactly those rows of the f32 weight as dense SGD would, and leaves the others alone.
+TEST(Int8Backward, ChosenChannelGradientsDriveAnInPlaceSparseSgdUpdate) {
+  Rng rng(47);
+  const Int8ConvShape s{6, 6, 4, 8, 3, 1, 1};
+  const int64_t filter = 9 * 4;
+  const auto x = random_int8(rng, 6 * 6 * 4);
+  const auto dy = random_floats(rng, 6 * 6 * 8);
+  std::vector<float> w = random_floats(rng, 8 * filter);
+  const std::vector<float> w0 = w;
+  std::vector<float> dense(w.size());
+  ref::int8_conv2d_weight_grad(s, 1, x.data(), 0, 0.1f, dy.data(), dense.data());
+  const std::vector<int32_t> channels = {6, 1, 3};
+  std::vector<float> g(3 * filter);
+  cpu::conv2d_weight_grad_channels(s, x.data(), 0, 0.1f, dy.data(), channels.data(), 3, g.data());
+  cpu::sparse_rows_sgd(w.data(), filter, channels.data(), 3, g.data(), 0.01f, 0.0f);
+  for (int32_t o = 0; o < 8; ++o) {
+    const bool chosen = std::find(channels.begin(), channels.end(), o) != channels.end();
+    for (int64_t i = 0; i < filter; ++i) {
+      const size_t at = static_cast<size_t>(o * filter + i);
+      if (chosen)
+        ASSERT_NEAR(w[at], w0[at] - 0.01f * dense[at], 1e-5f) << o;
+      else
+        ASSERT_EQ(w[at], w0[at]) << o;
+    }
+  }
+}
+
+TEST(Int8Backward, ClampMaskPassesOnlyUnclampedOutputs) {
+  // ReLU6 in int8: act_min = zero point -20, act_max = 100.
+  const std::vector<int8_t> y = {-20, -19, 0, 99, 100, -128, 50, -20, 7};
+  std::vector<uint8_t> bits(2, 0xff);
+  cpu::clamp_mask_bits(y.data(), 9, -20, 100, bits.data());
+  std::vector<float> dy(9, 1.0f);
+  cpu::apply_mask_bits(bits.data(), 9, dy.data());
+  const std::vector<float> want = {0, 1, 1, 1, 0, 0, 1, 0, 1};
+  EXPECT_EQ(dy, want);
+  EXPECT_EQ(bits[1] & 0xfe, 0);  // bits past n are zero
+}
+
+}  // namespace
+}  // namespace tern
