@@ -1,5 +1,6 @@
 // tern-gpt: trains gpt-tiny, a small decoder-only transformer, on the characters of Debian's
-// fortunes, reports the validation loss in nats per character, and samples text from it.
+// fortunes, reports the validation loss in nats per character, and samples text from it; on one
+// process, or split into a pipeline of stages on several ranks (examples/gpt_pipeline.cpp).
 #include <omp.h>
 
 #include <algorithm>
@@ -10,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "comm/factory.h"
+#include "examples/gpt_pipeline.h"
 #include "models/registry.h"
 #include "optim/clip.h"
 #include "optim/factory.h"
@@ -49,6 +52,7 @@ void declare(Flags& f) {
   f.add_int("seed", 42, "seed for initialisation, batches and sampling");
   f.add_int("threads", 1, "compute threads (oneDNN/OpenMP)");
   f.add_string("metrics", "", "write JSON lines (one per evaluation, one final) to this file");
+  declare_gpt_parallel_flags(f);
 }
 
 void validate(const Flags& f) {
@@ -63,6 +67,7 @@ void validate(const Flags& f) {
   if (f.get_float("clip-grad-norm") < 0) throw UsageError("--clip-grad-norm must be >= 0");
   const double vf = f.get_float("validation-fraction");
   if (vf <= 0 || vf >= 1) throw UsageError("--validation-fraction must be in (0, 1)");
+  validate_gpt_parallel_flags(f);
 }
 
 // Mean next-character cross-entropy (nats per character) of logits [B, T, V] against B*T targets.
@@ -106,32 +111,20 @@ std::string sample(Sequential& model, const CharCorpus& corpus, const std::strin
   std::vector<int32_t> ids = corpus.encode(prompt);
   const size_t start = ids.size();
   const int64_t V = corpus.vocab_size();
-  std::vector<double> p(static_cast<size_t>(V));
+  std::vector<double> p;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t T = std::min<int64_t>(seq_len, static_cast<int64_t>(ids.size()));
     Tensor x = Tensor::empty({1, T}, DType::i32);
     std::copy(ids.end() - T, ids.end(), x.data<int32_t>());
     const Tensor out = model.forward(x);  // held: the logits point into it
-    const float* logits = out.f32() + (T - 1) * V;
-    int32_t next = static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
-    if (temperature > 0) {
-      const double mx = logits[next];
-      double sum = 0;
-      for (int64_t v = 0; v < V; ++v)
-        sum += (p[static_cast<size_t>(v)] = std::exp((logits[v] - mx) / temperature));
-      double u = rng.uniform() * sum;
-      for (next = 0; next < V - 1 && u >= p[static_cast<size_t>(next)]; ++next)
-        u -= p[static_cast<size_t>(next)];
-    }
-    ids.push_back(next);
+    ids.push_back(draw_next_id(out.f32() + (T - 1) * V, V, temperature, rng, p));
   }
   model.train();
   return corpus.decode(std::vector<int32_t>(ids.begin() + static_cast<std::ptrdiff_t>(start), ids.end()));
 }
 
-int run(const Flags& f) {
-  validate(f);
-  omp_set_num_threads(static_cast<int>(f.get_int("threads")));
+// Training on one process, without a pipeline.
+int train_single(const Flags& f) {
   const int64_t steps = f.get_int("steps"), batch = f.get_int("batch-size"), seq_len = f.get_int("seq-len");
   const int64_t eval_every = f.get_int("eval-every");
   const uint64_t seed = static_cast<uint64_t>(f.get_int("seed"));
@@ -139,13 +132,7 @@ int run(const Flags& f) {
   const CharCorpus corpus = load_fortunes(f.get_string("data-dir"), f.get_float("validation-fraction"));
   const TextBatch val_windows = spread_windows(corpus.validation, f.get_int("eval-windows"), seq_len);
 
-  ModelConfig mc;
-  mc.vocab = corpus.vocab_size();
-  mc.seq_len = seq_len;
-  mc.d_model = f.get_int("d-model");
-  mc.n_layer = f.get_int("layers");
-  mc.n_head = f.get_int("heads");
-  mc.seed = seed;
+  const ModelConfig mc = gpt_model_config(f, corpus);
   auto model = make_model("gpt-tiny", mc);
   model->set_input_grad(false);  // nothing wants the gradient of token ids
 
@@ -222,9 +209,7 @@ int run(const Flags& f) {
 
   std::string text;
   if (const int64_t n = f.get_int("sample-chars"); n > 0) {
-    std::string prompt = f.get_string("prompt");
-    if (prompt.empty())
-      prompt = corpus.id_of('\n') >= 0 ? "\n" : std::string(1, static_cast<char>(corpus.vocab[0]));
+    const std::string prompt = sample_prompt(f, corpus);
     Rng sample_rng(seed, /*stream=*/12);
     const float temperature = static_cast<float>(f.get_float("temperature"));
     text = sample(*model, corpus, prompt, n, temperature, seq_len, sample_rng);
@@ -242,6 +227,15 @@ int run(const Flags& f) {
                     .add("sample", text)
                     .add("config", f.echo()));
   return 0;
+}
+
+int run(const Flags& f) {
+  validate(f);
+  omp_set_num_threads(static_cast<int>(f.get_int("threads")));
+  if (f.get_string("comm") == "local") return train_gpt_local(f);
+  auto comm = make_communicator(f.get_string("comm"));  // one rank unless started by ternrun or mpirun
+  if (comm->size() > 1 || gpt_parallel_requested(f)) return train_gpt_rank(f, *comm);
+  return train_single(f);
 }
 
 }  // namespace
