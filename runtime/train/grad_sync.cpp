@@ -178,8 +178,14 @@ void GradSync::wait() {
 
 void GradSync::reduce_compressed(size_t b) {
   // One thread for the compressors' kernels (PowerSGD's GEMMs): a new thread starts with the
-  // default OpenMP team size, which would take the cores backward is computing on.
-  omp_set_num_threads(1);
+  // default OpenMP team size, which would take the cores backward is computing on. Restored on
+  // the way out: the CommThread may run this on a waiting caller (the training thread), whose
+  // own setting must not change (oneDNN picks other algorithms for other thread counts).
+  struct OneOmpThread {
+    int saved = omp_get_max_threads();
+    OneOmpThread() { omp_set_num_threads(1); }
+    ~OneOmpThread() { omp_set_num_threads(saved); }
+  } one_thread;
   Bucket& bucket = buckets_[b];
   if (compression_.fold_weight_decay != 0) {
     const float wd = compression_.fold_weight_decay;
