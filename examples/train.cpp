@@ -49,6 +49,7 @@ void declare(Flags& f) {
   f.add_float("clip-grad-norm", 0, "clip the global gradient norm to this (0: off)");
   f.add_float("width-mult", 1.0, "channel multiplier for resnet20 and mobilenetv2");
   f.add_int("limit-train", 0, "use only the first N training samples (0: all)");
+  f.add_string("classes", "", "train and test on classes A-B only, e.g. 0-4 (default: all); labels keep their values");
   f.add_int("seed", 42, "seed for initialisation and shuffling");
   f.add_int("threads", 1, "compute threads (oneDNN/OpenMP)");
   f.add_string("metrics", "", "write JSON lines (one per epoch, one final) to this file");
@@ -64,6 +65,30 @@ void declare(Flags& f) {
   f.add_int("log-every", 0, "write a {\"event\": \"step\"} metrics line every N steps (0: none)");
   f.add_int("exit-after-steps", 0, "testing: exit abruptly (code 75) after N steps, as a crash would");
   declare_pipeline_flags(f);
+}
+
+// --classes A-B: keeps the samples labelled A..B (for pretraining on some classes before fine-tuning
+// on the others, issue 7). Labels keep their values, so the model still has an output per class.
+void keep_classes(const std::string& range, Dataset& d) {
+  if (range.empty()) return;
+  int lo = -1, hi = -1;
+  char end = 0;
+  if (std::sscanf(range.c_str(), "%d-%d%c", &lo, &hi, &end) != 2 || lo < 0 || hi < lo || hi >= d.num_classes)
+    throw UsageError(detail::concat("--classes '", range, "': expected A-B with 0 <= A <= B < ", d.num_classes));
+  const int64_t per = d.size() > 0 ? d.images.numel() / d.size() : 0;
+  std::vector<int64_t> keep;
+  for (int64_t i = 0; i < d.size(); ++i)
+    if (d.labels[static_cast<size_t>(i)] >= lo && d.labels[static_cast<size_t>(i)] <= hi) keep.push_back(i);
+  Shape shape = d.images.shape();
+  shape[0] = static_cast<int64_t>(keep.size());
+  Tensor images = Tensor::empty(shape);
+  std::vector<int32_t> labels;
+  for (size_t j = 0; j < keep.size(); ++j) {
+    std::copy_n(d.images.f32() + keep[j] * per, per, images.f32() + static_cast<int64_t>(j) * per);
+    labels.push_back(d.labels[static_cast<size_t>(keep[j])]);
+  }
+  d.images = images;
+  d.labels = std::move(labels);
 }
 
 // Flags that make no sense are usage errors (exit 2), checked before any rank starts.
@@ -133,7 +158,9 @@ int train_rank(const Flags& f, Communicator& comm) {
 
   const std::string dataset = f.get_string("dataset"), dir = f.get_string("data-dir");
   Dataset train = load_dataset(dataset, dir, Split::train);
-  const Dataset test = load_dataset(dataset, dir, Split::test);
+  Dataset test = load_dataset(dataset, dir, Split::test);
+  keep_classes(f.get_string("classes"), train);
+  keep_classes(f.get_string("classes"), test);
   if (const int64_t limit = f.get_int("limit-train"); limit > 0 && limit < train.size()) {
     train.images = train.images.slice(0, limit);
     train.labels.resize(static_cast<size_t>(limit));

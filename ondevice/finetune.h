@@ -1,0 +1,114 @@
+// On-device fine-tuning: one SGD step at batch 1 on a QuantizedModel, with every buffer of the step
+// placed by a MemoryPlan inside one arena (after Lin et al. 2022's tiny-training). tern-finetune drives it.
+//
+// A step runs the plan's operators in order. Forward: the int8 kernels (cpu/int8_conv.h), keeping only
+// the activations, ReLU masks and max-pool choices that the backward of a trained part needs. Loss:
+// softmax cross-entropy on the f32 logits (a linear head's int32 accumulators times s_x * s_w). Backward,
+// in f32, from the last layer down to the first one that trains: input gradients through frozen int8
+// layers, bias gradients, the chosen channels' weight gradients; each layer's parameters are updated in
+// place (SGD, QAS on or off) as soon as its backward has run, so no full gradient tensor is held.
+//
+// Parameters train in their quantised units (qas.h): each trained layer keeps an f32 master copy of its
+// trained weight rows (W / s_W) and of its bias (b / (s_W * s_x)) in the arena, updated by SGD; after each
+// update the int8 weight is re-quantised as clamp(round(master), -127, 127) and the int32 bias as
+// round(master). The scales (and so the requantisation multipliers) stay fixed, so the int8 graph is
+// always a valid QuantizedModel and the master copy keeps the sub-step changes that rounding would lose.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ondevice/memory_plan.h"
+#include "ondevice/quantized_model.h"
+#include "ondevice/update_plan.h"
+
+namespace tern::ondevice {
+
+// The layer chain update_plan works on, one LayerSpec per op of the model: a residual add is merged into
+// the layer before it (that layer's residual_from names the other operand), a max pool becomes a
+// weightless layer of kind kAvgPool (update_plan only tells weightless layers apart by name). Names are
+// the ops' names. Throws tern::Error when the ops are not a chain (an op that does not read the previous
+// op's output, or an add whose operand is not the previous output).
+std::vector<LayerSpec> layer_specs(const QuantizedModel& model);
+
+// The model's classifier (its last op, a linear layer writing the output) replaced by a new head of
+// `classes` rows: weights zero or small random (normal with std 0.1 / sqrt(inputs), seeded) and
+// zero biases, quantised with one per-channel scale for every row — the largest of the old head's scales,
+// so that weights as large as the pretrained ones stay representable while they train.
+enum class HeadInit : uint8_t { zeros, random };
+void replace_head(QuantizedModel& model, int classes, HeadInit init, uint64_t seed);
+
+struct FinetuneOptions {
+  float lr = 0.01f;  // with QAS, the step size of the real-valued parameters (as for fp32 SGD)
+  bool qas = true;   // quantization-aware scaling of the gradients (qas.h); off: raw quantised-unit grads
+  // Element sizes, alignment and strategy of the plan. apply must be kPerLayer and optimizer_states 0
+  // (plain SGD, updates in place after each layer's backward); the constructor checks.
+  StepOptions step;
+};
+
+struct StepResult {
+  float loss = 0;      // the cross-entropy before the update
+  int predicted = -1;  // argmax of the logits before the update
+};
+
+// Fine-tunes a copy of a QuantizedModel with one update scheme. Not thread-safe.
+class Finetuner {
+ public:
+  // Throws tern::Error for an invalid model or scheme, a scheme that trains something behind an add with a
+  // fused activation (unsupported), or options other than in-place SGD.
+  Finetuner(QuantizedModel model, const UpdateScheme& scheme, const FinetuneOptions& options = {});
+  Finetuner(const Finetuner&) = delete;  // the allocator points at plan_
+  Finetuner& operator=(const Finetuner&) = delete;
+
+  // One training step on one image (f32 [C, H, W], normalised as in training) with its label in
+  // [0, num_classes). No heap allocation: every buffer comes from the arena by the plan.
+  StepResult step(const float* image, int label);
+  // The int8 model's prediction for one image (QuantizedModel::forward; allocates, for evaluation).
+  int predict(const float* image) const;
+
+  const QuantizedModel& model() const { return model_; }
+  // The layers with the scheme's `train` set, as planned (scratch sizes included).
+  const std::vector<LayerSpec>& layers() const { return layers_; }
+  const MemoryPlan& plan() const { return plan_; }
+  // The highest arena byte any buffer reached so far (ArenaAllocator's high-water mark, over all steps).
+  size_t high_water() const { return high_water_; }
+  // The output channels whose weights train in layer i (empty when its weight is frozen).
+  const std::vector<int32_t>& trained_channels(int layer) const { return channels_.at(static_cast<size_t>(layer)); }
+
+ private:
+  void forward_op(int i);
+  void loss_op(int label, StepResult& result);
+  void backward_op(int i);
+  void update(int i);
+  std::byte* buf(int index) const;
+
+  QuantizedModel model_;
+  FinetuneOptions options_;
+  std::vector<LayerSpec> layers_;
+  std::vector<int> op_of_;   // layers_[i] runs model_.ops[op_of_[i]]
+  std::vector<int> add_of_;  // and then model_.ops[add_of_[i]] (a merged residual add), or -1
+  MemoryPlan plan_;
+  std::vector<uint64_t> arena_;  // the arena, 8-byte aligned
+  std::unique_ptr<ArenaAllocator> allocator_;
+  int first_trained_ = 0;
+
+  // Plan buffer indices (-1: none), per tensor (t = 0..L) or per layer.
+  std::vector<int> value_buf_, grad_buf_;
+  std::vector<int> mask_buf_, argmax_buf_, fscratch_buf_, bscratch_buf_;
+  std::vector<int> weight_buf_, weight_grad_buf_, bias_buf_, bias_grad_buf_;
+  std::vector<std::vector<int32_t>> channels_;  // per layer
+  std::vector<std::vector<int>> acquire_at_, release_after_;
+  std::vector<std::byte*> ptr_;        // per plan buffer, while live
+  std::vector<uint8_t> grad_written_;  // per tensor, within a step: a residual already wrote its gradient
+  bool logits_f32_ = false;            // the last layer is a linear whose output buffer holds f32 logits
+  size_t high_water_ = 0;
+};
+
+// The plan a Finetuner with this scheme would use (tern-finetune prints and checks it before training).
+MemoryPlan plan_finetune_step(const QuantizedModel& model, const UpdateScheme& scheme, const StepOptions& options);
+
+}  // namespace tern::ondevice
