@@ -13,6 +13,7 @@
 #include "comm/compress/spec.h"
 #include "comm/factory.h"
 #include "comm/local/local.h"
+#include "examples/train_data.h"
 #include "examples/train_pipeline.h"
 #include "models/registry.h"
 #include "optim/factory.h"
@@ -67,29 +68,6 @@ void declare(Flags& f) {
   declare_pipeline_flags(f);
 }
 
-// --classes A-B: keeps the samples labelled A..B (for pretraining on some classes before fine-tuning
-// on the others, issue 7). Labels keep their values, so the model still has an output per class.
-void keep_classes(const std::string& range, Dataset& d) {
-  if (range.empty()) return;
-  int lo = -1, hi = -1;
-  char end = 0;
-  if (std::sscanf(range.c_str(), "%d-%d%c", &lo, &hi, &end) != 2 || lo < 0 || hi < lo || hi >= d.num_classes)
-    throw UsageError(detail::concat("--classes '", range, "': expected A-B with 0 <= A <= B < ", d.num_classes));
-  const int64_t per = d.size() > 0 ? d.images.numel() / d.size() : 0;
-  std::vector<int64_t> keep;
-  for (int64_t i = 0; i < d.size(); ++i)
-    if (d.labels[static_cast<size_t>(i)] >= lo && d.labels[static_cast<size_t>(i)] <= hi) keep.push_back(i);
-  Shape shape = d.images.shape();
-  shape[0] = static_cast<int64_t>(keep.size());
-  Tensor images = Tensor::empty(shape);
-  std::vector<int32_t> labels;
-  for (size_t j = 0; j < keep.size(); ++j) {
-    std::copy_n(d.images.f32() + keep[j] * per, per, images.f32() + static_cast<int64_t>(j) * per);
-    labels.push_back(d.labels[static_cast<size_t>(keep[j])]);
-  }
-  d.images = images;
-  d.labels = std::move(labels);
-}
 
 // Flags that make no sense are usage errors (exit 2), checked before any rank starts.
 void validate(const Flags& f) {
@@ -156,27 +134,11 @@ int train_rank(const Flags& f, Communicator& comm) {
   const bool lead = comm.rank() == 0, distributed = comm.size() > 1;
   const std::string model_name = f.get_string("model"), ckpt_dir = f.get_string("checkpoint-dir");
 
-  const std::string dataset = f.get_string("dataset"), dir = f.get_string("data-dir");
-  Dataset train = load_dataset(dataset, dir, Split::train);
-  Dataset test = load_dataset(dataset, dir, Split::test);
-  keep_classes(f.get_string("classes"), train);
-  keep_classes(f.get_string("classes"), test);
-  if (const int64_t limit = f.get_int("limit-train"); limit > 0 && limit < train.size()) {
-    train.images = train.images.slice(0, limit);
-    train.labels.resize(static_cast<size_t>(limit));
-  }
-
-  const Shape sample = train.sample_shape();
-  if (sample.size() != 3)
-    throw Error("dataset '" + dataset + "' has samples of shape " + shape_str(sample) +
-                "; the zoo's models take [C, H, W] images");
-  ModelConfig mc;
-  mc.in_channels = sample[0];
-  mc.height = sample[1];
-  mc.width = sample[2];
-  mc.num_classes = train.num_classes;
-  mc.width_mult = static_cast<float>(f.get_float("width-mult"));
-  mc.seed = static_cast<uint64_t>(f.get_int("seed"));
+  const std::string dataset = f.get_string("dataset");
+  TrainingData data = load_training_data(f);
+  Dataset& train = data.train;
+  const Dataset& test = data.test;
+  const ModelConfig& mc = data.config;
   auto model = make_model(model_name, mc);
 
   DataLoader loader(train, batch, /*shuffle=*/true, mc.seed, /*drop_last=*/false, Shard{comm.rank(), comm.size()});

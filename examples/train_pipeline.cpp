@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "comm/compress/spec.h"
+#include "examples/train_data.h"
 #include "models/registry.h"
 #include "optim/factory.h"
 #include "optim/lr_schedule.h"
@@ -166,23 +167,10 @@ int train_pipeline_rank(const Flags& f, Communicator& comm) {
   const int D = layout.replicas;
   const bool lead = comm.rank() == 0;
   const std::string model_name = f.get_string("model"), dataset = f.get_string("dataset");
-  Dataset train = load_dataset(dataset, f.get_string("data-dir"), Split::train);
-  const Dataset test = load_dataset(dataset, f.get_string("data-dir"), Split::test);
-  if (const int64_t limit = f.get_int("limit-train"); limit > 0 && limit < train.size()) {
-    train.images = train.images.slice(0, limit);
-    train.labels.resize(static_cast<size_t>(limit));
-  }
-  const Shape sample = train.sample_shape();
-  if (sample.size() != 3)
-    throw Error("dataset '" + dataset + "' has samples of shape " + shape_str(sample) +
-                "; the zoo's models take [C, H, W] images");
-  ModelConfig mc;
-  mc.in_channels = sample[0];
-  mc.height = sample[1];
-  mc.width = sample[2];
-  mc.num_classes = train.num_classes;
-  mc.width_mult = static_cast<float>(f.get_float("width-mult"));
-  mc.seed = static_cast<uint64_t>(f.get_int("seed"));
+  TrainingData data = load_training_data(f);  // --classes and --limit-train apply here too
+  Dataset& train = data.train;
+  const Dataset& test = data.test;
+  const ModelConfig& mc = data.config;
 
   // Every rank builds the whole model, agrees on the split, keeps its stage and frees the rest.
   auto full = make_model(model_name, mc);
