@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Tern needs, skipping those already present.
-# Usage: scripts/install-deps.sh [--bench]   (--bench adds PyTorch and OpenBLAS, the peers bench/ compares with, and iproute2 for link shaping)
+# Usage: scripts/install-deps.sh [--bench] [--baremetal]   (--bench adds PyTorch and OpenBLAS, the peers bench/ compares with, and iproute2 for link shaping;
+#   --baremetal adds the Cortex-M cross compiler, newlib and QEMU for ondevice/baremetal; large, so not in the default list)
 # Works as root or through sudo; safe to run again.
 set -euo pipefail
 
@@ -20,7 +21,8 @@ packages=(
 for arg in "$@"; do
   case "$arg" in
     --bench) packages+=(python3-torch libopenblas0-pthread iproute2) ;;  # iproute2: compress_link.py's tc
-    -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
+    --baremetal) packages+=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm) ;;  # scripts/baremetal-demo.sh
+    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
     *) echo "install-deps.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# On-device fine-tuning on an emulated Cortex-M4 (ondevice/baremetal): pretrain the cnn on
+# Fashion-MNIST classes 0-4 (tern-train), convert it to int8 with a new head for classes 5-9
+# (tern-finetune --output), embed model and images (tern-model-to-c), cross-compile, run under
+# qemu-system-arm -M mps2-an386 and check what the device prints and its exit status.
+# Usage: scripts/baremetal-demo.sh [--no-install] [--build DIR] [--work DIR]
+#          [--tern-train BIN --tern-finetune BIN --model-to-c BIN]
+#   --no-install: exit 77 (skipped) when the toolchain or QEMU is missing instead of installing it
+#   (ctest's baremetal.qemu_finetune uses this, with the programs it built).
+set -euo pipefail
+root=$(cd "${0%/*}/.." && pwd)
+install=1 build="$root/build-baremetal-host" work="" train="" finetune="" to_c=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --no-install) install=0; shift ;;
+    --build) build=$2; shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --tern-train) train=$2; shift 2 ;;
+    --tern-finetune) finetune=$2; shift 2 ;;
+    --model-to-c) to_c=$2; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "baremetal-demo: unknown option '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+have_tools() { command -v arm-none-eabi-g++ >/dev/null && command -v qemu-system-arm >/dev/null &&
+               [[ -e /usr/lib/arm-none-eabi/newlib/libc.a || -d /usr/lib/arm-none-eabi/newlib ]]; }
+if ! have_tools; then
+  if [[ $install == 0 ]]; then
+    echo "baremetal-demo: SKIP: arm-none-eabi toolchain or qemu-system-arm missing (scripts/install-deps.sh --baremetal)"
+    exit 77
+  fi
+  "$root/scripts/install-deps.sh" --baremetal
+fi
+data_dir=/usr/share/datasets/fashion-mnist
+if [[ ! -e $data_dir/train-images-idx3-ubyte.gz ]]; then
+  echo "baremetal-demo: SKIP: Fashion-MNIST not in $data_dir (Debian: dataset-fashion-mnist)"
+  exit 77
+fi
+
+if [[ -z $train || -z $finetune || -z $to_c ]]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  ninja -C "$build" tern-train tern-finetune tern-model-to-c
+  train=$build/examples/tern-train finetune=$build/examples/tern-finetune to_c=$build/ondevice/baremetal/tern-model-to-c
+fi
+work=${work:-$build/baremetal-demo}
+rm -rf "$work/ckpt" && mkdir -p "$work"
+
+# The host half: a short pretraining, int8 conversion with the new head (barely trained: the
+# device does the fine-tuning), and the C++ source with the image in flash.
+"$train" --model cnn --classes 0-4 --epochs 1 --limit-train 12000 --threads 2 --seed 1 \
+  --checkpoint-dir "$work/ckpt" > "$work/train.log"
+"$finetune" --checkpoint "$work/ckpt" --classes 5-9 --update bias --epochs 1 --limit-train 64 --lr 0.00001 \
+  --limit-test 200 --show-plan=false --output "$work/model.tmodel" > "$work/finetune.log"
+"$to_c" --model "$work/model.tmodel" --out "$work/demo_data.cpp" --classes 5-9 --train 200 --test 200
+
+make -s -C "$root/ondevice/baremetal" OUT="$work" DATA="$work/demo_data.cpp"
+
+set +e
+# Semihosting output reaches QEMU's stderr.
+timeout 600 qemu-system-arm -M mps2-an386 -nographic -monitor none -serial none \
+  -semihosting-config enable=on,target=native -kernel "$work/tern-demo.elf" 2>&1 | tee "$work/qemu.log"
+rc=${PIPESTATUS[0]}
+set -e
+fail() { echo "baremetal-demo: FAIL: $*" >&2; exit 1; }
+[[ $rc == 124 ]] && fail "QEMU timed out"
+[[ $rc == 0 ]] || fail "the device program exited with status $rc"
+grep -q "check: ok" "$work/qemu.log" || fail "the model image did not pass its checksum"
+# The device runs the same int8 kernels as the host: before training it must get the host's count.
+host=$(sed -n 's/^host int8 accuracy on the same images: //p' "$work/qemu.log")
+before=$(sed -n 's|^test accuracy before: \([0-9]*\)/.*|\1|p' "$work/qemu.log")
+[[ -n $before && $before == "$host" ]] || fail "device accuracy before training ($before) differs from the host's ($host)"
+grep -q "^tern-demo: ok" "$work/qemu.log" || fail "no 'tern-demo: ok'"
+echo "baremetal-demo: PASS"
