@@ -7,22 +7,13 @@
 
 #include "runtime/kernels/reference/layer_norm.h"
 #include "runtime/rng.h"
+#include "tests/support/kernel_check.h"
 
 namespace tern {
 namespace {
 
-std::vector<float> random_vector(int64_t n, Rng& rng, float lo = -1.0f, float hi = 1.0f) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = rng.uniform(lo, hi);
-  return v;
-}
-
-void expect_all_near(const std::vector<float>& got, const std::vector<float>& want, double tol,
-                     const char* what) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i)
-    ASSERT_NEAR(got[i], want[i], tol * (1.0 + std::fabs(want[i]))) << what << "[" << i << "]";
-}
+using testing::random_vector;
+using testing::expect_all_near;
 
 struct Shape2 {
   int64_t N, C;
