@@ -21,6 +21,9 @@ std::map<std::string, Entry>& registry() {
     r["cnn"] = {"conv3x3(32)-BN-ReLU-pool, conv3x3(64)-BN-ReLU-pool, fc128-ReLU, fc", make_cnn};
     r["resnet20"] = {"ResNet-20 (CIFAR-style: 3 stages x 3 basic blocks, 16/32/64 channels)", make_resnet20};
     r["mobilenetv2"] = {"MobileNetV2 (inverted residuals, ReLU6), --width-mult scales channels", make_mobilenetv2};
+    r["mcunet"] = {"MCUNet-style inverted residuals (expand 1-6, depthwise 3/5/7, ReLU6) sized for 256KB on-device "
+                   "fine-tuning at 28x28",
+                   make_mcunet};
     r["gpt-tiny"] = {"decoder-only transformer on token ids (GPT-2 style, pre-norm)", make_gpt_tiny};
   });
   return r;

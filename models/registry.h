@@ -41,6 +41,7 @@ std::unique_ptr<Sequential> make_mlp(const ModelConfig& c);          // 784-512-
 std::unique_ptr<Sequential> make_cnn(const ModelConfig& c);          // two conv blocks + classifier
 std::unique_ptr<Sequential> make_resnet20(const ModelConfig& c);     // CIFAR-style, BN
 std::unique_ptr<Sequential> make_mobilenetv2(const ModelConfig& c);  // inverted residuals, width_mult
+std::unique_ptr<Sequential> make_mcunet(const ModelConfig& c);       // MCUNet-style, sized for 256 KB fine-tuning
 // [Embedding, TransformerBlock x n_layer, LmHead]: i32 ids [B, T] -> logits [B, T, vocab].
 std::unique_ptr<Sequential> make_gpt_tiny(const ModelConfig& c);
 // Whether a registered model takes token ids (gpt-tiny) rather than [C, H, W] images.

@@ -1,0 +1,246 @@
+#!/usr/bin/python3
+"""Issue 7's transfer table: pretrain with tern-train on Fashion-MNIST classes 0-4, then fine-tune on
+classes 5-9 (a new head) with tern-finetune for each update scheme, QAS on and off, within
+--memory-budget 256KB (a scheme over it is recorded as refused and measured again without a budget),
+beside fp32 full fine-tuning (tern_ondevice_bench) and the same full fine-tuning in PyTorch (fp32, batch 1)
+for the memory ratio.
+
+Peak memory: tern-finetune's measured arena high-water (equal to its plan); fp32 reference: the memory
+planner's fp32 plan of a batch-1 full-update step (4-byte activations and gradients, a momentum buffer,
+update after backward); PyTorch: bytes of the distinct tensors autograd saves for backward
+(saved_tensors_hooks, one batch-1 step) plus parameters, gradients and momentum buffers.
+
+usage: bench/finetune_transfer.py [--build build] [--models cnn,mcunet] [--work DIR] [--json]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUDGET = 256 * 1024
+
+# Per model: the sparse update plan (biases of the last blocks plus chosen weights at channel ratios, as in
+# Lin et al. 2022), in tern-finetune's --update syntax.
+SPARSE = {
+    "cnn": "bias:all;weight:4=0.25",
+    "mcunet": "bias:last=12;weight:11=0.25,10.6=0.25,10.0=0.125,9.body.6=0.25",
+}
+SCHEMES = [("last layer", "none"), ("bias-only", "bias"), ("sparse", None), ("full", "full")]
+
+
+def run(cmd, log):
+    with open(log, "w") as f:
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+
+
+def final_line(path):
+    lines = [json.loads(l) for l in open(path) if l.strip()]
+    return lines[-1] if lines else None
+
+
+def pretrain(args, model):
+    ckpt = os.path.join(args.work, model, "pretrain")
+    if not (args.reuse and os.path.isdir(ckpt) and os.listdir(ckpt)):
+        cmd = [os.path.join(args.build, "examples", "tern-train"), "--model", model, "--classes", "0-4",
+               "--epochs", str(args.pretrain_epochs), "--threads", "1", "--checkpoint-dir", ckpt,
+               "--metrics", ckpt + ".jsonl"]
+        if run(cmd, ckpt + ".log") != 0:
+            sys.exit(f"tern-train {model} failed: see {ckpt}.log")
+    return ckpt
+
+
+def finetune(args, model, ckpt, name, update, qas):
+    base = os.path.join(args.work, model, f"{name.replace(' ', '_')}_qas{qas}")
+    cmd = [os.path.join(args.build, "examples", "tern-finetune"), "--checkpoint", ckpt, "--model", model,
+           "--classes", "5-9", "--update", update, "--qas", qas, "--epochs", str(args.epochs), "--lr", str(args.lr),
+           "--show-plan=false", "--metrics", base + ".jsonl"]
+    if args.limit_train:
+        cmd += ["--limit-train", str(args.limit_train)]
+    if args.limit_test:
+        cmd += ["--limit-test", str(args.limit_test)]
+    if args.reuse and os.path.exists(base + ".jsonl") and final_line(base + ".jsonl"):
+        refused = final_line(base + ".jsonl")["peak_memory_bytes"] > BUDGET  # a refused plan writes no metrics
+    elif run(cmd + ["--memory-budget", "256KB"], base + ".log") == 0:
+        refused = False
+    else:
+        text = open(base + ".log").read()
+        if "over by" not in text:
+            sys.exit(f"tern-finetune {model} {name} failed: see {base}.log")
+        refused = True
+        if run(cmd + ["--memory-budget", "0"], base + ".log") != 0:
+            sys.exit(f"tern-finetune {model} {name} (no budget) failed: see {base}.log")
+    fin = final_line(base + ".jsonl")
+    return {"model": model, "scheme": name, "update": update, "qas": qas, "refused_at_256KB": refused,
+            "peak_memory_bytes": fin["peak_memory_bytes"], "test_accuracy": fin["test_accuracy"],
+            "flash_bytes": fin["flash_bytes"], "steps_per_s": fin["steps_per_s"]}
+
+
+def fp32_reference(args, model, ckpt, batch):
+    base = os.path.join(args.work, model, f"fp32_full_b{batch}")
+    cmd = [os.path.join(args.build, "bench", "tern_ondevice_bench"), "--checkpoint", ckpt, "--model", model,
+           "--epochs", str(args.epochs), "--batch-size", str(batch), "--lr", str(args.fp32_lr),
+           "--momentum", str(args.fp32_momentum), "--metrics", base + ".jsonl"]
+    if args.limit_train:
+        cmd += ["--limit-train", str(args.limit_train)]
+    if args.limit_test:
+        cmd += ["--limit-test", str(args.limit_test)]
+    if not (args.reuse and os.path.exists(base + ".jsonl") and final_line(base + ".jsonl")) and run(cmd, base + ".log") != 0:
+        sys.exit(f"tern_ondevice_bench {model} failed: see {base}.log")
+    fin = final_line(base + ".jsonl")
+    return {"model": model, "scheme": f"fp32 full, batch {batch}", "update": "full", "qas": "-",
+            "refused_at_256KB": fin["fp32_plan_peak_bytes"] > BUDGET, "peak_memory_bytes": fin["fp32_plan_peak_bytes"],
+            "max_rss_growth_bytes": fin["max_rss_growth_bytes"], "test_accuracy": fin["test_accuracy"],
+            "flash_bytes": None, "steps_per_s": fin["steps_per_s"], "batch_size": fin["batch_size"]}
+
+
+# ---- PyTorch peer: the same architectures, fp32 full fine-tuning at batch 1 ----
+
+def torch_model(model, classes):
+    import torch.nn as nn
+
+    def cbr(i, o, k, s, g, act):
+        layers = [nn.Conv2d(i, o, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(o)]
+        return layers + ([nn.ReLU6()] if act else [])
+
+    class Block(nn.Module):
+        def __init__(self, i, o, e, k, s):
+            super().__init__()
+            h = i * e
+            layers = (cbr(i, h, 1, 1, 1, True) if e != 1 else []) + cbr(h, h, k, s, h, True) + cbr(h, o, 1, 1, 1, False)
+            self.body = nn.Sequential(*layers)
+            self.res = s == 1 and i == o
+
+        def forward(self, x):
+            y = self.body(x)
+            return x + y if self.res else y
+
+    if model == "cnn":
+        return nn.Sequential(nn.Conv2d(1, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(32, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, classes))
+    if model == "mcunet":  # models/mcunet.cpp
+        blocks = [(8, 1, 3, 1), (16, 3, 5, 2), (16, 4, 3, 1), (24, 4, 5, 2), (24, 5, 3, 1), (40, 5, 5, 2), (40, 6, 7, 1),
+                  (48, 6, 3, 1)]
+        layers, c = cbr(1, 16, 3, 1, 1, True), 16
+        for o, e, k, s in blocks:
+            layers.append(Block(c, o, e, k, s))
+            c = o
+        layers += cbr(c, 160, 1, 1, 1, True) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(160, classes)]
+        return nn.Sequential(*layers)
+    raise ValueError(model)
+
+
+def torch_peer(model, steps=200):
+    import torch
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = torch_model(model, 5)
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(1, 1, 28, 28), torch.tensor([1])
+    saved = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr() if hasattr(t, "untyped_storage") else t.storage().data_ptr()] = (
+            t.numel() * t.element_size())
+        return t
+
+    for _ in range(3):  # warm-up; the momentum buffers exist after the first step
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = net(x)
+    params = sum(p.numel() * 4 for p in net.parameters())
+    param_ids = {p.data_ptr() for p in net.parameters()}
+    activations = sum(b for ptr, b in saved.items() if ptr not in param_ids)
+    del out
+    start = time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    sps = steps / (time.perf_counter() - start)
+    return {"model": model, "saved_activation_bytes": activations, "param_bytes": params,
+            "peak_memory_bytes": activations + 3 * params, "steps_per_s": sps}
+
+
+def kb(b):
+    return "-" if b is None else f"{b / 1024:.1f} KB"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--models", default="cnn,mcunet")
+    ap.add_argument("--work", default="/tmp/tern_finetune_transfer")
+    ap.add_argument("--reuse", action="store_true", help="reuse what --work already holds: the pretrained checkpoint and finished runs")
+    ap.add_argument("--pretrain-epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=0.05, help="tern-finetune's SGD step (batch 1)")
+    ap.add_argument("--fp32-lr", type=float, default=0.01)
+    ap.add_argument("--fp32-batch", default="8,32",
+                    help="batch sizes of the fp32 reference; the best accuracy is the one the goals compare with")
+    ap.add_argument("--fp32-momentum", type=float, default=0.9)
+    ap.add_argument("--limit-train", type=int, default=0)
+    ap.add_argument("--limit-test", type=int, default=0)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    rows, summary = [], []
+    for model in args.models.split(","):
+        os.makedirs(os.path.join(args.work, model), exist_ok=True)
+        ckpt = pretrain(args, model)
+        refs = [fp32_reference(args, model, ckpt, int(b)) for b in args.fp32_batch.split(",")]
+        ref = max(refs, key=lambda r: r["test_accuracy"])
+        mrows = []
+        for name, update in SCHEMES:
+            for qas in ("on", "off"):
+                mrows.append(finetune(args, model, ckpt, name, update or SPARSE[model], qas))
+        mrows += refs
+        torch_row = None if args.no_torch else torch_peer(model)
+        rows += mrows
+        full = next(r for r in mrows if r["scheme"] == "full" and r["qas"] == "on")
+        sparse = next(r for r in mrows if r["scheme"] == "sparse" and r["qas"] == "on")
+        s = {"model": model, "sparse_qas_accuracy": sparse["test_accuracy"], "fp32_accuracy": ref["test_accuracy"],
+             "accuracy_gap_points": 100 * (ref["test_accuracy"] - sparse["test_accuracy"]),
+             "sparse_peak_bytes": sparse["peak_memory_bytes"],
+             "full_int8_over_sparse": full["peak_memory_bytes"] / sparse["peak_memory_bytes"],
+             "fp32_plan_over_sparse": ref["peak_memory_bytes"] / sparse["peak_memory_bytes"]}
+        if torch_row:
+            s["torch"] = torch_row
+            s["torch_over_sparse"] = torch_row["peak_memory_bytes"] / sparse["peak_memory_bytes"]
+        summary.append(s)
+
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        for s in summary:
+            print(json.dumps({"event": "summary", **s}))
+        return
+    print(f"{'model':8} {'scheme':22} {'QAS':4} {'peak memory':>12} {'<=256KB':>8} {'accuracy':>9} {'flash':>10} "
+          f"{'steps/s':>8}")
+    for r in rows:
+        fits = "no" if r["refused_at_256KB"] else "yes"
+        print(f"{r['model']:8} {r['scheme']:22} {r['qas']:4} {kb(r['peak_memory_bytes']):>12} {fits:>8} "
+              f"{100 * r['test_accuracy']:8.2f}% {kb(r['flash_bytes']):>10} {r['steps_per_s']:8.1f}")
+    print("(fp32 rows: SGD momentum %s; their peak is the memory planner's fp32 plan of a batch-1 full-update step)"
+          % args.fp32_momentum)
+    for s in summary:
+        print(f"{s['model']}: sparse+QAS {100 * s['sparse_qas_accuracy']:.2f}% vs fp32 full {100 * s['fp32_accuracy']:.2f}% "
+              f"(gap {s['accuracy_gap_points']:+.2f} points, goal <= 1); sparse peak {kb(s['sparse_peak_bytes'])} "
+              f"(goal <= 256 KB); full int8 / sparse {s['full_int8_over_sparse']:.1f}x, fp32 plan / sparse "
+              f"{s['fp32_plan_over_sparse']:.1f}x (goal >= 20x)")
+        if "torch" in s:
+            t = s["torch"]
+            print(f"  PyTorch fp32 full, batch 1: saved activations {kb(t['saved_activation_bytes'])} + params/grads/"
+                  f"momentum {kb(3 * t['param_bytes'])} = {kb(t['peak_memory_bytes'])}, {t['steps_per_s']:.0f} steps/s; "
+                  f"torch / sparse {s['torch_over_sparse']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
