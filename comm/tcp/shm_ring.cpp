@@ -70,11 +70,11 @@ void wait_until(Ready&& ready, std::atomic<uint32_t>& seq, std::atomic<uint32_t>
 
 }  // namespace
 
-std::string ring_name(const std::string& job_id, int64_t generation, int src, int dst) {
+std::string ring_name(const std::string& job_id, int64_t generation, int src, int dst, long creator_pid) {
   char hash[17];
   std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(net::job_hash(job_id)));
   return "/tern-" + std::string(hash) + "-" + std::to_string(generation) + "-" + std::to_string(src) + "-" +
-         std::to_string(dst);
+         std::to_string(dst) + "-" + std::to_string(creator_pid);
 }
 
 ShmRing::~ShmRing() { release(); }

@@ -28,8 +28,9 @@ struct RingControl {
 static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,
               "the shared-memory ring needs lock-free atomics to work across processes");
 
-// The segment name for the ring src -> dst of one shared-memory world of a job.
-std::string ring_name(const std::string& job_id, int64_t generation, int src, int dst);
+// The segment name for the ring src -> dst of one shared-memory world of a job, created by the
+// receiving process creator_pid (so concurrent jobs with the same id get distinct names).
+std::string ring_name(const std::string& job_id, int64_t generation, int src, int dst, long creator_pid);
 
 // One end's mapping of a ring. Move-only; unmaps on destruction (the name is unlinked separately,
 // as soon as both ends have mapped it, so a crash later leaves nothing behind in /dev/shm).

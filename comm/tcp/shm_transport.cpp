@@ -175,7 +175,8 @@ void ShmTransport::setup(const TcpWorld& world, Store& store, size_t ring_bytes)
   try {
     for (auto& peer : peers_) {
       if (peer->rank == rank_) continue;
-      peer->in_name = shm::ring_name(world.job_id, generation, peer->rank, rank_);
+      peer->in_name =
+          shm::ring_name(world.job_id, generation, peer->rank, rank_, static_cast<long>(::getpid()));
       peer->in = shm::ShmRing::create(peer->in_name, ring_bytes);
     }
   } catch (const CommError& e) {
@@ -186,7 +187,9 @@ void ShmTransport::setup(const TcpWorld& world, Store& store, size_t ring_bytes)
   try {
     for (auto& peer : peers_) {
       if (peer->rank == rank_) continue;
-      peer->out_name = shm::ring_name(world.job_id, generation, rank_, peer->rank);
+      // The creator's pid (from its "created" status) is in the name: two jobs on one host that
+      // share a job id (tests, or a reused --job-id) must never open each other's rings.
+      peer->out_name = shm::ring_name(world.job_id, generation, rank_, peer->rank, static_cast<long>(peer->pid));
       peer->out = shm::ShmRing::open(peer->out_name);
     }
   } catch (const CommError& e) {

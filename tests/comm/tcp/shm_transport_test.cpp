@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <exception>
 #include <thread>
@@ -183,7 +184,8 @@ TEST_F(ShmTransportWorld, APeerThatGoesAwayFailsRecvsFromItPromptlyNamingIt) {
 TEST_F(ShmTransportWorld, LeavesNoSegmentsInDevShmOnceSetUp) {
   auto world = make_shm_world(2, *store_, "shm-unlinked");
   for (int src = 0; src < 2; ++src) {
-    const std::string path = "/dev/shm" + shm::ring_name("shm-unlinked", 1, src, 1 - src);
+    const std::string path =
+        "/dev/shm" + shm::ring_name("shm-unlinked", 1, src, 1 - src, static_cast<long>(::getpid()));
     struct stat info {};
     EXPECT_NE(::stat(path.c_str(), &info), 0) << path << " still exists";
   }
