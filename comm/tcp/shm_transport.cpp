@@ -220,6 +220,10 @@ void ShmTransport::send(int dst, uint64_t context, uint64_t tag, const void* dat
     return;
   }
   std::lock_guard write_lock(peer.write_mu);
+  // A peer that closed its end of our ring has left, even if our receiver thread has not yet seen
+  // its other ring close (a small send would otherwise fit in the ring and vanish).
+  if (!peer.inbox.dead() && peer.out.consumer_closed())
+    peer.inbox.mark_dead(peer.inbox.death_or("closed its transport"));
   if (peer.inbox.dead()) throw peer.inbox.peer_error("send", context, tag, bytes);
   RecordHeader header;
   header.sequence = peer.next_sequence++;
