@@ -63,7 +63,7 @@ Inbox::PostedRecv* Inbox::claim_posted(const MailboxKey& key, size_t bytes) {
   return target;
 }
 
-Inbox::Delivery Inbox::receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadReader& read) {
+bool Inbox::receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadReader& read) {
   const MailboxKey key{context, tag};
   PostedRecv* target = nullptr;
   {
@@ -79,28 +79,29 @@ Inbox::Delivery Inbox::receive(uint64_t context, uint64_t tag, size_t bytes, con
       if (!death.empty()) record_death(death);
     }
     arrived_.notify_all();
-    if (death.empty()) return Delivery::delivered;
+    if (death.empty()) return true;
     close_link_();
-    return Delivery::read_failed;
+    return false;
   }
   Message message;
   message.size = bytes;
   try {
     if (bytes) message.bytes.reset(new uint8_t[bytes]);
   } catch (const std::bad_alloc&) {
-    return Delivery::out_of_memory;
+    mark_dead("sent a message of " + std::to_string(bytes) + " bytes, more than this rank could allocate");
+    return false;
   }
   const std::string death = read(message.bytes.get(), bytes);
   if (!death.empty()) {
     mark_dead(death);
-    return Delivery::read_failed;
+    return false;
   }
   {
     std::lock_guard lock(mu_);
     mailboxes_[key].push_back(std::move(message));
   }
   arrived_.notify_all();
-  return Delivery::delivered;
+  return true;
 }
 
 void Inbox::recv(uint64_t context, uint64_t tag, void* data, size_t bytes,

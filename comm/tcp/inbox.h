@@ -36,7 +36,6 @@ class Inbox {
   // Reads exactly `bytes` of the next payload from the link into `data`; returns "" or the
   // peer's death ("disconnected (EOF)"), which completes "peer rank S ...".
   using PayloadReader = std::function<std::string(void* data, size_t bytes)>;
-  enum class Delivery { delivered, read_failed, out_of_memory };
 
   // `rank` is this rank and `peer` the sender, for messages. `link_note` ends every peer-death
   // message (e.g. " (shared memory)"). `has_reader`: a reader thread fills this inbox, so recvs
@@ -50,9 +49,9 @@ class Inbox {
   void deliver(uint64_t context, uint64_t tag, const void* data, size_t bytes);
   // For the reader thread, once a message's header has been checked: reads its payload through
   // `read`, into the posted recv's buffer if one waits for exactly this message, else into a new
-  // mailbox entry. read_failed: the peer is now dead with read's reason. out_of_memory: the
-  // payload could not be allocated and nothing was read; the caller decides the peer's fate.
-  Delivery receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadReader& read);
+  // mailbox entry. Returns false when the peer is now dead: read failed (with read's reason), or
+  // the payload could not be allocated (nothing read; the link cannot be resynchronised).
+  bool receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadReader& read);
 
   // Blocks until the next message for (context, tag) is in `data`; throws CommError on a length
   // mismatch, a dead peer or the timeout. A timeout in the middle of a posted message kills the

@@ -199,15 +199,7 @@ void TcpTransport::read_frames(Peer& peer) {
     }
     ++expected_sequence;
     const size_t bytes = header.payload_bytes;
-    switch (peer.inbox.receive(header.context, header.tag, bytes, read_payload)) {
-      case Inbox::Delivery::delivered:
-        break;
-      case Inbox::Delivery::read_failed:
-        return;
-      case Inbox::Delivery::out_of_memory:
-        return peer.inbox.mark_dead("sent a message of " + std::to_string(bytes) +
-                                    " bytes, more than this rank could allocate, and was disconnected");
-    }
+    if (!peer.inbox.receive(header.context, header.tag, bytes, read_payload)) return;  // the peer is dead
     bytes_received_ += bytes;
   }
 }
