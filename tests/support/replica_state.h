@@ -7,9 +7,16 @@
 #include <cstring>
 #include <vector>
 
+#include "runtime/data/synthetic.h"
 #include "runtime/nn/module.h"
 
 namespace tern::testing {
+
+// The small synthetic task the data-parallel, compression and pipeline equivalence tests train on.
+inline const Dataset& equivalence_dataset() {
+  static const Dataset data = make_synthetic(256, {1, 28, 28}, 10, /*seed=*/3, /*sample_seed=*/1);
+  return data;
+}
 
 struct ReplicaState {
   std::vector<Tensor> params, buffers;
