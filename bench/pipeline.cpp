@@ -10,6 +10,11 @@
 // (step time), averaged over stages. Memory: bytes of what each rank holds for backward (see
 // PipelineStepStats), from the same runs and from a real model of the zoo, which does not
 // depend on the cores.
+//
+// Kernels (--kernels runs only this): micro-batches are small, so a stage's Linear layers see 1..4
+// rows; the table times oneDNN's sgemm against the tiny-batch kernels (runtime/kernels/cpu/
+// tiny_linear.h) on the zoo's Linear shapes, one thread, and an mlp split over 2 real stages with
+// either path. Here the stages do use the cores: 2 threads, so run it on 2 idle cores.
 #include "runtime/train/pipeline.h"
 
 #include <omp.h>
@@ -18,15 +23,20 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "comm/local/local.h"
 #include "models/registry.h"
 #include "runtime/io/flags.h"
 #include "runtime/io/jsonl.h"
+#include "runtime/kernels/cpu/linear.h"
+#include "runtime/kernels/cpu/tiny_linear.h"
+#include "runtime/nn/linear.h"
 #include "runtime/train/pipeline_partition.h"
 
 namespace {
@@ -194,6 +204,189 @@ std::string kib_list(const std::vector<size_t>& bytes) {
   return out;
 }
 
+// ---- Tiny-batch Linear kernels vs oneDNN ----
+
+// Median seconds per call of each function, sampled in turn (a, b, c, a, b, c, ...) so that a
+// neighbour's load on the shared machine falls on all of them alike. Each sample repeats the call
+// until it lasts ~0.2 ms, well above the clock's resolution.
+std::vector<double> median_call_seconds(const std::vector<std::function<void()>>& fns, int samples) {
+  std::vector<int> calls(fns.size(), 1);
+  for (size_t i = 0; i < fns.size(); ++i) {
+    fns[i]();  // warm caches and oneDNN's kernel selection
+    for (;;) {
+      const auto t0 = Clock::now();
+      for (int c = 0; c < calls[i]; ++c) fns[i]();
+      if (std::chrono::duration<double>(Clock::now() - t0).count() >= 2e-4 || calls[i] >= (1 << 20)) break;
+      calls[i] *= 2;
+    }
+  }
+  std::vector<std::vector<double>> t(fns.size());
+  for (int s = 0; s < samples; ++s)
+    for (size_t i = 0; i < fns.size(); ++i) {
+      const auto t0 = Clock::now();
+      for (int c = 0; c < calls[i]; ++c) fns[i]();
+      t[i].push_back(std::chrono::duration<double>(Clock::now() - t0).count() / calls[i]);
+    }
+  std::vector<double> med;
+  for (auto& v : t) {
+    std::sort(v.begin(), v.end());
+    med.push_back(v[v.size() / 2]);
+  }
+  return med;
+}
+
+struct LinearShape {
+  std::string layer;  // model.fcK, K counting the model's Linear layers from 1
+  int64_t in, out;
+};
+
+// The Linear layers of the zoo models whose pipeline stages see micro-batch rows as n, read from
+// the models themselves. gpt-tiny's are not here: its linears see rows x seq_len (64) rows, never
+// a tiny batch.
+std::vector<LinearShape> tiny_shapes() {
+  std::vector<LinearShape> shapes;
+  for (const char* name : {"mlp", "cnn"}) {
+    auto model = make_model(name, ModelConfig{});
+    int k = 0;
+    model->visit([&](Module& m) {
+      if (const auto* fc = dynamic_cast<const Linear*>(&m))
+        shapes.push_back({std::string(name) + ".fc" + std::to_string(++k), fc->weight.value.dim(1),
+                          fc->weight.value.dim(0)});
+    });
+  }
+  return shapes;
+}
+
+// Median step time of the mlp split over 2 stages (by parameters), 1F1B, M micro-batches of
+// `rows` rows, with the tiny kernels allowed and with oneDNN forced, steps alternating between
+// the two (the switch is process-wide; it flips between barriers, when no stage runs a kernel).
+std::pair<double, double> mlp_pipeline_step(int64_t rows, int M, int warmup, int steps) {
+  // Per rank, per step (both paths interleaved): the step's seconds on that rank.
+  std::vector<std::vector<double>> seconds(2);
+  const bool was_enabled = cpu::tiny_linear_enabled();
+  run_local(2, [&](Communicator& comm) {
+    omp_set_num_threads(1);
+    auto full = make_model("mlp", ModelConfig{});
+    auto stage = take_stage(*full, partition_by_params(*full, 2), comm.rank());
+    full.reset();
+    stage->set_input_grad(comm.rank() > 0);
+    PipelineOptions opts;
+    opts.micro_batches = M;
+    Pipeline pipe(*stage, comm, opts);
+    const ModelConfig mc;
+    Rng rng(7);
+    Tensor x;
+    if (comm.rank() == 0) {
+      x = Tensor::empty({rows * M, mc.in_channels, mc.height, mc.width});
+      float* p = x.f32();
+      for (int64_t i = 0; i < x.numel(); ++i) p[i] = rng.uniform(0.0f, 1.0f);
+    }
+    std::vector<int32_t> labels(static_cast<size_t>(rows * M));
+    for (auto& l : labels) l = static_cast<int32_t>(rng.below(static_cast<uint32_t>(mc.num_classes)));
+    const PipelineLoss loss = classification_loss(labels, M);
+    for (int s = 0; s < 2 * (warmup + steps); ++s) {
+      const bool tiny = s % 2 == 0;
+      comm.barrier();
+      if (comm.rank() == 0) cpu::set_tiny_linear_enabled(tiny);
+      comm.barrier();
+      stage->zero_grad();
+      const PipelineStepStats st = pipe.train_step(x, loss);
+      if (s >= 2 * warmup) seconds[static_cast<size_t>(comm.rank())].push_back(st.seconds);
+    }
+  });
+  cpu::set_tiny_linear_enabled(was_enabled);
+  std::vector<double> on, off;  // a step lasts as long as its slower stage
+  for (size_t s = 0; s < seconds[0].size(); ++s)
+    (s % 2 == 0 ? on : off).push_back(std::max(seconds[0][s], seconds[1][s]));
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  return {median(on), median(off)};
+}
+
+int kernel_tables(const Flags& f, JsonlWriter& json) {
+  const std::vector<int> ns = parse_list("kernel-rows", f.get_string("kernel-rows"));
+  const int samples = static_cast<int>(f.get_int("kernel-samples"));
+  if (samples < 1) throw UsageError("--kernel-samples must be at least 1");
+  omp_set_num_threads(1);
+  std::printf(
+      "# Linear kernels at micro-batch rows n: oneDNN sgemm vs tiny-batch kernels, one thread, microseconds "
+      "per call\n# (median of %d samples, taken in turn); x = dnnl/tiny (> 1: tiny is faster); bwd = dx + "
+      "dW + db; pick = what linear_forward/backward use\n",
+      samples);
+  std::printf("%-8s %5s %4s %4s %9s %9s %6s %9s %9s %6s  %s\n", "layer", "in", "out", "n", "fwd_dnnl",
+              "fwd_tiny", "x", "bwd_dnnl", "bwd_tiny", "x", "pick fwd/bwd");
+  Rng rng(11);
+  for (const LinearShape& sh : tiny_shapes()) {
+    for (int n : ns) {
+      auto fill = [&](int64_t count) {
+        std::vector<float> v(static_cast<size_t>(count));
+        for (float& e : v) e = rng.uniform(-1.0f, 1.0f);
+        return v;
+      };
+      const int64_t in = sh.in, out = sh.out;
+      const auto x = fill(n * in), w = fill(out * in), b = fill(out), dy = fill(n * out);
+      std::vector<float> y(static_cast<size_t>(n * out)), dx(static_cast<size_t>(n * in));
+      std::vector<float> dw(static_cast<size_t>(out * in)), db(static_cast<size_t>(out));
+      // The tiny path exactly as linear_backward runs it, whatever the dispatch rule says.
+      const std::vector<std::function<void()>> fns{
+          [&] { cpu::linear_forward_gemm(x.data(), w.data(), b.data(), y.data(), n, in, out); },
+          [&] { cpu::tiny_linear_forward(x.data(), w.data(), b.data(), y.data(), n, in, out); },
+          [&] {
+            cpu::linear_backward_gemm(x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data(), n, in,
+                                      out);
+          },
+          [&] {
+            cpu::tiny_linear_backward_data(w.data(), dy.data(), dx.data(), n, in, out);
+            cpu::tiny_linear_backward_weight(x.data(), dy.data(), dw.data(), db.data(), n, in, out);
+          }};
+      const std::vector<double> t = median_call_seconds(fns, samples);
+      const bool pick_fwd = cpu::linear_forward_uses_tiny(n, in, out);
+      const bool pick_bwd = cpu::linear_backward_uses_tiny(n, in, out);
+      std::printf("%-8s %5lld %4lld %4d %9.2f %9.2f %6.2f %9.2f %9.2f %6.2f  %s/%s\n", sh.layer.c_str(),
+                  static_cast<long long>(in), static_cast<long long>(out), n, t[0] * 1e6, t[1] * 1e6,
+                  t[0] / t[1], t[2] * 1e6, t[3] * 1e6, t[2] / t[3], pick_fwd ? "tiny" : "dnnl",
+                  pick_bwd ? "tiny" : "dnnl");
+      std::fflush(stdout);
+      JsonObject line;
+      json.write(line.add("bench", "tiny_linear")
+                     .add("layer", sh.layer)
+                     .add("in", in)
+                     .add("out", out)
+                     .add("rows", n)
+                     .add("forward_dnnl_seconds", t[0])
+                     .add("forward_tiny_seconds", t[1])
+                     .add("backward_dnnl_seconds", t[2])
+                     .add("backward_tiny_seconds", t[3])
+                     .add("dispatch_forward_tiny", pick_fwd)
+                     .add("dispatch_backward_tiny", pick_bwd));
+    }
+  }
+  const std::vector<int> rows = parse_list("e2e-rows", f.get_string("e2e-rows"));
+  const int M = static_cast<int>(f.get_int("e2e-micro-batches"));
+  const int steps = static_cast<int>(f.get_int("e2e-steps"));
+  if (M < 1 || steps < 1) throw UsageError("--e2e-micro-batches and --e2e-steps must be at least 1");
+  std::printf(
+      "\n# mlp as a 2-stage pipeline (1f1b, stages by params, ranks as threads, 1 OpenMP thread each),\n"
+      "# M = %d micro-batches of `rows` rows; median step over %d steps each, alternating:\n"
+      "# pick = the dispatch (tiny where linear.cpp's rule says), dnnl = oneDNN forced; x = dnnl/pick\n",
+      M, steps);
+  std::printf("%4s %12s %12s %6s\n", "rows", "step_ms_pick", "step_ms_dnnl", "x");
+  for (int r : rows) {
+    const auto [pick_s, dnnl_s] = mlp_pipeline_step(r, M, static_cast<int>(f.get_int("warmup")), steps);
+    std::printf("%4d %12.3f %12.3f %6.2f\n", r, pick_s * 1e3, dnnl_s * 1e3, dnnl_s / pick_s);
+    std::fflush(stdout);
+    JsonObject line;
+    json.write(line.add("bench", "tiny_linear_mlp_pipeline")
+                   .add("rows", r)
+                   .add("micro_batches", M)
+                   .add("step_seconds_dispatch", pick_s)
+                   .add("step_seconds_dnnl", dnnl_s));
+  }
+  return 0;
+}
+
 int run(const Flags& f) {
   const std::vector<int> stages = parse_list("stages", f.get_string("stages"));
   const std::vector<int> micro = parse_list("micro-batches", f.get_string("micro-batches"));
@@ -203,6 +396,7 @@ int run(const Flags& f) {
     throw UsageError("--steps, --rows and --width must be at least 1, --warmup at least 0");
   JsonlWriter json;
   if (!f.get_string("json").empty()) json.open(f.get_string("json"));
+  if (f.get_bool("kernels")) return kernel_tables(f, json);
   const ScheduleKind kinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_b};
 
   std::printf(
@@ -255,7 +449,7 @@ int run(const Flags& f) {
   std::printf("# bubble within 10%% of the formula at M >= 4P: %d of %d rows\n\n", within, checked);
 
   const std::string model = f.get_string("model");
-  if (model.empty()) return 0;
+  if (model.empty()) return kernel_tables(f, json);
   const int64_t rows = f.get_int("model-rows");
   std::printf(
       "# activation memory held for backward, model %s, %lld rows per micro-batch, stages by params\n",
@@ -286,8 +480,8 @@ int run(const Flags& f) {
       json.write(line.add("max_ratio", worst).add("bound", bound));
     }
   }
-  std::printf("# 1F1B within P/M of GPipe on every rank: %d of %d rows\n", ok, rows_done);
-  return 0;
+  std::printf("# 1F1B within P/M of GPipe on every rank: %d of %d rows\n\n", ok, rows_done);
+  return kernel_tables(f, json);
 }
 
 }  // namespace
@@ -308,6 +502,12 @@ int main(int argc, char** argv) {
   f.add_int("warmup", 1, "untimed steps first");
   f.add_string("model", "cnn", "zoo model for the memory table, e.g. cnn or gpt-tiny (empty: skip it)");
   f.add_int("model-rows", 4, "rows per micro-batch of the memory table");
+  f.add_bool("kernels", false, "run only the tiny-batch Linear kernel table (oneDNN vs tiny), mlp rows too");
+  f.add_string("kernel-rows", "1,2,4", "rows n of the kernel table, comma separated");
+  f.add_int("kernel-samples", 41, "timed samples per kernel (the median is reported)");
+  f.add_string("e2e-rows", "1,2,3,4", "micro-batch rows of the mlp pipeline rows, comma separated");
+  f.add_int("e2e-micro-batches", 8, "micro-batches per step of the mlp pipeline rows");
+  f.add_int("e2e-steps", 30, "timed steps per path of the mlp pipeline rows (the median is reported)");
   f.add_string("json", "", "write one JSON line per row to this file");
   return tern::run_program(f, argc, argv, [&] { return run(f); });
 }
