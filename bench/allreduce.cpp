@@ -172,6 +172,10 @@ int main(int argc, char** argv) {
   f.add_string("json", "", "rank 0 writes one JSON line per row here");
   f.add_int("small-message-bytes", 0, "local/tcp: allreduce switches from recursive doubling to ring here (0: default)");
   f.add_int("ring-chunk-bytes", 0, "local/tcp: ring pipelining chunk (0: default)");
+  f.add_int("poll-us", CommOptions{}.poll.count(),
+            "tcp on one host: microseconds a waiting recv polls the shared-memory ring before sleeping (0: never)");
+  f.add_int("poll-max-bytes", static_cast<int64_t>(CommOptions{}.poll_max_bytes),
+            "tcp on one host: only recvs of at most this many bytes poll");
   return run_program(f, argc, argv, [&] {
     const std::string op = f.get_string("op");
     if (op != "allreduce" && op != "allgather") throw UsageError("--op must be allreduce or allgather");
@@ -179,6 +183,8 @@ int main(int argc, char** argv) {
     CommOptions options;
     options.small_message_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("small-message-bytes")));
     options.ring_chunk_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("ring-chunk-bytes")));
+    options.poll = std::chrono::microseconds(std::max<int64_t>(0, f.get_int("poll-us")));
+    options.poll_max_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("poll-max-bytes")));
     if (f.get_string("comm") == "local") {
       run_local(
           static_cast<int>(f.get_int("ranks")),

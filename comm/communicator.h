@@ -40,6 +40,11 @@ struct CommOptions {
   // Tuning of Tern's own algorithms (local and tcp backends); 0 keeps comm/algorithms.h's default.
   size_t small_message_bytes = 0;  // allreduce below this: recursive doubling; from it: ring
   size_t ring_chunk_bytes = 0;     // ring pipelining granularity
+  // tcp backend, ranks on one host: how long a waiting recv reads the shared-memory ring itself
+  // (yielding the core between looks) before it sleeps and leaves the ring to the receiver thread.
+  // Longer: lower latency for replies that take a while; shorter: less CPU spent waiting.
+  std::chrono::microseconds poll{200};
+  size_t poll_max_bytes = size_t{64} << 10;  // larger recvs sleep at once (see shm_transport.h)
 };
 
 // Counts of elements per rank for reduce_scatter and the default split of n elements: rank r gets

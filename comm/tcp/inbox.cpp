@@ -1,7 +1,9 @@
 #include "comm/tcp/inbox.h"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
+#include <utility>
 
 namespace tern {
 
@@ -104,8 +106,8 @@ bool Inbox::receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadR
   return true;
 }
 
-void Inbox::recv(uint64_t context, uint64_t tag, void* data, size_t bytes,
-                 std::chrono::milliseconds timeout) {
+void Inbox::recv(uint64_t context, uint64_t tag, void* data, size_t bytes, std::chrono::milliseconds timeout,
+                 Poller* poller) {
   const MailboxKey key{context, tag};
   const Clock::time_point deadline = Clock::now() + timeout;
   PostedRecv post{data, bytes};
@@ -168,6 +170,17 @@ void Inbox::recv(uint64_t context, uint64_t tag, void* data, size_t bytes,
         }
         break;
       }
+    }
+    if (poller != nullptr) {
+      const bool keep_polling = Clock::now() < std::min(poller->until, deadline);
+      lock.unlock();
+      if (keep_polling) {
+        poller->poll();
+      } else {
+        std::exchange(poller, nullptr)->sleeping();  // the reader thread takes over
+      }
+      lock.lock();
+      continue;
     }
     arrived_.wait_until(lock, deadline);
   }

@@ -53,10 +53,22 @@ class Inbox {
   // the payload could not be allocated (nothing read; the link cannot be resynchronised).
   bool receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadReader& read);
 
+  // A recv that drains the link itself while it waits, instead of sleeping until the reader thread
+  // hands it the message (two thread wake-ups per message, the cost of a small message): until
+  // `until`, recv calls `poll` (which reads whatever whole messages the link holds through
+  // receive(), so its own lands straight in its posted buffer) between looks at its state. If it
+  // has to sleep after all, it calls `sleeping` once first (so the reader thread takes over).
+  struct Poller {
+    std::function<void()> poll;
+    std::chrono::steady_clock::time_point until;
+    std::function<void()> sleeping;
+  };
+
   // Blocks until the next message for (context, tag) is in `data`; throws CommError on a length
   // mismatch, a dead peer or the timeout. A timeout in the middle of a posted message kills the
   // peer: the buffer must be the caller's again before recv returns.
-  void recv(uint64_t context, uint64_t tag, void* data, size_t bytes, std::chrono::milliseconds timeout);
+  void recv(uint64_t context, uint64_t tag, void* data, size_t bytes, std::chrono::milliseconds timeout,
+            Poller* poller = nullptr);
 
   // Records the first reason the peer is unusable, wakes its waiters and closes the link.
   void mark_dead(const std::string& death);

@@ -205,27 +205,46 @@ void ShmRing::wait_readable(std::chrono::milliseconds slice) {
 
 void ShmRing::wait_writable(std::chrono::milliseconds slice) {
   RingControl& c = *control_;
-  wait_until(
-      [&] {
-        return c.head.load(std::memory_order_relaxed) - c.tail.load(std::memory_order_acquire) < c.capacity ||
-               c.consumer_closed.load(std::memory_order_acquire) != 0 ||
-               c.producer_closed.load(std::memory_order_acquire) != 0;
-      },
-      c.tail_seq, c.producer_sleeping, slice);
+  auto writable = [&] {
+    return c.head.load(std::memory_order_relaxed) - c.tail.load(std::memory_order_acquire) < c.capacity ||
+           c.consumer_closed.load(std::memory_order_acquire) != 0 ||
+           c.producer_closed.load(std::memory_order_acquire) != 0;
+  };
+  for (int i = 0; i < kSpinRounds; ++i) {
+    if (writable()) return;
+    cpu_relax();
+  }
+  nudge_consumer();  // its reader may be waiting without wake_on_data: the ring must drain now
+  wait_until(writable, c.tail_seq, c.producer_sleeping, slice);
+}
+
+uint32_t ShmRing::consumer_epoch() const { return control_->head_seq.load(std::memory_order_seq_cst); }
+
+void ShmRing::wait_consumer(uint32_t epoch, std::chrono::milliseconds slice, bool wake_on_data) {
+  RingControl& c = *control_;
+  if (wake_on_data) c.consumer_sleeping.fetch_add(1, std::memory_order_seq_cst);
+  futex_wait(c.head_seq, epoch, slice);  // returns at once if the epoch moved since it was read
+  if (wake_on_data) c.consumer_sleeping.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+void ShmRing::nudge_consumer() {
+  control_->head_seq.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake_all(control_->head_seq);
 }
 
 // A close wakes both ends: the other rank's waiter and, within this process, a thread of ours
 // that may be sleeping on the same ring (the destructor stopping its receiver thread).
+// Closes wake every waiter, including a consumer waiting without wake_on_data.
 void ShmRing::close_producer() {
   control_->producer_closed.store(1, std::memory_order_release);
-  signal(control_->head_seq, control_->consumer_sleeping);
+  nudge_consumer();
   signal(control_->tail_seq, control_->producer_sleeping);
 }
 
 void ShmRing::close_consumer() {
   control_->consumer_closed.store(1, std::memory_order_release);
   signal(control_->tail_seq, control_->producer_sleeping);
-  signal(control_->head_seq, control_->consumer_sleeping);
+  nudge_consumer();
 }
 
 bool ShmRing::producer_closed() const {

@@ -59,9 +59,21 @@ class ShmRing {
   size_t readable() const;
 
   // Wait until the ring may have changed for this end (data to read / space to write, or a close),
-  // or `slice` passed. Spins briefly, then sleeps on a futex: idle ranks use no CPU.
+  // or `slice` passed. Spins briefly, then sleeps on a futex: idle ranks use no CPU. A producer
+  // that finds the ring full nudges the consumer (below) before it sleeps.
   void wait_readable(std::chrono::milliseconds slice);
   void wait_writable(std::chrono::milliseconds slice);
+
+  // The consumer's futex word: it moves on every write, close and nudge. A consumer thread that
+  // reads the epoch, looks at the ring, then calls wait_consumer(epoch, ...) misses nothing that
+  // happened in between. With wake_on_data the producer's writes wake it (a syscall per write);
+  // without, only closes, nudges and the slice do, so writes cost the producer nothing while
+  // someone else (a polling recv) reads the ring.
+  uint32_t consumer_epoch() const;
+  void wait_consumer(uint32_t epoch, std::chrono::milliseconds slice, bool wake_on_data);
+  // Moves the epoch and wakes every consumer thread waiting on it (a full ring, or a recv in this
+  // process that is about to sleep and needs the ring read for it).
+  void nudge_consumer();
 
   void close_producer();  // the consumer sees it once it has drained the ring
   void close_consumer();  // the producer's next write fails

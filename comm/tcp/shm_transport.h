@@ -48,6 +48,8 @@ class ShmTransport final : public Transport {
   // peer's receiver thread frees whether or not a recv is posted (so rings of sends cannot
   // deadlock). A peer that frees no space for options.timeout fails the send.
   void send(int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes) override;
+  // Reads the ring itself while it waits, for up to options.poll (the message lands
+  // in `data` with no thread hand-off), then leaves the ring to the receiver thread and sleeps.
   void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
             std::chrono::milliseconds timeout) override;
   uint64_t bytes_sent() const override { return bytes_sent_; }
@@ -59,7 +61,10 @@ class ShmTransport final : public Transport {
   void setup(const TcpWorld& world, Store& store, size_t ring_bytes);
   void stop_receivers();
   void receive_messages(Peer& peer);
-  std::string read_exact(Peer& peer, void* data, size_t bytes);
+  void poll_messages(Peer& peer, std::chrono::steady_clock::time_point deadline);
+  bool take_record(Peer& peer, std::chrono::steady_clock::time_point deadline);
+  std::string ring_death(Peer& peer, std::chrono::steady_clock::time_point* next_liveness);
+  std::string read_exact(Peer& peer, void* data, size_t bytes, std::chrono::steady_clock::time_point deadline);
 
   int rank_;
   int size_;
