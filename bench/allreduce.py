@@ -2,10 +2,11 @@
 """Runs bench/allreduce (tern_allreduce_bench) on every backend and prints them side by side.
 
 For each op (allreduce, allgather) and world size (2, 4): Tern's local backend (threads), Tern's
-tcp backend under ternrun, and Open MPI twice under mpirun -- as it runs by default on one host
-(shared memory) and forced onto TCP (--mca btl tcp,self) -- with busbw per size and the ratios
-tcp / Open-MPI-over-TCP and tcp / Open-MPI-default. All in one run, so the ratios compare like
-with like on a noisy machine.
+tcp backend under ternrun -- as it runs on one host (its shared-memory path, "tcp") and kept on TCP
+sockets with TERN_SHM=0 ("tcp-sock") -- and Open MPI twice under mpirun, as it runs by default on
+one host (shared memory) and forced onto TCP (--mca btl tcp,self); busbw per size and the ratios
+sock/mpi-tcp (TCP against TCP), tcp/mpi-tcp and tcp/mpi-def (shared memory against Open MPI's
+default). All in one run, so the ratios compare like with like on a noisy machine.
 """
 import argparse
 import json
@@ -18,8 +19,8 @@ import tempfile
 MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
 
 
-def run(cmd, json_path, timeout):
-    env = dict(os.environ, OMPI_MCA_btl_vader_single_copy_mechanism="none")
+def run(cmd, json_path, timeout, extra_env=None):
+    env = dict(os.environ, OMPI_MCA_btl_vader_single_copy_mechanism="none", **(extra_env or {}))
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=timeout)
     if proc.returncode != 0:
@@ -52,8 +53,11 @@ def main():
     for op in a.ops.split(","):
         for n in [int(x) for x in a.ranks.split(",")]:
             common = ["--op", op, "--min", a.min, "--max", a.max, "--iters", a.iters]
+            # tcp: the backend as it runs on one host (its shared-memory path); tcp-sock: the same
+            # backend kept on TCP sockets (TERN_SHM=0), the like-for-like peer of Open MPI over TCP.
             runs = [("local", [bench, "--comm", "local", "--ranks", str(n)]),
-                    ("tcp", [ternrun, "-n", str(n), bench, "--comm", "tcp"])]
+                    ("tcp", [ternrun, "-n", str(n), bench, "--comm", "tcp"]),
+                    ("tcp-sock", [ternrun, "-n", str(n), bench, "--comm", "tcp"])]
             if have_mpi:
                 # Open MPI itself (blocking MPI_Allreduce/MPI_Allgather), by default and over TCP.
                 runs += [("mpi-default", MPIRUN + ["-np", str(n), bench, "--comm", "openmpi"]),
@@ -61,7 +65,8 @@ def main():
             results = {}
             for label, cmd in runs:
                 path = os.path.join(tmp, f"{op}-{n}-{label}.jsonl")
-                rows, err = run(cmd + common + ["--label", label, "--json", path], path, a.timeout)
+                rows, err = run(cmd + common + ["--label", label, "--json", path], path, a.timeout,
+                                {"TERN_SHM": "0"} if label == "tcp-sock" else None)
                 if err:
                     print(f"# {label} {op} n={n} failed: {err}", file=sys.stderr)
                     continue
@@ -70,10 +75,11 @@ def main():
             labels = [l for l, _ in runs if l in results]
             print(f"\n{op}, {n} ranks: busbw GB/s (time us); #wrong summed over backends")
             head = f"{'size(B)':>10}" + "".join(f"{l + ' busbw':>18}" for l in labels)
-            if "tcp" in results and "mpi-tcp" in results:
-                head += f"{'tcp/mpi-tcp':>12}"
-            if "tcp" in results and "mpi-default" in results:
-                head += f"{'tcp/mpi-def':>12}"
+            ratios = [(a_, b_) for a_, b_ in (("tcp-sock", "mpi-tcp"), ("tcp", "mpi-tcp"), ("tcp", "mpi-default"))
+                      if a_ in results and b_ in results]
+            short = {"tcp-sock": "sock", "tcp": "tcp", "mpi-tcp": "mpi-tcp", "mpi-default": "mpi-def"}
+            for a_, b_ in ratios:
+                head += f"{short[a_] + '/' + short[b_]:>13}"
             print(head + f"{'#wrong':>8}")
             sizes = sorted(set().union(*[set(results[l]) for l in labels])) if labels else []
             for size in sizes:
@@ -83,10 +89,9 @@ def main():
                     r = results[l].get(size)
                     line += f"{r['busbw_gbs']:>9.3f} ({r['time_us']:>6.0f})" if r else f"{'-':>18}"
                     wrong += r["wrong"] if r else 0
-                for other in ("mpi-tcp", "mpi-default"):
-                    if "tcp" in results and other in results:
-                        t, o = results["tcp"].get(size), results[other].get(size)
-                        line += f"{t['busbw_gbs'] / o['busbw_gbs']:>11.2f}x" if t and o and o["busbw_gbs"] > 0 else f"{'-':>12}"
+                for a_, b_ in ratios:
+                    t, o = results[a_].get(size), results[b_].get(size)
+                    line += f"{t['busbw_gbs'] / o['busbw_gbs']:>12.2f}x" if t and o and o["busbw_gbs"] > 0 else f"{'-':>13}"
                 print(line + f"{wrong:>8}")
     if a.json:
         with open(a.json, "w") as f:
