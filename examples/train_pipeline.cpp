@@ -3,10 +3,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,8 +23,10 @@
 #include "runtime/data/distributed_sampler.h"
 #include "runtime/io/jsonl.h"
 #include "runtime/io/progress.h"
+#include "runtime/train/checkpoint.h"
 #include "runtime/train/data_parallel.h"
 #include "runtime/train/pipeline.h"
+#include "runtime/train/pipeline_checkpoint.h"
 #include "runtime/train/pipeline_partition.h"
 
 namespace tern {
@@ -48,6 +53,10 @@ bool pipeline_requested(const Flags& f) {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The step loss for --log-every travels from the last stage to stage 0 (world rank 0, the one
+// metrics writer) on replica 0's pipeline communicator under this tag.
+constexpr int kStepLossTag = 9110;
 
 struct Sums {
   double loss = 0;  // summed over samples
@@ -127,8 +136,17 @@ Sums evaluate(Pipeline& pipe, Module& stage, const Dataset& data, Shard shard, i
   return s;
 }
 
-void reject(const std::string& flag, bool used) {
-  if (used) throw UsageError("--" + flag + " is not supported with --pipeline-stages/--micro-batches yet");
+// A flag's value in a Flags::echo() line ("name=value name=value ..."), or "" when absent. Only for
+// the log: what a checkpoint must match is checked on its contents.
+std::string echoed(const std::string& config, const std::string& name) {
+  const std::string key = name + "=";
+  for (size_t at = 0; at < config.size();) {
+    const size_t end = std::min(config.find(' ', at), config.size());
+    if (config.compare(at, key.size(), key) == 0)
+      return config.substr(at + key.size(), end - at - key.size());
+    at = end + 1;
+  }
+  return "";
 }
 
 }  // namespace
@@ -154,10 +172,6 @@ int train_pipeline_rank(const Flags& f, Communicator& comm) {
       throw UsageError(std::string("--schedule: ") + e.what());
     }
   }();
-  reject("checkpoint-dir", !f.get_string("checkpoint-dir").empty());
-  reject("resume", f.get_bool("resume"));
-  reject("log-every", f.get_int("log-every") > 0);
-  reject("exit-after-steps", f.get_int("exit-after-steps") > 0);
   const std::string compress = f.get_string("compress");
   if (compress != "none" && CompressorSpec::parse(compress).name() == "dgc")
     throw UsageError(
@@ -166,7 +180,8 @@ int train_pipeline_rank(const Flags& f, Communicator& comm) {
   PipelineLayout layout = make_pipeline_layout(comm, P);
   const int D = layout.replicas;
   const bool lead = comm.rank() == 0;
-  const std::string model_name = f.get_string("model"), dataset = f.get_string("dataset");
+  const std::string model_name = f.get_string("model"), dataset = f.get_string("dataset"),
+                    ckpt_dir = f.get_string("checkpoint-dir");
   TrainingData data = load_training_data(f);  // --classes and --limit-train apply here too
   Dataset& train = data.train;
   const Dataset& test = data.test;
@@ -178,6 +193,26 @@ int train_pipeline_rank(const Flags& f, Communicator& comm) {
   const StageBounds bounds = partition_model(f.get_string("stages"), *full, P,
                                              train.images.slice(0, std::min(train.size(), batch / M)), &comm);
   const std::string layout_text = describe_stages(*full, bounds);
+
+  // A checkpoint holds the unsplit model (see runtime/train/pipeline_checkpoint.h), so every rank
+  // restores the whole model before taking its stage: the same checks as a data-parallel resume,
+  // whatever split wrote it. After partition_model, which may run the model to time it.
+  std::optional<CheckpointData> resumed;
+  if (f.get_bool("resume")) {
+    resumed = load_latest_checkpoint(ckpt_dir);
+    if (resumed) {
+      // world_size is the number of data shards (see the checkpoint lambda below); with another
+      // number the samples would be dealt differently and the global batch would change.
+      if (resumed->world_size != D)
+        throw Error(detail::concat("checkpoint ", resumed->source, " was written by ", resumed->world_size,
+                                   " data-parallel replica", resumed->world_size == 1 ? "" : "s",
+                                   "; this run has ", D, " (", comm.size(), " ranks / ", P,
+                                   " stages): resume with as many replicas"));
+      restore_model(*full, *resumed, model_name);
+    } else if (lead) {
+      std::printf("--resume: no checkpoint in %s yet, starting from scratch\n", ckpt_dir.c_str());
+    }
+  }
   auto stage = take_stage(*full, bounds, layout.stage);
   full.reset();
 
@@ -193,6 +228,13 @@ int train_pipeline_rank(const Flags& f, Communicator& comm) {
                                   static_cast<float>(f.get_float("momentum")),
                                   static_cast<float>(f.get_float("weight-decay")), f.get_bool("nesterov"));
   auto schedule = make_lr_schedule(f.get_string("lr-schedule"), lr, total_steps);
+  int64_t start_epoch = 0, skip_batches = 0, start_step = 0;
+  if (resumed) {
+    restore_stage_optimizer(*optimizer, *resumed);
+    start_epoch = resumed->epoch;
+    skip_batches = resumed->batches_in_epoch;
+    start_step = resumed->step;
+  }
 
   std::unique_ptr<DataParallel> dp;
   if (D > 1) {
@@ -204,6 +246,8 @@ int train_pipeline_rank(const Flags& f, Communicator& comm) {
       dopts.compression.seed = mc.seed;
     }
     dp = std::make_unique<DataParallel>(*stage, *layout.data_parallel, dopts);
+    dp->grad_sync().set_step(start_step);
+    if (resumed) restore_stage_compressor(dp->grad_sync(), layout.stage, P, layout.replica, *resumed);
   }
   PipelineOptions popts;
   popts.schedule = kind;
@@ -226,16 +270,52 @@ int train_pipeline_rank(const Flags& f, Communicator& comm) {
         static_cast<long long>(batch / M), schedule_name(kind), popts.recompute ? " with recomputation" : "",
         optimizer->name().c_str(), schedule->describe().c_str(), omp_get_max_threads(),
         omp_get_max_threads() == 1 ? "" : "s", layout_text.c_str());
+    if (resumed) {
+      const std::string was = echoed(resumed->config, "pipeline-stages");
+      const std::string note =
+          !was.empty() && was != std::to_string(P)
+              ? detail::concat(" (written with ", was, " pipeline stages, continuing with ", P, ")")
+              : "";
+      std::printf("resuming from %s: step %lld, epoch %lld, batch %lld%s\n", resumed->source.c_str(),
+                  static_cast<long long>(start_step), static_cast<long long>(start_epoch + 1),
+                  static_cast<long long>(skip_batches), note.c_str());
+    }
     std::fflush(stdout);
   }
 
+  // Collective over the world at the same step on every rank: replica 0's stages send their parts
+  // to world rank 0, which writes the one file. world_size records the data-parallel replicas D,
+  // the shards each batch is dealt to, which a resume must match (P may change); for a
+  // data-parallel run that is its number of ranks, so either kind of run reads the other's.
+  int64_t step = start_step;
+  auto checkpoint = [&](int64_t epoch, int64_t batches_done) {
+    if (ckpt_dir.empty()) return;
+    const CheckpointData part = capture_stage(*stage, *optimizer, dp ? &dp->grad_sync() : nullptr,
+                                              dp ? layout.data_parallel.get() : nullptr);
+    if (layout.replica != 0) return;
+    std::optional<CheckpointData> whole = gather_stage_checkpoints(part, *layout.pipeline);
+    if (!whole) return;
+    whole->model_name = model_name;
+    whole->world_size = D;
+    whole->step = step;
+    whole->epoch = epoch;
+    whole->batches_in_epoch = batches_done;
+    whole->config = f.echo();
+    save_checkpoint_to_dir(ckpt_dir, *whole);
+  };
+
   Sums last_test;
   double train_seconds = 0;
-  int64_t train_samples = 0, step = 0;
+  int64_t train_samples = 0;
   size_t peak_held = 0;
+  const int64_t every = f.get_int("checkpoint-every"), log_every = f.get_int("log-every"),
+                exit_after = f.get_int("exit-after-steps");
   Batch b;
-  for (int64_t epoch = 0; epoch < epochs; ++epoch) {
+  for (int64_t epoch = start_epoch; epoch < epochs; ++epoch) {
     loader.start_epoch(epoch);
+    if (dp) dp->grad_sync().set_epoch(epoch);
+    for (int64_t i = 0; i < skip_batches; ++i) loader.next(b);  // resume mid-epoch
+    skip_batches = 0;
     Sums tr;
     char label[64];
     std::snprintf(label, sizeof label, "epoch %lld/%lld", static_cast<long long>(epoch + 1),
@@ -258,7 +338,31 @@ int train_pipeline_rank(const Flags& f, Communicator& comm) {
         tr.correct += st.correct;
         tr.samples += st.samples;
       }
+      if (log_every > 0 && step % log_every == 0) {
+        // Replica 0's last-stage loss, as data-parallel mode logs rank 0's own.
+        double loss = st.loss;
+        if (P > 1 && layout.replica == 0 && (lead || pipe.last_stage())) {
+          Tensor bits = Tensor::empty({1}, DType::i64);
+          if (pipe.last_stage()) {
+            bits.data<int64_t>()[0] = std::bit_cast<int64_t>(loss);
+            layout.pipeline->send(bits, 0, kStepLossTag);
+          } else {
+            layout.pipeline->recv(bits, P - 1, kStepLossTag);
+            loss = std::bit_cast<double>(bits.data<int64_t>()[0]);
+          }
+        }
+        if (lead) metrics.write(JsonObject().add("event", "step").add("step", step).add("loss", loss));
+      }
+      if (every > 0 && step % every == 0) checkpoint(epoch, loader.batches_done());
+      if (exit_after > 0 && step == exit_after) {
+        // Every rank reaches here at this step. The barrier lets rank 0 finish receiving (sends
+        // do not wait for their receiver) and writing before anyone leaves.
+        comm.barrier();
+        std::fflush(stdout);
+        std::_Exit(75);  // a crash in the middle of training, for the resume test
+      }
     }
+    if (every == 0) checkpoint(epoch + 1, 0);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     const Sums trw = world_sum(tr, comm);
     last_test = world_sum(evaluate(pipe, *stage, test, Shard{layout.replica, D}, eval_batch), comm);

@@ -11,7 +11,8 @@ namespace tern {
 void declare_pipeline_flags(Flags& f);
 // Whether the command line asks for the pipeline (more than one stage or micro-batch).
 bool pipeline_requested(const Flags& f);
-// One rank's training and evaluation; rank 0 prints and writes the metrics. Returns the exit code.
+// One rank's training and evaluation; rank 0 prints and writes the metrics and the checkpoints
+// (one file of the unsplit model: runtime/train/pipeline_checkpoint.h). Returns the exit code.
 int train_pipeline_rank(const Flags& f, Communicator& comm);
 
 }  // namespace tern

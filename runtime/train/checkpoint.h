@@ -43,7 +43,7 @@ struct RngSnapshot {
 // touch protobuf types.
 struct CheckpointData {
   std::string model_name;          // the registry name; restore_model can check it
-  int world_size = 1;              // ranks that wrote it
+  int world_size = 1;              // data-parallel ranks that wrote it (pipeline: replicas D)
   int64_t step = 0;                // global optimizer steps done
   int64_t epoch = 0;               // the epoch in progress (0-based)
   int64_t batches_in_epoch = 0;    // batches of `epoch` already trained; resume skips them
