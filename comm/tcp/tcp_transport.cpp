@@ -1,14 +1,17 @@
 #include "comm/tcp/tcp_transport.h"
 
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <iostream>
 #include <mutex>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "comm/tcp/frame.h"
 #include "comm/tcp/inbox.h"
@@ -55,6 +58,16 @@ struct TcpTransport::Peer {
   std::mutex write_mu;  // one frame at a time on the wire; guards next_sequence
   uint64_t next_sequence = 1;
 
+  // Whoever reads the socket (the reader thread, or a polling recv) holds read_mu and takes whole
+  // frames; it guards expected_sequence.
+  std::mutex read_mu;
+  uint64_t expected_sequence = 1;
+  // Recvs polling the socket now. While there are any the reader thread waits on park_cv instead
+  // of the socket, so arriving frames wake no thread: the pollers read them.
+  std::atomic<int> pollers{0};
+  std::mutex park_mu;
+  std::condition_variable park_cv;
+
   Inbox inbox;
   std::thread reader;
 };
@@ -88,6 +101,10 @@ TcpTransport::~TcpTransport() { stop_readers(); }
 void TcpTransport::stop_readers() {
   closing_ = true;
   for (auto& peer : peers_) peer->shutdown();
+  for (auto& peer : peers_) {
+    std::lock_guard park(peer->park_mu);
+    peer->park_cv.notify_all();
+  }
   for (auto& peer : peers_) {
     if (peer->reader.joinable()) peer->reader.join();
   }
@@ -161,53 +178,142 @@ std::string TcpTransport::write_frame(Peer& peer, const void* header, const void
   return "";
 }
 
-// "" when all bytes arrived, else why not. Blocks without a deadline: recv has its own, and the
-// destructor or mark_dead shut the socket down to end the wait.
-std::string TcpTransport::read_exact(Peer& peer, void* data, size_t bytes) {
+// "" when all bytes arrived, else why not. The reader thread passes no deadline and blocks in
+// recv (the destructor or mark_dead shut the socket down to end the wait); a polling recv passes
+// its own, so a sender stalled in the middle of a frame fails it instead of hanging it.
+std::string TcpTransport::read_exact(Peer& peer, void* data, size_t bytes, Clock::time_point deadline) {
+  const bool blocking = deadline == Clock::time_point::max();
   auto* out = static_cast<uint8_t*>(data);
   size_t done = 0;
   while (done < bytes) {
-    const ssize_t got = ::recv(peer.fd, out + done, bytes - done, MSG_WAITALL);
+    const ssize_t got = ::recv(peer.fd, out + done, bytes - done, blocking ? MSG_WAITALL : MSG_DONTWAIT);
     if (got > 0) {
       done += static_cast<size_t>(got);
       continue;
     }
     if (got == 0) return closing_ ? "closed by this rank" : "EOF";
     if (errno == EINTR) continue;
+    if (!blocking && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!wait_ready(peer.fd, POLLIN, deadline)) return "stalled in the middle of a message until a recv timed out";
+      continue;
+    }
     return std::system_category().message(errno);
   }
   return "";
 }
 
-void TcpTransport::read_frames(Peer& peer) {
-  const Inbox::PayloadReader read_payload = [this, &peer](void* data, size_t bytes) {
-    const std::string error = read_exact(peer, data, bytes);
-    return error.empty() ? error : "disconnected (" + error + ")";
+// With read_mu held and a frame's first byte readable: the frame's header, checked, then its
+// payload into the inbox. False when the peer is now dead.
+bool TcpTransport::take_frame(Peer& peer, Clock::time_point deadline) {
+  const Inbox::PayloadReader read_payload = [&](void* data, size_t bytes) {
+    const std::string error = read_exact(peer, data, bytes, deadline);
+    return error.empty() || error.rfind("stalled", 0) == 0 ? error : "disconnected (" + error + ")";
   };
-  uint64_t expected_sequence = 1;
   net::EncodedHeader raw;
-  for (;;) {
-    const std::string error = read_payload(raw.data(), raw.size());
-    if (!error.empty()) return peer.inbox.mark_dead(error);
-    const net::FrameHeader header = net::decode_header(raw.data());
-    const std::string problem = net::frame_problem(header, net::FrameKind::data, job_hash_, expected_sequence,
-                                                   options_.max_message_bytes);
-    if (!problem.empty()) {
-      std::cerr << "tern tcp: rank " << rank_ << " dropped its connection to rank " << peer.rank
-                << " after a bad frame: " << problem << "\n";
-      return peer.inbox.mark_dead("sent a bad frame (" + problem + ") and was disconnected");
-    }
-    ++expected_sequence;
-    const size_t bytes = header.payload_bytes;
-    if (!peer.inbox.receive(header.context, header.tag, bytes, read_payload)) return;  // the peer is dead
-    bytes_received_ += bytes;
+  const std::string error = read_payload(raw.data(), raw.size());
+  if (!error.empty()) {
+    peer.inbox.mark_dead(error);
+    return false;
   }
+  const net::FrameHeader header = net::decode_header(raw.data());
+  const std::string problem = net::frame_problem(header, net::FrameKind::data, job_hash_, peer.expected_sequence,
+                                                 options_.max_message_bytes);
+  if (!problem.empty()) {
+    std::cerr << "tern tcp: rank " << rank_ << " dropped its connection to rank " << peer.rank
+              << " after a bad frame: " << problem << "\n";
+    peer.inbox.mark_dead("sent a bad frame (" + problem + ") and was disconnected");
+    return false;
+  }
+  ++peer.expected_sequence;
+  const size_t bytes = header.payload_bytes;
+  if (!peer.inbox.receive(header.context, header.tag, bytes, read_payload)) return false;  // the peer is dead
+  bytes_received_ += bytes;
+  return true;
+}
+
+namespace {
+
+// Bytes the socket holds for reading now (0 when none or on error).
+size_t readable_bytes(int fd) {
+  int n = 0;
+  return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0 ? static_cast<size_t>(n) : 0;
+}
+
+}  // namespace
+
+// The reader thread: reads every frame while no recv polls the socket (so senders never wait on a
+// recv that is not posted yet), and notices EOF, errors and shutdown.
+void TcpTransport::read_frames(Peer& peer) {
+  constexpr int kSliceMs = 20;  // how often a parked or idle reader looks at shutdown again
+  for (;;) {
+    if (peer.pollers.load(std::memory_order_acquire) > 0) {
+      std::unique_lock park(peer.park_mu);
+      peer.park_cv.wait_for(park, std::chrono::milliseconds(kSliceMs), [&] {
+        return peer.pollers.load(std::memory_order_acquire) == 0 || closing_;
+      });
+      if (!closing_) continue;
+    }
+    pollfd entry{peer.fd, POLLIN, 0};
+    if (::poll(&entry, 1, kSliceMs) == 0) continue;
+    if (peer.pollers.load(std::memory_order_acquire) > 0) continue;  // a recv will read it
+    std::lock_guard lock(peer.read_mu);
+    if (peer.inbox.dead()) return;
+    // A poller may have taken what woke us. EOF or an error still reads (and reports) at once.
+    if (readable_bytes(peer.fd) == 0 && (entry.revents & (POLLHUP | POLLERR)) == 0 && !closing_) {
+      char probe;
+      const ssize_t got = ::recv(peer.fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+    }
+    if (!take_frame(peer, Clock::time_point::max())) return;
+  }
+}
+
+// One look at the socket by a polling recv: takes every whole-header frame there (its own lands in
+// its buffer), or gives the core away for a moment when there is none.
+void TcpTransport::poll_frames(Peer& peer, Clock::time_point deadline) {
+  bool took = false;
+  {
+    std::unique_lock lock(peer.read_mu, std::try_to_lock);
+    if (lock.owns_lock() && !peer.inbox.dead()) {
+      while (readable_bytes(peer.fd) >= net::kFrameHeaderBytes) {
+        if (!take_frame(peer, deadline)) return;
+        took = true;
+      }
+      if (!took) {  // EOF or a reset: report it now (the reader thread stands aside while we poll)
+        char probe;
+        const ssize_t got = ::recv(peer.fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (got == 0) return peer.inbox.mark_dead(closing_ ? "disconnected (closed by this rank)" : "disconnected (EOF)");
+        if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+          return peer.inbox.mark_dead("disconnected (" + std::system_category().message(errno) + ")");
+      }
+    }
+  }
+  if (!took) std::this_thread::yield();
 }
 
 void TcpTransport::recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
                         std::chrono::milliseconds timeout) {
   check_peer_rank(rank_, size_, src, "recv from");
-  peers_[static_cast<size_t>(src)]->inbox.recv(context, tag, data, bytes, timeout);
+  Peer& peer = *peers_[static_cast<size_t>(src)];
+  if (!peer.socket || options_.poll.count() <= 0 || bytes > options_.poll_max_bytes)
+    return peer.inbox.recv(context, tag, data, bytes, timeout);
+  const Clock::time_point deadline = Clock::now() + timeout;
+  struct Polling {  // counted from the first look until the recv sleeps or returns
+    Peer& peer;
+    bool counted = true;
+    explicit Polling(Peer& p) : peer(p) { peer.pollers.fetch_add(1, std::memory_order_acq_rel); }
+    void stop() {
+      if (!std::exchange(counted, false)) return;
+      if (peer.pollers.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard park(peer.park_mu);
+        peer.park_cv.notify_all();  // the reader thread watches the socket again
+      }
+    }
+    ~Polling() { stop(); }
+  } polling{peer};
+  Inbox::Poller poller{[&] { poll_frames(peer, deadline); }, Clock::now() + options_.poll,
+                       [&] { polling.stop(); }};
+  peer.inbox.recv(context, tag, data, bytes, timeout, &poller);
 }
 
 }  // namespace tern

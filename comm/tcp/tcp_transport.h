@@ -32,7 +32,9 @@ class TcpTransport final : public Transport {
   // the kernel has taken the bytes. Waits only for socket space, never for the receiver's recv.
   void send(int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes) override;
   // A recv that times out while its message is half received closes that peer's connection:
-  // the rest of the message can no longer be told apart from what follows it.
+  // the rest of the message can no longer be told apart from what follows it. A recv of at most
+  // options.poll_max_bytes reads the socket itself for up to options.poll (the reader thread
+  // stands aside meanwhile), as the shared-memory transport does: no thread hand-off per message.
   void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
             std::chrono::milliseconds timeout) override;
   uint64_t bytes_sent() const override { return bytes_sent_; }
@@ -43,7 +45,9 @@ class TcpTransport final : public Transport {
 
   void stop_readers();
   void read_frames(Peer& peer);
-  std::string read_exact(Peer& peer, void* data, size_t bytes);
+  bool take_frame(Peer& peer, std::chrono::steady_clock::time_point deadline);
+  void poll_frames(Peer& peer, std::chrono::steady_clock::time_point deadline);
+  std::string read_exact(Peer& peer, void* data, size_t bytes, std::chrono::steady_clock::time_point deadline);
   std::string write_frame(Peer& peer, const void* header, const void* data, size_t bytes);
 
   int rank_;
