@@ -11,6 +11,7 @@
 #include "comm/local/local.h"
 #include "comm/tcp/shm_ring.h"
 #include "runtime/rng.h"
+#include "tests/comm/tcp/transport_checks.h"
 #include "tests/support/threads.h"
 
 namespace tern {
@@ -29,12 +30,7 @@ CommOptions short_timeouts(milliseconds timeout = seconds(10)) {
   return options;
 }
 
-std::vector<uint8_t> pattern(size_t bytes, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<uint8_t> data(bytes);
-  for (auto& b : data) b = static_cast<uint8_t>(rng.next_u32());
-  return data;
-}
+using testing::pattern;
 
 // n transports of one job over one in-memory store, each built on its own thread.
 std::vector<std::unique_ptr<ShmTransport>> make_shm_world(int n, Store& store, const std::string& job_id,
@@ -99,37 +95,13 @@ TEST_F(ShmTransportWorld, ARecvPostedBeforeTheMessageArrivesReceivesALargeMessag
   EXPECT_TRUE(got == data);
 }
 
-// A recv first reads the ring itself (CommOptions::poll), then sleeps and leaves it to the receiver
-// thread; several recvs on one peer take each other's messages. Each thread here receives its own
-// tag while the sender pauses at random, so recvs find their message while polling, after going to
-// sleep, in the mailbox (read by another thread's poll), or posted and filled by the receiver thread.
 TEST_F(ShmTransportWorld, ConcurrentRecvsThatPollAndSleepEachGetTheirOwnMessagesInOrder) {
   for (const int64_t poll_us : {int64_t{0}, int64_t{50}, int64_t{100000}}) {
     CommOptions options = short_timeouts();
     options.poll = std::chrono::microseconds(poll_us);
     auto world = make_shm_world(2, *store_, "shm-poll-" + std::to_string(poll_us), options);
-    constexpr int kThreads = 4, kMessages = 60;
-    std::vector<std::thread> receivers;
-    std::vector<int> wrong(kThreads, 0);
-    for (int t = 0; t < kThreads; ++t) {
-      receivers.emplace_back([&, t] {
-        for (int i = 0; i < kMessages; ++i) {
-          std::vector<uint8_t> got(size_t{1} << (i % 12), 0);
-          world[1]->recv(0, 4, static_cast<uint64_t>(t), got.data(), got.size(), kRecvTimeout);
-          wrong[static_cast<size_t>(t)] += got != pattern(got.size(), static_cast<uint64_t>(t * 1000 + i));
-        }
-      });
-    }
-    Rng rng(7);
-    for (int i = 0; i < kMessages; ++i) {
-      for (int t = 0; t < kThreads; ++t) {
-        const auto data = pattern(size_t{1} << (i % 12), static_cast<uint64_t>(t * 1000 + i));
-        world[0]->send(1, 4, static_cast<uint64_t>(t), data.data(), data.size());
-        if (rng.below(4) == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng.below(300)));
-      }
-    }
-    for (auto& r : receivers) r.join();
-    for (int t = 0; t < kThreads; ++t) EXPECT_EQ(wrong[static_cast<size_t>(t)], 0) << "poll " << poll_us << " us";
+    SCOPED_TRACE("poll " + std::to_string(poll_us) + " us");
+    testing::check_concurrent_recvs_that_poll_and_sleep(*world[0], *world[1], 4);
   }
 }
 

@@ -9,6 +9,7 @@
 #include "comm/tcp/tcp_store.h"
 #include "runtime/rng.h"
 #include "tests/comm/tcp/tcp_test_support.h"
+#include "tests/comm/tcp/transport_checks.h"
 
 namespace tern {
 namespace {
@@ -19,12 +20,7 @@ using testing::make_tcp_world;
 
 constexpr milliseconds kRecvTimeout = seconds(10);
 
-std::vector<uint8_t> pattern(size_t bytes, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<uint8_t> data(bytes);
-  for (auto& b : data) b = static_cast<uint8_t>(rng.next_u32());
-  return data;
-}
+using testing::pattern;
 
 class TcpTransportWorld : public ::testing::Test {
  protected:
@@ -124,6 +120,16 @@ TEST_F(TcpTransportWorld, BothDirectionsOfALargeExchangeProceedTogether) {
     });
   }
   for (auto& t : threads) t.join();
+}
+
+TEST_F(TcpTransportWorld, ConcurrentRecvsThatPollAndSleepEachGetTheirOwnMessagesInOrder) {
+  for (const int64_t poll_us : {int64_t{0}, int64_t{50}, int64_t{100000}}) {
+    CommOptions options = testing::short_timeouts();
+    options.poll = std::chrono::microseconds(poll_us);
+    auto world = make_tcp_world(2, *store_, "poll-" + std::to_string(poll_us), options);
+    SCOPED_TRACE("poll " + std::to_string(poll_us) + " us");
+    testing::check_concurrent_recvs_that_poll_and_sleep(*world[0], *world[1], 4);
+  }
 }
 
 TEST_F(TcpTransportWorld, SendToItselfIsDelivered) {
