@@ -40,11 +40,15 @@ struct CommOptions {
   // Tuning of Tern's own algorithms (local and tcp backends); 0 keeps comm/algorithms.h's default.
   size_t small_message_bytes = 0;  // allreduce below this: recursive doubling; from it: ring
   size_t ring_chunk_bytes = 0;     // ring pipelining granularity
-  // tcp backend, ranks on one host: how long a waiting recv reads the shared-memory ring itself
-  // (yielding the core between looks) before it sleeps and leaves the ring to the receiver thread.
+  // tcp backend (sockets and shared memory): how long a waiting recv reads the link itself
+  // (yielding the core between looks) before it sleeps and leaves the link to the reader thread.
   // Longer: lower latency for replies that take a while; shorter: less CPU spent waiting.
   std::chrono::microseconds poll{200};
-  size_t poll_max_bytes = size_t{64} << 10;  // larger recvs sleep at once (see shm_transport.h)
+  // Only recvs of at most this many bytes poll. Measured (bench/allreduce --poll-max-bytes, 2
+  // ranks, shared memory): polling takes 4-64 KB allreduces from 21-23 to 10-15 us, but makes 1 MB
+  // and 4 MB ones 2-3x slower — the reader thread copies a large message while its recv's sender
+  // is still writing the rest, where a polling recv copies only after its own sends are done.
+  size_t poll_max_bytes = size_t{64} << 10;
 };
 
 // Counts of elements per rank for reduce_scatter and the default split of n elements: rank r gets
