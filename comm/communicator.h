@@ -46,8 +46,8 @@ struct CommOptions {
   std::chrono::microseconds poll{200};
   // Only recvs of at most this many bytes poll. Measured (bench/allreduce --poll-max-bytes, 2
   // ranks, shared memory): polling takes 4-64 KB allreduces from 21-23 to 10-15 us, but makes 1 MB
-  // and 4 MB ones 2-3x slower — the reader thread copies a large message while its recv's sender
-  // is still writing the rest, where a polling recv copies only after its own sends are done.
+  // and 4 MB ones 2-3x slower (not explained yet; our guess: the reader thread copies a large
+  // message while the caller is still sending, where a polling recv copies only afterwards).
   size_t poll_max_bytes = size_t{64} << 10;
 };
 
