@@ -1,6 +1,7 @@
 #include "runtime/kernels/cpu/tiny_linear.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #if defined(__AVX512F__)
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which -W(maybe-)uninitialized
@@ -275,71 +276,45 @@ bool tiny_linear_vectorised() { return true; }
 bool tiny_linear_vectorised() { return false; }
 #endif
 
-// Each entry point takes the rows 4 at a time, so any n is correct; n <= 4 is one pass over W.
-void tiny_linear_forward(const float* x, const float* w, const float* b, float* y, int64_t n, int64_t in,
-                         int64_t out) {
+namespace {
+
+// Calls fn(std::integral_constant<int, N>, r) for each block of N <= 4 rows starting at row r:
+// every entry point takes the rows 4 at a time, so any n is correct; n <= 4 is one pass over W.
+template <typename Fn>
+void for_row_blocks(int64_t n, Fn&& fn) {
   for (int64_t r = 0; r < n; r += kTinyLinearMaxRows) {
-    const float* xr = x + r * in;
-    float* yr = y + r * out;
     switch (std::min(kTinyLinearMaxRows, n - r)) {
       case 1:
-        forward_rows<1>(xr, w, b, yr, in, out);
+        fn(std::integral_constant<int, 1>{}, r);
         break;
       case 2:
-        forward_rows<2>(xr, w, b, yr, in, out);
+        fn(std::integral_constant<int, 2>{}, r);
         break;
       case 3:
-        forward_rows<3>(xr, w, b, yr, in, out);
+        fn(std::integral_constant<int, 3>{}, r);
         break;
       default:
-        forward_rows<4>(xr, w, b, yr, in, out);
+        fn(std::integral_constant<int, 4>{}, r);
         break;
     }
   }
+}
+
+}  // namespace
+
+void tiny_linear_forward(const float* x, const float* w, const float* b, float* y, int64_t n, int64_t in,
+                         int64_t out) {
+  for_row_blocks(n, [&](auto rows, int64_t r) { forward_rows<rows()>(x + r * in, w, b, y + r * out, in, out); });
 }
 
 void tiny_linear_backward_data(const float* w, const float* dy, float* dx, int64_t n, int64_t in,
                                int64_t out) {
-  for (int64_t r = 0; r < n; r += kTinyLinearMaxRows) {
-    const float* dyr = dy + r * out;
-    float* dxr = dx + r * in;
-    switch (std::min(kTinyLinearMaxRows, n - r)) {
-      case 1:
-        data_rows<1>(w, dyr, dxr, in, out);
-        break;
-      case 2:
-        data_rows<2>(w, dyr, dxr, in, out);
-        break;
-      case 3:
-        data_rows<3>(w, dyr, dxr, in, out);
-        break;
-      default:
-        data_rows<4>(w, dyr, dxr, in, out);
-        break;
-    }
-  }
+  for_row_blocks(n, [&](auto rows, int64_t r) { data_rows<rows()>(w, dy + r * out, dx + r * in, in, out); });
 }
 
 void tiny_linear_backward_weight(const float* x, const float* dy, float* dw, float* db, int64_t n, int64_t in,
                                  int64_t out) {
-  for (int64_t r = 0; r < n; r += kTinyLinearMaxRows) {
-    const float* xr = x + r * in;
-    const float* dyr = dy + r * out;
-    switch (std::min(kTinyLinearMaxRows, n - r)) {
-      case 1:
-        weight_rows<1>(xr, dyr, dw, in, out);
-        break;
-      case 2:
-        weight_rows<2>(xr, dyr, dw, in, out);
-        break;
-      case 3:
-        weight_rows<3>(xr, dyr, dw, in, out);
-        break;
-      default:
-        weight_rows<4>(xr, dyr, dw, in, out);
-        break;
-    }
-  }
+  for_row_blocks(n, [&](auto rows, int64_t r) { weight_rows<rows()>(x + r * in, dy + r * out, dw, in, out); });
   if (db)
     for (int64_t r = 0; r < n; ++r) {
       const float* row = dy + r * out;

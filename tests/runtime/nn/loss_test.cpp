@@ -9,19 +9,12 @@
 #include "runtime/kernels/reference/loss.h"
 #include "runtime/nn/module.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/error_of.h"
 
 namespace tern {
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 // The loss as a Module (logits -> [1] holding the loss) so the shared finite-difference checker
 // can verify dlogits.

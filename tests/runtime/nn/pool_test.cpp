@@ -7,19 +7,12 @@
 
 #include "runtime/rng.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/error_of.h"
 
 namespace tern {
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 // Distinct values at least 0.1 apart in random order: the finite-difference step (0.01) can then
 // never change which element of a window is the max.

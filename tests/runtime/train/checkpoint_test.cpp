@@ -18,6 +18,7 @@
 #include "runtime/nn/norm.h"
 #include "runtime/nn/sequential.h"
 #include "tests/support/scratch_dir.h"
+#include "tests/support/error_of.h"
 
 namespace tern {
 namespace {
@@ -39,16 +40,7 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
   return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
-// The message of the tern::Error that f throws ("" if it throws none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 // Linear then BatchNorm: parameters and BN running-stat buffers.
 std::unique_ptr<Sequential> small_model(uint64_t seed, int64_t hidden = 3) {

@@ -17,6 +17,7 @@
 #include "runtime/rng.h"
 #include "runtime/train/pipeline.h"
 #include "runtime/train/pipeline_partition.h"
+#include "tests/support/error_of.h"
 
 namespace tern {
 namespace {
@@ -28,16 +29,7 @@ CommOptions quick() {
   return o;
 }
 
-// The message of the tern::Error that f throws ("" if it throws none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
