@@ -25,6 +25,15 @@ void Group::recv(int peer, uint64_t tag, void* data, size_t bytes) {
   received_.fetch_add(bytes, std::memory_order_relaxed);
 }
 
+std::unique_ptr<PostedRecv> Group::post_recv(int peer, uint64_t tag, void* data, size_t bytes) {
+  return transport_.post_recv(members_[static_cast<size_t>(peer)], context_, tag, data, bytes);
+}
+
+void Group::wait(PostedRecv& recv) {
+  recv.wait(timeout_);
+  received_.fetch_add(recv.bytes(), std::memory_order_relaxed);
+}
+
 namespace {
 
 int mod(int a, int p) { return ((a % p) + p) % p; }
@@ -65,41 +74,72 @@ struct RingReduction {
 // successive chunks overlap along the ring instead of whole blocks waiting for each other.
 // With shift = -1 and reduction, rank r ends holding the full reduction of block r (reduce-scatter);
 // with shift = 0 and copying, every rank ends with every block (allgather, rank r starting with r).
+//
+// The recvs are posted ahead of need (a window of them, each with its own scratch chunk when
+// reducing; straight into place when copying), so that chunks arriving while this rank is still
+// sending land where they are needed instead of in the transport's mailbox (a copy and an
+// allocation more per chunk).
 void ring_pass(Group& group, uint64_t tag, char* buffer, const Blocks& blocks, size_t elem_size, int shift,
-               const RingReduction& how, size_t chunk_bytes) {
+               const RingReduction& how, const AlgorithmOptions& options) {
   const int size = group.size();
   const int rank = group.rank();
   if (size == 1) return;
   const int next = mod(rank + 1, size);
   const int prev = mod(rank - 1, size);
-  const int64_t chunk = chunk_elements(chunk_bytes, elem_size);
-  auto for_each_chunk = [&](int block, auto&& fn) {
+  const int64_t chunk = chunk_elements(options.ring_chunk_bytes, elem_size);
+
+  struct Piece {
+    char* at;
+    size_t bytes;
+    int64_t len;
+    bool forward;  // sent on to the next rank once received
+  };
+  auto add_chunks = [&](int block, bool forward, std::vector<Piece>& into) {
     const auto b = static_cast<size_t>(block);
     for (int64_t begin = 0; begin < blocks.count[b]; begin += chunk) {
       const int64_t len = std::min(chunk, blocks.count[b] - begin);
-      fn(buffer + static_cast<size_t>(blocks.offset[b] + begin) * elem_size,
-         static_cast<size_t>(len) * elem_size, len);
+      into.push_back({buffer + static_cast<size_t>(blocks.offset[b] + begin) * elem_size,
+                      static_cast<size_t>(len) * elem_size, len, forward});
     }
   };
+  std::vector<Piece> outgoing;  // this rank's first block
+  add_chunks(mod(rank + shift, size), false, outgoing);
+  std::vector<Piece> incoming;  // in the order they arrive: step by step, each block front to back
+  for (int step = 0; step < size - 1; ++step) {
+    add_chunks(mod(rank - step - 1 + shift, size), step + 1 < size - 1, incoming);
+  }
 
-  std::vector<char> scratch;
+  // Reducing: a scratch chunk per posted recv, within options.ring_window_bytes.
+  size_t window = std::min(incoming.size(), kMaxPostedRecvs);
+  size_t slot_bytes = 0;
   if (how.reduce) {
     const int64_t largest = *std::max_element(blocks.count.begin(), blocks.count.end());
-    scratch.resize(static_cast<size_t>(std::min(chunk, largest)) * elem_size);
+    slot_bytes = static_cast<size_t>(std::min(chunk, largest)) * elem_size;
+    window =
+        std::min(window, std::max<size_t>(1, options.ring_window_bytes / std::max<size_t>(1, slot_bytes)));
   }
-  for_each_chunk(mod(rank + shift, size),
-                 [&](char* at, size_t bytes, int64_t) { group.send(next, tag, at, bytes); });
-  for (int step = 0; step < size - 1; ++step) {
-    const bool forward = step + 1 < size - 1;
-    for_each_chunk(mod(rank - step - 1 + shift, size), [&](char* at, size_t bytes, int64_t len) {
-      if (how.reduce) {
-        group.recv(prev, tag, scratch.data(), bytes);
-        reduce_into(at, scratch.data(), len, how.dtype, how.op);
-      } else {
-        group.recv(prev, tag, at, bytes);
-      }
-      if (forward) group.send(next, tag, at, bytes);
-    });
+  std::vector<char> scratch(window * slot_bytes);
+  auto slot = [&](size_t k) { return scratch.data() + (k % window) * slot_bytes; };
+  // Declared after scratch, so that on an exception the recvs are un-posted before it is freed.
+  std::vector<std::unique_ptr<PostedRecv>> posted(window);
+  size_t next_post = 0;
+  auto post_next = [&] {
+    const Piece& piece = incoming[next_post];
+    posted[next_post % window] =
+        group.post_recv(prev, tag, how.reduce ? slot(next_post) : piece.at, piece.bytes);
+    ++next_post;
+  };
+  while (next_post < window) post_next();
+
+  for (const Piece& piece : outgoing) group.send(next, tag, piece.at, piece.bytes);
+  for (size_t k = 0; k < incoming.size(); ++k) {
+    const Piece& piece = incoming[k];
+    std::unique_ptr<PostedRecv>& recv = posted[k % window];
+    group.wait(*recv);
+    if (how.reduce) reduce_into(piece.at, slot(k), piece.len, how.dtype, how.op);
+    recv.reset();
+    if (next_post < incoming.size()) post_next();  // into the slot just freed, before forwarding
+    if (piece.forward) group.send(next, tag, piece.at, piece.bytes);
   }
 }
 
@@ -111,8 +151,8 @@ void allreduce_ring(Group& group, uint64_t tag, void* data, int64_t n, DType dty
   const Blocks blocks = blocks_from_counts(even_counts(n, group.size()));
   const size_t elem_size = dtype_size(dtype);
   auto* buffer = static_cast<char*>(data);
-  ring_pass(group, tag, buffer, blocks, elem_size, -1, {true, dtype, op}, options.ring_chunk_bytes);
-  ring_pass(group, tag, buffer, blocks, elem_size, 0, {}, options.ring_chunk_bytes);
+  ring_pass(group, tag, buffer, blocks, elem_size, -1, {true, dtype, op}, options);
+  ring_pass(group, tag, buffer, blocks, elem_size, 0, {}, options);
 }
 
 void allreduce_recursive_doubling(Group& group, uint64_t tag, void* data, int64_t n, DType dtype,
@@ -123,8 +163,10 @@ void allreduce_recursive_doubling(Group& group, uint64_t tag, void* data, int64_
   const size_t bytes = static_cast<size_t>(n) * dtype_size(dtype);
   std::vector<char> scratch(bytes);
   auto exchange_and_reduce = [&](int peer) {
+    // Posted first: the partner's data lands in scratch while this rank is still sending its own.
+    const std::unique_ptr<PostedRecv> incoming = group.post_recv(peer, tag, scratch.data(), bytes);
     group.send(peer, tag, data, bytes);
-    group.recv(peer, tag, scratch.data(), bytes);
+    group.wait(*incoming);
     // Both partners compute a op b; sum and max commute, so every rank ends bit-identical.
     reduce_into(data, scratch.data(), n, dtype, op);
   };
@@ -184,7 +226,7 @@ void reduce_scatter(Group& group, uint64_t tag, const void* in, void* out, int64
   } else if (n > 0) {
     // The ring reduces in place, and `in` is the caller's: work on a copy.
     std::vector<char> work(static_cast<const char*>(in), static_cast<const char*>(in) + n * elem_size);
-    ring_pass(group, tag, work.data(), blocks, elem_size, -1, {true, dtype, op}, options.ring_chunk_bytes);
+    ring_pass(group, tag, work.data(), blocks, elem_size, -1, {true, dtype, op}, options);
     std::memcpy(out, work.data() + static_cast<size_t>(blocks.offset[mine]) * elem_size, out_bytes);
   }
   if (op == ReduceOp::avg) finish_average(out, counts[mine], dtype, group.size());
@@ -199,7 +241,7 @@ void allgatherv(Group& group, uint64_t tag, const void* in, void* out, const std
   auto* buffer = static_cast<char*>(out);
   std::memmove(buffer + static_cast<size_t>(blocks.offset[mine]) * elem_size, in,
                static_cast<size_t>(counts[mine]) * elem_size);
-  ring_pass(group, tag, buffer, blocks, elem_size, 0, {}, options.ring_chunk_bytes);
+  ring_pass(group, tag, buffer, blocks, elem_size, 0, {}, options);
 }
 
 void allgather(Group& group, uint64_t tag, const void* in, void* out, size_t bytes,
@@ -232,12 +274,28 @@ void broadcast(Group& group, uint64_t tag, void* data, size_t bytes, int root,
   }
   // Chain root -> root+1 -> ...: each chunk is forwarded as soon as it arrives, so for large
   // messages every link carries data at once and the time is ~bytes / bandwidth + P chunks.
+  // Every chunk's recv is posted up front (a window of them), straight into place, so chunks that
+  // arrive while this rank forwards earlier ones skip the transport's mailbox.
   const size_t chunk = options.ring_chunk_bytes == 0 ? bytes : options.ring_chunk_bytes;
+  const size_t chunks = (bytes + chunk - 1) / chunk;
   auto* buffer = static_cast<char*>(data);
-  for (size_t begin = 0; begin < bytes; begin += chunk) {
-    const size_t len = std::min(chunk, bytes - begin);
-    if (relative > 0) group.recv(member(relative - 1), tag, buffer + begin, len);
-    if (relative + 1 < size) group.send(member(relative + 1), tag, buffer + begin, len);
+  auto length = [&](size_t c) { return std::min(chunk, bytes - c * chunk); };
+  const size_t window = relative > 0 ? std::min<size_t>(chunks, kMaxPostedRecvs) : 0;
+  std::vector<std::unique_ptr<PostedRecv>> posted(window);
+  size_t next_post = 0;
+  auto post_next = [&] {
+    posted[next_post % window] =
+        group.post_recv(member(relative - 1), tag, buffer + next_post * chunk, length(next_post));
+    ++next_post;
+  };
+  while (next_post < window) post_next();
+  for (size_t c = 0; c < chunks; ++c) {
+    if (relative > 0) {
+      group.wait(*posted[c % window]);
+      posted[c % window].reset();
+      if (next_post < chunks) post_next();
+    }
+    if (relative + 1 < size) group.send(member(relative + 1), tag, buffer + c * chunk, length(c));
   }
 }
 

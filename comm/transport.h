@@ -5,13 +5,41 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 namespace tern {
 
+// A receive posted ahead of time (Transport::post_recv): the transport may put the message
+// straight into the buffer as it arrives, instead of parking it in a mailbox and copying it again
+// when the recv comes. The buffer belongs to the transport from the post until wait() returns or
+// throws, or the handle is destroyed, whichever comes first. A handle must die before its
+// transport.
+class PostedRecv {
+ public:
+  explicit PostedRecv(size_t bytes) : bytes_(bytes) {}
+  // Destroying a handle before wait() un-posts it, and returns once the transport no longer
+  // touches the buffer (a message half-copied into it is finished, or its link cut). A message
+  // that had already reached the handle is discarded; one that had not goes to the next recv.
+  // Meant for abandoning an operation that failed, not for normal use.
+  virtual ~PostedRecv() = default;
+  PostedRecv(const PostedRecv&) = delete;
+  PostedRecv& operator=(const PostedRecv&) = delete;
+
+  // Blocks until the message is in the buffer, with Transport::recv's errors (length mismatch,
+  // timeout, dead peer). Call it at most once.
+  virtual void wait(std::chrono::milliseconds timeout) = 0;
+  size_t bytes() const { return bytes_; }
+
+ private:
+  size_t bytes_;
+};
+
 // Messages are matched by (source rank, context, tag) and delivered in order for each such
-// triple. `context` separates communicators (the world and each split share one transport);
-// `tag` separates operations within one (algorithms derive it from an operation counter, user
-// send/recv tags live in their own range). Ranks here are the transport's (the world's) ranks.
+// triple: the k-th message goes to the k-th recv of that triple, counting posted recvs from their
+// post_recv and plain recvs from their call. `context` separates communicators (the world and
+// each split share one transport); `tag` separates operations within one (algorithms derive it
+// from an operation counter, user send/recv tags live in their own range). Ranks here are the
+// transport's (the world's) ranks.
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -27,9 +55,38 @@ class Transport {
   // peer that died (naming the peer).
   virtual void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
                     std::chrono::milliseconds timeout) = 0;
+  // Takes this recv's place in the order of (src, context, tag) now and returns at once; the
+  // handle's wait() completes it. The default is a plain recv run by wait(): it takes its place
+  // only then, so with it handles must be waited in the order they were posted, with no plain
+  // recv of the same triple in between (what the algorithms do). The tcp, shared-memory and local
+  // transports post for real.
+  virtual std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,
+                                                size_t bytes);
 
   virtual uint64_t bytes_sent() const = 0;
   virtual uint64_t bytes_received() const = 0;
 };
+
+// Transport::post_recv's default: a recv deferred to wait().
+class DeferredRecv final : public PostedRecv {
+ public:
+  DeferredRecv(Transport& transport, int src, uint64_t context, uint64_t tag, void* data, size_t bytes)
+      : PostedRecv(bytes), transport_(transport), src_(src), context_(context), tag_(tag), data_(data) {}
+  void wait(std::chrono::milliseconds timeout) override {
+    transport_.recv(src_, context_, tag_, data_, bytes(), timeout);
+  }
+
+ private:
+  Transport& transport_;
+  int src_;
+  uint64_t context_;
+  uint64_t tag_;
+  void* data_;
+};
+
+inline std::unique_ptr<PostedRecv> Transport::post_recv(int src, uint64_t context, uint64_t tag, void* data,
+                                                        size_t bytes) {
+  return std::make_unique<DeferredRecv>(*this, src, context, tag, data, bytes);
+}
 
 }  // namespace tern

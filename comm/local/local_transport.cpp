@@ -23,66 +23,170 @@ void LocalFabric::throw_if_broken(int rank, const char* op, int peer) const {
                                  failed_rank_, " failed: ", failure_));
 }
 
-void LocalFabric::deliver(int src, int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes) {
-  if (dst < 0 || dst >= size()) {
-    throw CommError(
-        detail::concat("rank ", src, ": send to rank ", dst, ", which is not in [0, ", size(), ")"));
+LocalFabric::Mailbox& LocalFabric::mailbox_of(int dst, int src, const char* op) {
+  if (src < 0 || src >= size() || dst < 0 || dst >= size()) {
+    const bool sending = std::string(op) == "send to";
+    throw CommError(detail::concat("rank ", sending ? src : dst, ": ", op, " rank ", sending ? dst : src,
+                                   ", which is not in [0, ", size(), ")"));
   }
-  // Copy outside the lock: the receiver's mailbox is held only to link the message in.
-  std::vector<char> message(static_cast<const char*>(data), static_cast<const char*>(data) + bytes);
-  Mailbox& box = *mailboxes_[static_cast<size_t>(dst)];
-  {
-    std::lock_guard lock(box.mu);
+  return *mailboxes_[static_cast<size_t>(dst)];
+}
+
+void LocalFabric::file_locked(Mailbox& box, const Key& key, std::vector<char> message) {
+  const auto posted = box.posted.find(key);
+  if (posted == box.posted.end()) {
+    box.queues[key].push_back(std::move(message));
+    return;
+  }
+  Post* target = posted->second.front();
+  posted->second.pop_front();
+  if (posted->second.empty()) box.posted.erase(posted);
+  target->message_ = std::move(message);
+  target->state_ = Post::State::arrived;
+}
+
+void LocalFabric::unpost_locked(Mailbox& box, Post& post) {
+  const auto posted = box.posted.find(Key{post.src_, post.context_, post.tag_});
+  if (posted == box.posted.end()) return;
+  auto& queue = posted->second;
+  queue.erase(std::remove(queue.begin(), queue.end(), &post), queue.end());
+  if (queue.empty()) box.posted.erase(posted);
+}
+
+void LocalFabric::deliver(int src, int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes) {
+  Mailbox& box = mailbox_of(dst, src, "send to");
+  const Key key{src, context, tag};
+  auto check_open = [&] {
     throw_if_broken(src, "send to", dst);
     if (left_[static_cast<size_t>(dst)].load()) {
       throw CommError(detail::concat("rank ", src, ": send to rank ", dst, " failed: rank ", dst,
                                      " has shut down (its communicator was destroyed)"));
     }
-    box.queues[Key{src, context, tag}].push_back(std::move(message));
+  };
+  Post* target = nullptr;
+  {
+    std::lock_guard lock(box.mu);
+    check_open();
+    const auto posted = box.posted.find(key);
+    if (posted != box.posted.end() && posted->second.front()->bytes_ == bytes) {
+      target = posted->second.front();
+      posted->second.pop_front();
+      if (posted->second.empty()) box.posted.erase(posted);
+      target->state_ = Post::State::filling;
+    }
+  }
+  if (target != nullptr) {  // the recv is waiting: one copy, outside the lock
+    if (bytes > 0) std::memcpy(target->data_, data, bytes);
+    {
+      std::lock_guard lock(box.mu);
+      target->state_ = Post::State::filled;  // the recv may return from here on
+    }
+    box.arrived.notify_all();
+    return;
+  }
+  // Copy outside the lock: the receiver's mailbox is held only to link the message in.
+  std::vector<char> message(static_cast<const char*>(data), static_cast<const char*>(data) + bytes);
+  {
+    std::lock_guard lock(box.mu);
+    check_open();
+    file_locked(box, key, std::move(message));
   }
   box.arrived.notify_all();
 }
 
-void LocalFabric::take(int dst, int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
-                       std::chrono::milliseconds timeout) {
-  if (src < 0 || src >= size()) {
-    throw CommError(
-        detail::concat("rank ", dst, ": recv from rank ", src, ", which is not in [0, ", size(), ")"));
+void LocalFabric::post(Post& post) {
+  Mailbox& box = mailbox_of(post.dst_, post.src_, "recv from");
+  std::lock_guard lock(box.mu);
+  TERN_CHECK(post.state_ == Post::State::unposted, "LocalFabric::post: a recv was posted twice");
+  const Key key{post.src_, post.context_, post.tag_};
+  const auto queued = box.queues.find(key);
+  if (queued == box.queues.end()) {
+    box.posted[key].push_back(&post);
+    post.state_ = Post::State::waiting;
+    return;
   }
+  post.message_ = std::move(queued->second.front());
+  post.state_ = Post::State::arrived;
+  queued->second.pop_front();
+  if (queued->second.empty()) box.queues.erase(queued);  // every collective uses a fresh tag
+}
+
+void LocalFabric::wait(Post& post, std::chrono::milliseconds timeout) {
   // A deadline far beyond any run stands in for "forever" without overflowing the clock.
   const auto deadline = std::chrono::steady_clock::now() +
                         std::min<std::chrono::milliseconds>(timeout, std::chrono::hours(24 * 365));
-  Mailbox& box = *mailboxes_[static_cast<size_t>(dst)];
-  std::vector<char> message;
-  {
-    std::unique_lock lock(box.mu);
-    const Key key{src, context, tag};
-    auto it = box.queues.end();
-    for (;;) {
+  const int dst = post.dst_, src = post.src_;
+  Mailbox& box = mailbox_of(dst, src, "recv from");
+  std::unique_lock lock(box.mu);
+  auto give_up = [&] {
+    unpost_locked(box, post);
+    post.message_.clear();
+    post.state_ = Post::State::done;
+  };
+  for (;;) {
+    // A broken world fails every recv at once, even one whose message came (as before posting).
+    const bool settled = post.state_ == Post::State::filled || post.state_ == Post::State::arrived;
+    if (broken_.load() && (settled || post.state_ == Post::State::waiting)) {
+      give_up();
       throw_if_broken(dst, "recv from", src);
-      it = box.queues.find(key);
-      if (it != box.queues.end()) break;
-      if (left_[static_cast<size_t>(src)].load()) {
-        throw CommError(detail::concat("rank ", dst, ": recv from rank ", src, " failed: rank ", src,
-                                       " has shut down (its communicator was destroyed) without sending it"));
-      }
-      if (box.arrived.wait_until(lock, deadline) == std::cv_status::timeout &&
-          box.queues.find(key) == box.queues.end()) {
-        throw_if_broken(dst, "recv from", src);
-        throw CommError(detail::concat("rank ", dst, ": recv from rank ", src, " timed out after ",
-                                       timeout.count(), " ms"));
-      }
     }
-    message = std::move(it->second.front());
-    it->second.pop_front();
-    if (it->second.empty()) box.queues.erase(it);  // every collective uses a fresh tag
+    switch (post.state_) {
+      case Post::State::unposted:
+      case Post::State::done:
+        TERN_CHECK(false, "LocalFabric::wait: a recv that is not posted (or was already waited for)");
+        break;
+      case Post::State::filled:
+        post.state_ = Post::State::done;
+        return;
+      case Post::State::arrived: {
+        post.state_ = Post::State::done;
+        const std::vector<char> message = std::move(post.message_);
+        lock.unlock();
+        if (message.size() != post.bytes_) {
+          throw CommError(
+              detail::concat("rank ", dst, ": recv from rank ", src, " expected ", post.bytes_,
+                             " bytes but the message has ", message.size(),
+                             " bytes (do the ranks disagree on the size or order of operations?)"));
+        }
+        if (post.bytes_ > 0) std::memcpy(post.data_, message.data(), post.bytes_);
+        return;
+      }
+      case Post::State::filling:  // the sender is copying: it finishes without waiting for anyone
+        box.arrived.wait(lock);
+        continue;
+      case Post::State::waiting:
+        if (left_[static_cast<size_t>(src)].load()) {
+          give_up();
+          throw CommError(
+              detail::concat("rank ", dst, ": recv from rank ", src, " failed: rank ", src,
+                             " has shut down (its communicator was destroyed) without sending it"));
+        }
+        if (box.arrived.wait_until(lock, deadline) == std::cv_status::timeout &&
+            post.state_ == Post::State::waiting) {
+          give_up();
+          throw_if_broken(dst, "recv from", src);
+          throw CommError(detail::concat("rank ", dst, ": recv from rank ", src, " timed out after ",
+                                         timeout.count(), " ms"));
+        }
+        continue;
+    }
   }
-  if (message.size() != bytes) {
-    throw CommError(detail::concat("rank ", dst, ": recv from rank ", src, " expected ", bytes,
-                                   " bytes but the message has ", message.size(),
-                                   " bytes (do the ranks disagree on the size or order of operations?)"));
-  }
-  if (bytes > 0) std::memcpy(data, message.data(), bytes);
+}
+
+void LocalFabric::cancel(Post& post) {
+  Mailbox& box = mailbox_of(post.dst_, post.src_, "recv from");
+  std::unique_lock lock(box.mu);
+  if (post.state_ == Post::State::waiting) unpost_locked(box, post);
+  box.arrived.wait(lock, [&] { return post.state_ != Post::State::filling; });
+  post.message_.clear();
+  post.state_ = Post::State::done;
+}
+
+void LocalFabric::take(int dst, int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
+                       std::chrono::milliseconds timeout) {
+  Post recv(dst, src, context, tag, data, bytes);
+  post(recv);
+  wait(recv, timeout);  // leaves the post done whether it returns or throws
 }
 
 void LocalFabric::wake_everyone() {
@@ -118,6 +222,34 @@ void LocalTransport::recv(int src, uint64_t context, uint64_t tag, void* data, s
                           std::chrono::milliseconds timeout) {
   fabric_->take(rank_, src, context, tag, data, bytes, timeout);
   received_.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+namespace {
+
+class LocalRecv final : public PostedRecv {
+ public:
+  LocalRecv(LocalFabric& fabric, std::atomic<uint64_t>& received, int dst, int src, uint64_t context,
+            uint64_t tag, void* data, size_t bytes)
+      : PostedRecv(bytes), fabric_(fabric), received_(received), post_(dst, src, context, tag, data, bytes) {
+    fabric_.post(post_);
+  }
+  ~LocalRecv() override { fabric_.cancel(post_); }
+  void wait(std::chrono::milliseconds timeout) override {
+    fabric_.wait(post_, timeout);
+    received_.fetch_add(bytes(), std::memory_order_relaxed);
+  }
+
+ private:
+  LocalFabric& fabric_;
+  std::atomic<uint64_t>& received_;
+  LocalFabric::Post post_;
+};
+
+}  // namespace
+
+std::unique_ptr<PostedRecv> LocalTransport::post_recv(int src, uint64_t context, uint64_t tag, void* data,
+                                                      size_t bytes) {
+  return std::make_unique<LocalRecv>(*fabric_, received_, rank_, src, context, tag, data, bytes);
 }
 
 std::vector<std::shared_ptr<LocalTransport>> make_local_transports(int n,

@@ -27,7 +27,42 @@ class LocalFabric {
   explicit LocalFabric(int size);
   int size() const { return static_cast<int>(mailboxes_.size()); }
 
+  // A recv's claim on a message to rank dst from (src, context, tag): the k-th message goes to the
+  // k-th post. The recv owns it; the fabric points at it between post() and the end of wait() or
+  // cancel().
+  class Post {
+   public:
+    Post(int dst, int src, uint64_t context, uint64_t tag, void* data, size_t bytes)
+        : dst_(dst), src_(src), context_(context), tag_(tag), data_(data), bytes_(bytes) {}
+    Post(const Post&) = delete;
+    Post& operator=(const Post&) = delete;
+
+   private:
+    friend class LocalFabric;
+    // unposted -> waiting -> filling (the sender copies into data) -> filled; or -> arrived (a
+    // queued or wrong-length message attached whole); all end in done.
+    enum class State { unposted, waiting, filling, filled, arrived, done };
+    int dst_;
+    int src_;
+    uint64_t context_;
+    uint64_t tag_;
+    void* data_;
+    size_t bytes_;
+    State state_ = State::unposted;
+    std::vector<char> message_;  // when arrived
+  };
+
+  // Copies the message straight into the buffer of the first recv posted for it when it has the
+  // message's length; else queues a copy (or attaches it to that recv, which reports the mismatch).
   void deliver(int src, int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes);
+  // Takes the post's place in the order of its messages; a queued message is attached at once.
+  void post(Post& post);
+  // Blocks until the post's message is in its buffer; CommError on a length mismatch, the timeout, a
+  // broken world or a sender that left without sending it. The post is done either way.
+  void wait(Post& post, std::chrono::milliseconds timeout);
+  // Un-posts (a message being copied in is finished first); an attached message is discarded.
+  void cancel(Post& post);
+  // post and wait.
   void take(int dst, int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
             std::chrono::milliseconds timeout);
 
@@ -40,8 +75,15 @@ class LocalFabric {
   struct Mailbox {
     std::mutex mu;
     std::condition_variable arrived;
+    // Per key, either queued messages (no recv was posted when they came) or posted recvs (no
+    // message has come for them yet), never both. Empty queues are erased.
     std::map<Key, std::deque<std::vector<char>>> queues;
+    std::map<Key, std::deque<Post*>> posted;
   };
+  Mailbox& mailbox_of(int dst, int src, const char* op);
+  // With the mailbox locked: hands a message to the first post of its key, or queues it.
+  static void file_locked(Mailbox& box, const Key& key, std::vector<char> message);
+  static void unpost_locked(Mailbox& box, Post& post);
   void wake_everyone();
   // Throws the CommError for `op` on rank `rank` if the world is broken; call with a mailbox locked.
   void throw_if_broken(int rank, const char* op, int peer) const;
@@ -65,6 +107,9 @@ class LocalTransport : public Transport {
   void send(int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes) override;
   void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
             std::chrono::milliseconds timeout) override;
+  // The sender copies the message straight into the posted buffer (one copy instead of two).
+  std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,
+                                        size_t bytes) override;
   uint64_t bytes_sent() const override { return sent_.load(std::memory_order_relaxed); }
   uint64_t bytes_received() const override { return received_.load(std::memory_order_relaxed); }
 

@@ -33,54 +33,66 @@ void check_send_size(int rank, int dst, uint64_t context, uint64_t tag, size_t b
   }
 }
 
-Inbox::Inbox(int rank, int peer, std::string link_note, bool has_reader, std::function<void()> close_link)
-    : rank_(rank),
-      peer_(peer),
-      link_note_(std::move(link_note)),
-      has_reader_(has_reader),
-      close_link_(std::move(close_link)) {}
+Inbox::Inbox(int rank, int peer, std::string link_note, std::function<void()> close_link)
+    : rank_(rank), peer_(peer), link_note_(std::move(link_note)), close_link_(std::move(close_link)) {}
+
+void Inbox::file_locked(const MailboxKey& key, Message message) {
+  const auto posted = posted_.find(key);
+  if (posted == posted_.end()) {
+    mailboxes_[key].push_back(std::move(message));
+    return;
+  }
+  Post* target = posted->second.front();
+  posted->second.pop_front();
+  if (posted->second.empty()) posted_.erase(posted);
+  target->message_ = std::move(message.bytes);
+  target->message_bytes_ = message.size;
+  target->state_ = Post::State::arrived;
+}
+
+void Inbox::unpost_locked(Post& post) {
+  const auto posted = posted_.find({post.context_, post.tag_});
+  if (posted != posted_.end()) {
+    auto& queue = posted->second;
+    queue.erase(std::remove(queue.begin(), queue.end(), &post), queue.end());
+    if (queue.empty()) posted_.erase(posted);
+  }
+}
 
 void Inbox::deliver(uint64_t context, uint64_t tag, const void* data, size_t bytes) {
   Message message{bytes ? std::make_unique<uint8_t[]>(bytes) : nullptr, bytes};
   if (bytes) std::memcpy(message.bytes.get(), data, bytes);
   {
     std::lock_guard lock(mu_);
-    mailboxes_[{context, tag}].push_back(std::move(message));
+    file_locked({context, tag}, std::move(message));
   }
-  arrived_.notify_all();
-}
-
-// A posted recv takes the message only when it has the recv's length (else the recv must report
-// the mismatch) and no earlier message of its mailbox is queued (else order would break).
-Inbox::PostedRecv* Inbox::claim_posted(const MailboxKey& key, size_t bytes) {
-  const auto posted = posted_.find(key);
-  const auto queued = mailboxes_.find(key);
-  if (posted == posted_.end() || posted->second->bytes != bytes ||
-      (queued != mailboxes_.end() && !queued->second.empty())) {
-    return nullptr;
-  }
-  PostedRecv* target = posted->second;
-  target->state = PostedRecv::State::filling;
-  posted_.erase(posted);
-  return target;
+  changed_.notify_all();
 }
 
 bool Inbox::receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadReader& read) {
   const MailboxKey key{context, tag};
-  PostedRecv* target = nullptr;
+  Post* target = nullptr;
   {
+    // The first posted recv takes the message straight into its buffer when it has the message's
+    // length (else it must report the mismatch: the message goes to it whole, below).
     std::lock_guard lock(mu_);
-    target = claim_posted(key, bytes);
+    const auto posted = posted_.find(key);
+    if (posted != posted_.end() && posted->second.front()->bytes_ == bytes) {
+      target = posted->second.front();
+      posted->second.pop_front();
+      if (posted->second.empty()) posted_.erase(posted);
+      target->state_ = Post::State::filling;
+    }
   }
   if (target) {  // straight into the waiting recv's buffer: one copy in all
-    const std::string death = read(target->data, bytes);
+    const std::string death = read(target->data_, bytes);
     {
       std::lock_guard lock(mu_);
       // The recv may return as soon as it sees the state: target is not touched after this.
-      target->state = death.empty() ? PostedRecv::State::filled : PostedRecv::State::failed;
+      target->state_ = death.empty() ? Post::State::filled : Post::State::failed;
       if (!death.empty()) record_death(death);
     }
-    arrived_.notify_all();
+    changed_.notify_all();
     if (death.empty()) return true;
     close_link_();
     return false;
@@ -100,32 +112,58 @@ bool Inbox::receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadR
   }
   {
     std::lock_guard lock(mu_);
-    mailboxes_[key].push_back(std::move(message));
+    file_locked(key, std::move(message));
   }
-  arrived_.notify_all();
+  changed_.notify_all();
   return true;
 }
 
-void Inbox::recv(uint64_t context, uint64_t tag, void* data, size_t bytes, std::chrono::milliseconds timeout,
-                 Poller* poller) {
-  const MailboxKey key{context, tag};
+void Inbox::post(Post& post) {
+  std::lock_guard lock(mu_);
+  TERN_CHECK(post.state_ == Post::State::unposted, "Inbox::post: a recv was posted twice");
+  const MailboxKey key{post.context_, post.tag_};
+  const auto queued = mailboxes_.find(key);
+  if (queued == mailboxes_.end()) {
+    posted_[key].push_back(&post);
+    post.state_ = Post::State::waiting;
+    return;
+  }
+  post.message_ = std::move(queued->second.front().bytes);
+  post.message_bytes_ = queued->second.front().size;
+  post.state_ = Post::State::arrived;
+  queued->second.pop_front();
+  if (queued->second.empty()) mailboxes_.erase(queued);
+}
+
+void Inbox::wait(Post& post, std::chrono::milliseconds timeout, Poller* poller) {
   const Clock::time_point deadline = Clock::now() + timeout;
-  PostedRecv post{data, bytes};
-  bool posted = false;
   std::unique_lock lock(mu_);
-  auto unpost = [&] {
-    if (!posted) return;
-    const auto it = posted_.find(key);
-    if (it != posted_.end() && it->second == &post) posted_.erase(it);
-    posted = false;
-  };
   for (;;) {
-    switch (post.state) {
-      case PostedRecv::State::filled:
+    switch (post.state_) {
+      case Post::State::unposted:
+      case Post::State::done:
+        TERN_CHECK(false, "Inbox::wait: a recv that is not posted (or was already waited for)");
+        break;
+      case Post::State::filled:
+        post.state_ = Post::State::done;
         return;
-      case PostedRecv::State::failed:
-        throw peer_error_locked("recv", context, tag, bytes);
-      case PostedRecv::State::filling:
+      case Post::State::failed:
+        post.state_ = Post::State::done;
+        throw peer_error_locked("recv", post.context_, post.tag_, post.bytes_);
+      case Post::State::arrived: {
+        post.state_ = Post::State::done;
+        const std::unique_ptr<uint8_t[]> message = std::move(post.message_);
+        lock.unlock();
+        if (post.message_bytes_ != post.bytes_) {
+          throw CommError("rank " + std::to_string(rank_) + ": recv from rank " + std::to_string(peer_) +
+                          " (context " + std::to_string(post.context_) + ", tag " +
+                          std::to_string(post.tag_) + ") expected " + std::to_string(post.bytes_) +
+                          " bytes but the message has " + std::to_string(post.message_bytes_));
+        }
+        if (post.bytes_) std::memcpy(post.data_, message.get(), post.bytes_);
+        return;
+      }
+      case Post::State::filling:
         if (Clock::now() >= deadline) {
           // The sender stalled mid-message. Our buffer must be ours again before we return, so
           // the link goes: the reader then gives the buffer back at once.
@@ -133,43 +171,24 @@ void Inbox::recv(uint64_t context, uint64_t tag, void* data, size_t bytes, std::
           mark_dead("stalled in the middle of a message for " + duration_text(timeout) +
                     " and was disconnected");
           lock.lock();
-          arrived_.wait(lock, [&] { return post.state != PostedRecv::State::filling; });
+          changed_.wait(lock, [&] { return post.state_ != Post::State::filling; });
           continue;
         }
         break;
-      case PostedRecv::State::waiting: {
-        const auto queued = mailboxes_.find(key);
-        if (queued != mailboxes_.end() && !queued->second.empty()) {
-          Message message = std::move(queued->second.front());
-          queued->second.pop_front();
-          if (queued->second.empty()) mailboxes_.erase(queued);
-          unpost();
-          lock.unlock();
-          if (message.size != bytes) {
-            throw CommError("rank " + std::to_string(rank_) + ": recv from rank " + std::to_string(peer_) +
-                            " (context " + std::to_string(context) + ", tag " + std::to_string(tag) +
-                            ") expected " + std::to_string(bytes) + " bytes but the message has " +
-                            std::to_string(message.size));
-          }
-          if (bytes) std::memcpy(data, message.bytes.get(), bytes);
-          return;
-        }
+      case Post::State::waiting:
         if (dead_) {
-          unpost();
-          throw peer_error_locked("recv", context, tag, bytes);
+          unpost_locked(post);
+          post.state_ = Post::State::done;
+          throw peer_error_locked("recv", post.context_, post.tag_, post.bytes_);
         }
         if (Clock::now() >= deadline) {
-          unpost();
-          throw CommError("rank " + std::to_string(rank_) + ": recv of " + message_text(context, tag, bytes) +
-                          " from rank " + std::to_string(peer_) + " timed out after " +
-                          duration_text(timeout));
-        }
-        if (!posted && has_reader_ && posted_.find(key) == posted_.end()) {
-          posted_.emplace(key, &post);
-          posted = true;
+          unpost_locked(post);
+          post.state_ = Post::State::done;
+          throw CommError("rank " + std::to_string(rank_) + ": recv of " +
+                          message_text(post.context_, post.tag_, post.bytes_) + " from rank " +
+                          std::to_string(peer_) + " timed out after " + duration_text(timeout));
         }
         break;
-      }
     }
     if (poller != nullptr) {
       const bool keep_polling = Clock::now() < std::min(poller->until, deadline);
@@ -182,8 +201,23 @@ void Inbox::recv(uint64_t context, uint64_t tag, void* data, size_t bytes, std::
       lock.lock();
       continue;
     }
-    arrived_.wait_until(lock, deadline);
+    changed_.wait_until(lock, deadline);
   }
+}
+
+void Inbox::cancel(Post& post, std::chrono::milliseconds grace) {
+  std::unique_lock lock(mu_);
+  if (post.state_ == Post::State::waiting) unpost_locked(post);
+  if (post.state_ == Post::State::filling &&
+      !changed_.wait_for(lock, grace, [&] { return post.state_ != Post::State::filling; })) {
+    lock.unlock();
+    mark_dead("stalled in the middle of a message for " + duration_text(grace) +
+              " after its recv was abandoned, and was disconnected");
+    lock.lock();
+    changed_.wait(lock, [&] { return post.state_ != Post::State::filling; });
+  }
+  post.message_.reset();
+  post.state_ = Post::State::done;
 }
 
 void Inbox::record_death(const std::string& death) {
@@ -197,7 +231,7 @@ void Inbox::mark_dead(const std::string& death) {
     std::lock_guard lock(mu_);
     record_death(death);
   }
-  arrived_.notify_all();
+  changed_.notify_all();
   close_link_();
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "comm/tcp/inbox.h"
 #include "comm/tcp/shm_ring.h"
@@ -103,7 +104,7 @@ struct ShmTransport::Peer {
       : rank(peer_rank),
         // On death both rings close, so the peer learns it too (its sends to us fail, its
         // receiver sees our end closed).
-        inbox(this_rank, peer_rank, " (shared memory)", peer_rank != this_rank, [this] { close_rings(); }) {}
+        inbox(this_rank, peer_rank, " (shared memory)", [this] { close_rings(); }) {}
 
   void close_rings() {
     if (out.mapped()) out.close_producer();
@@ -401,31 +402,64 @@ void ShmTransport::poll_messages(Peer& peer, Clock::time_point deadline) {
   if (!took) relax();
 }
 
+// A recv on one peer's inbox. Until it ends, it is either polling the ring in wait() (small
+// messages) or counted among the peer's sleepers, so that the receiver thread reads the ring for it.
+class ShmTransport::PeerRecv final : public PostedRecv {
+ public:
+  PeerRecv(ShmTransport& transport, Peer& peer, uint64_t context, uint64_t tag, void* data, size_t bytes)
+      : PostedRecv(bytes),
+        transport_(transport),
+        peer_(peer),
+        post_(context, tag, data, bytes),
+        polls_(peer.in.mapped() && transport.options_.poll.count() > 0 &&
+               bytes <= transport.options_.poll_max_bytes) {
+    peer_.inbox.post(post_);
+    if (peer_.in.mapped() && !polls_) start_sleeping();
+  }
+  ~PeerRecv() override {
+    peer_.inbox.cancel(post_, transport_.options_.timeout);
+    stop_sleeping();
+  }
+
+  void wait(std::chrono::milliseconds timeout) override {
+    struct Stop {  // the receiver thread need not wake for this recv once it has its message
+      PeerRecv& recv;
+      ~Stop() { recv.stop_sleeping(); }
+    } stop{*this};
+    if (!polls_) return peer_.inbox.wait(post_, timeout);
+    const Clock::time_point deadline = Clock::now() + timeout;
+    Inbox::Poller poller{[&] { transport_.poll_messages(peer_, deadline); },
+                         Clock::now() + transport_.options_.poll, [&] { start_sleeping(); }};
+    peer_.inbox.wait(post_, timeout, &poller);
+  }
+
+ private:
+  void start_sleeping() {
+    if (std::exchange(sleeping_, true)) return;
+    peer_.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    peer_.in.nudge_consumer();  // the receiver thread now reads the ring for us
+  }
+  void stop_sleeping() {
+    if (std::exchange(sleeping_, false)) peer_.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+  ShmTransport& transport_;
+  Peer& peer_;
+  Inbox::Post post_;
+  const bool polls_;
+  bool sleeping_ = false;
+};
+
+std::unique_ptr<PostedRecv> ShmTransport::post_recv(int src, uint64_t context, uint64_t tag, void* data,
+                                                    size_t bytes) {
+  check_peer_rank(rank_, size_, src, "recv from");
+  return std::make_unique<PeerRecv>(*this, *peers_[static_cast<size_t>(src)], context, tag, data, bytes);
+}
+
 void ShmTransport::recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
                         std::chrono::milliseconds timeout) {
   check_peer_rank(rank_, size_, src, "recv from");
-  Peer& peer = *peers_[static_cast<size_t>(src)];
-  if (!peer.in.mapped()) return peer.inbox.recv(context, tag, data, bytes, timeout);
-  struct Sleeper {  // counted from when the recv stops polling until it returns
-    Peer& peer;
-    bool counted = false;
-    void start() {
-      counted = true;
-      peer.sleepers.fetch_add(1, std::memory_order_seq_cst);
-      peer.in.nudge_consumer();  // the receiver thread now reads the ring for us
-    }
-    ~Sleeper() {
-      if (counted) peer.sleepers.fetch_sub(1, std::memory_order_seq_cst);
-    }
-  } sleeper{peer};
-  if (options_.poll.count() <= 0 || bytes > options_.poll_max_bytes) {
-    sleeper.start();
-    return peer.inbox.recv(context, tag, data, bytes, timeout);
-  }
-  const Clock::time_point deadline = Clock::now() + timeout;
-  Inbox::Poller poller{[&] { poll_messages(peer, deadline); }, Clock::now() + options_.poll,
-                       [&] { sleeper.start(); }};
-  peer.inbox.recv(context, tag, data, bytes, timeout, &poller);
+  PeerRecv(*this, *peers_[static_cast<size_t>(src)], context, tag, data, bytes).wait(timeout);
 }
 
 }  // namespace tern

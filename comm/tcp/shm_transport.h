@@ -52,11 +52,17 @@ class ShmTransport final : public Transport {
   // in `data` with no thread hand-off), then leaves the ring to the receiver thread and sleeps.
   void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
             std::chrono::milliseconds timeout) override;
+  // A posted recv of more than options.poll_max_bytes (or with polling off) has the receiver
+  // thread read the ring for it from the post on, so its message lands in its buffer while the
+  // caller is busy sending; a smaller one polls the ring in wait(), as recv does.
+  std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,
+                                        size_t bytes) override;
   uint64_t bytes_sent() const override { return bytes_sent_; }
   uint64_t bytes_received() const override { return bytes_received_; }
 
  private:
   struct Peer;
+  class PeerRecv;
 
   void setup(const TcpWorld& world, Store& store, size_t ring_bytes);
   void stop_receivers();

@@ -44,7 +44,7 @@ struct TcpTransport::Peer {
         socket(std::move(peer_socket)),
         fd(socket ? socket->native_handle() : -1),
         // On death the peer learns it too, and our reader (if it is not the caller) stops.
-        inbox(this_rank, peer_rank, "", socket != nullptr, [this] { shutdown(); }) {}
+        inbox(this_rank, peer_rank, "", [this] { shutdown(); }) {}
 
   void shutdown() {
     ErrorCode ignored;
@@ -291,29 +291,59 @@ void TcpTransport::poll_frames(Peer& peer, Clock::time_point deadline) {
   if (!took) std::this_thread::yield();
 }
 
+// A recv on one peer's inbox. A small one polls the socket in wait() (the reader thread stands
+// aside meanwhile); any other is filled by the reader thread.
+class TcpTransport::PeerRecv final : public PostedRecv {
+ public:
+  PeerRecv(TcpTransport& transport, Peer& peer, uint64_t context, uint64_t tag, void* data, size_t bytes)
+      : PostedRecv(bytes),
+        transport_(transport),
+        peer_(peer),
+        post_(context, tag, data, bytes),
+        polls_(peer.socket && transport.options_.poll.count() > 0 &&
+               bytes <= transport.options_.poll_max_bytes) {
+    peer_.inbox.post(post_);
+  }
+  ~PeerRecv() override { peer_.inbox.cancel(post_, transport_.options_.timeout); }
+
+  void wait(std::chrono::milliseconds timeout) override {
+    if (!polls_) return peer_.inbox.wait(post_, timeout);
+    const Clock::time_point deadline = Clock::now() + timeout;
+    struct Polling {  // counted from the first look until the recv sleeps or returns
+      Peer& peer;
+      bool counted = true;
+      explicit Polling(Peer& p) : peer(p) { peer.pollers.fetch_add(1, std::memory_order_acq_rel); }
+      void stop() {
+        if (!std::exchange(counted, false)) return;
+        if (peer.pollers.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+          std::lock_guard park(peer.park_mu);
+          peer.park_cv.notify_all();  // the reader thread watches the socket again
+        }
+      }
+      ~Polling() { stop(); }
+    } polling{peer_};
+    Inbox::Poller poller{[&] { transport_.poll_frames(peer_, deadline); },
+                         Clock::now() + transport_.options_.poll, [&] { polling.stop(); }};
+    peer_.inbox.wait(post_, timeout, &poller);
+  }
+
+ private:
+  TcpTransport& transport_;
+  Peer& peer_;
+  Inbox::Post post_;
+  const bool polls_;
+};
+
+std::unique_ptr<PostedRecv> TcpTransport::post_recv(int src, uint64_t context, uint64_t tag, void* data,
+                                                    size_t bytes) {
+  check_peer_rank(rank_, size_, src, "recv from");
+  return std::make_unique<PeerRecv>(*this, *peers_[static_cast<size_t>(src)], context, tag, data, bytes);
+}
+
 void TcpTransport::recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
                         std::chrono::milliseconds timeout) {
   check_peer_rank(rank_, size_, src, "recv from");
-  Peer& peer = *peers_[static_cast<size_t>(src)];
-  if (!peer.socket || options_.poll.count() <= 0 || bytes > options_.poll_max_bytes)
-    return peer.inbox.recv(context, tag, data, bytes, timeout);
-  const Clock::time_point deadline = Clock::now() + timeout;
-  struct Polling {  // counted from the first look until the recv sleeps or returns
-    Peer& peer;
-    bool counted = true;
-    explicit Polling(Peer& p) : peer(p) { peer.pollers.fetch_add(1, std::memory_order_acq_rel); }
-    void stop() {
-      if (!std::exchange(counted, false)) return;
-      if (peer.pollers.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard park(peer.park_mu);
-        peer.park_cv.notify_all();  // the reader thread watches the socket again
-      }
-    }
-    ~Polling() { stop(); }
-  } polling{peer};
-  Inbox::Poller poller{[&] { poll_frames(peer, deadline); }, Clock::now() + options_.poll,
-                       [&] { polling.stop(); }};
-  peer.inbox.recv(context, tag, data, bytes, timeout, &poller);
+  PeerRecv(*this, *peers_[static_cast<size_t>(src)], context, tag, data, bytes).wait(timeout);
 }
 
 }  // namespace tern

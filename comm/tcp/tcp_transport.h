@@ -37,11 +37,16 @@ class TcpTransport final : public Transport {
   // stands aside meanwhile), as the shared-memory transport does: no thread hand-off per message.
   void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
             std::chrono::milliseconds timeout) override;
+  // The reader thread reads the message straight into the posted buffer whenever it comes; a
+  // posted recv of at most options.poll_max_bytes polls the socket in wait(), as recv does.
+  std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,
+                                        size_t bytes) override;
   uint64_t bytes_sent() const override { return bytes_sent_; }
   uint64_t bytes_received() const override { return bytes_received_; }
 
  private:
   struct Peer;
+  class PeerRecv;
 
   void stop_readers();
   void read_frames(Peer& peer);

@@ -79,6 +79,25 @@ TEST(RingAllreduce, MatchesReferenceWithManySmallChunksPerBlock) {
   }
 }
 
+// The ring posts its recvs ahead of need: one at a time (no scratch budget), a few, or more than
+// kMaxPostedRecvs chunks' worth (the cap). Each posted recv's scratch chunk is reused only after its
+// chunk was reduced, so the result is the same whatever the window.
+TEST(RingAllreduce, MatchesReferenceWhateverHowManyRecvsAreKeptPosted) {
+  for (int world = 2; world <= 5; ++world) {
+    for (const size_t window_bytes : {size_t{0}, size_t{8}, size_t{24}, kDefaultRingWindowBytes}) {
+      const int64_t n = 1000;  // 2-element chunks: 100+ per block, past kMaxPostedRecvs
+      const Tensor expected = reference_reduce(DType::f32, ReduceOp::sum, world, n);
+      run_group(world, [&](Group& group) {
+        Tensor t = rank_input(DType::f32, group.rank(), n);
+        AlgorithmOptions options = always_ring(8);
+        options.ring_window_bytes = window_bytes;
+        allreduce(group, algorithm_tag(0), t.raw(), n, DType::f32, ReduceOp::sum, options);
+        EXPECT_EQ(first_mismatch(t, expected), -1) << "world " << world << " window " << window_bytes << " B";
+      });
+    }
+  }
+}
+
 TEST(RecursiveDoublingAllreduce, MatchesReferenceIncludingFoldedNonPowerOfTwoWorlds) {
   for (int world = 1; world <= 7; ++world) {
     for (ReduceOp op : {ReduceOp::sum, ReduceOp::max}) {
@@ -170,6 +189,17 @@ TEST(Broadcast, TreeAndChunkedChainDeliverTheRootsBytesFromEveryRoot) {
   }
 }
 
+TEST(Broadcast, ChainWithMoreChunksThanRecvsKeptPostedDeliversEveryChunkInPlace) {
+  for (int world : {2, 3, 5}) {
+    const int64_t n = 1000;  // 167 chunks of 24 bytes: the window of posted recvs slides
+    run_group(world, [&](Group& group) {
+      Tensor t = rank_input(DType::f32, group.rank(), n);
+      broadcast(group, algorithm_tag(0), t.raw(), t.nbytes(), 1, always_ring(24));
+      EXPECT_EQ(first_mismatch(t, rank_input(DType::f32, 1, n)), -1) << "world " << world;
+    });
+  }
+}
+
 TEST(Barrier, DisseminationHoldsEveryRankUntilAllArrivedForWorldsUpToSeven) {
   for (int world = 1; world <= 7; ++world) {
     std::atomic<int> entered{0};
@@ -178,6 +208,40 @@ TEST(Barrier, DisseminationHoldsEveryRankUntilAllArrivedForWorldsUpToSeven) {
       barrier(group, algorithm_tag(0));
       EXPECT_EQ(entered.load(), world) << "world " << world << " rank " << group.rank();
     });
+  }
+}
+
+// The ring keeps recvs posted ahead of need; when a rank fails in the middle, the others must leave
+// with the failure (their posted recvs un-posted on the way out), not hang or crash.
+TEST(RingAllreduce, ARankThatFailsMidwayMakesEveryOtherRankFailNamingIt) {
+  constexpr int kWorld = 4;
+  std::shared_ptr<LocalFabric> fabric;
+  auto transports = make_local_transports(kWorld, &fabric);
+  const std::vector<int> members = {0, 1, 2, 3};
+  std::vector<std::string> errors(kWorld);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kWorld; ++r) {
+    threads.emplace_back([&, r] {
+      Group group(*transports[static_cast<size_t>(r)], members, r, 7, std::chrono::seconds(10));
+      if (r == 2) {  // sends part of its first block, then fails
+        std::vector<float> chunk(16, 1.0f);
+        group.send(3, algorithm_tag(0), chunk.data(), sizeof(float) * chunk.size());
+        fabric->fail(2, "injected failure");
+        return;
+      }
+      std::vector<float> data(1 << 16, 1.0f);
+      try {
+        allreduce_ring(group, algorithm_tag(0), data.data(), static_cast<int64_t>(data.size()), DType::f32,
+                       ReduceOp::sum, always_ring(64));
+      } catch (const CommError& e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r : {0, 1, 3}) {
+    EXPECT_NE(errors[static_cast<size_t>(r)].find("rank 2 failed: injected failure"), std::string::npos)
+        << "rank " << r << ": " << errors[static_cast<size_t>(r)];
   }
 }
 

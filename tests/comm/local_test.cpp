@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "comm/local/local_transport.h"
+#include "tests/comm/tcp/transport_checks.h"
 
 namespace tern {
 namespace {
@@ -98,6 +99,71 @@ TEST(LocalTransport, MessagesSentBeforeTheSenderLeftAreStillDelivered) {
   EXPECT_TRUE(
       contains(comm_error_of([&] { transports[1]->recv(0, 0, 0, &got, sizeof got, milliseconds(10000)); }),
                "has shut down"));
+}
+
+// Transport::post_recv: the sender copies straight into a posted buffer. The checks shared with
+// the tcp backend's transports, then the local backend's own failure modes.
+TEST(LocalTransport, PostedRecvsOfOneTagTakeMessagesInPostOrderAlongsidePlainRecvs) {
+  auto transports = make_local_transports(2);
+  testing::check_posted_recvs_take_messages_in_post_order(*transports[0], *transports[1], 4);
+  testing::check_posted_recvs_take_messages_in_post_order(*transports[1], *transports[1], 5);
+}
+
+TEST(LocalTransport, AWindowOfPostedRecvsKeepsUpWithAStream) {
+  auto transports = make_local_transports(2);
+  testing::check_a_window_of_posted_recvs_keeps_up_with_a_stream(*transports[0], *transports[1], 4);
+}
+
+TEST(LocalTransport, APostedRecvThatTimesOutLeavesTheMessageToTheNextRecv) {
+  auto transports = make_local_transports(2);
+  testing::check_a_posted_recv_that_times_out_leaves_the_message_to_the_next_recv(*transports[0],
+                                                                                  *transports[1], 4);
+}
+
+TEST(LocalTransport, APostedRecvOfTheWrongLengthFailsNamingBothLengths) {
+  auto transports = make_local_transports(2);
+  testing::check_a_posted_recv_of_the_wrong_length_fails_naming_both(*transports[0], *transports[1], 4);
+}
+
+TEST(LocalTransport, APostedRecvDestroyedUnwaitedGivesItsBufferBack) {
+  auto transports = make_local_transports(2);
+  testing::check_a_posted_recv_destroyed_unwaited_gives_its_buffer_back(*transports[0], *transports[1], 4);
+}
+
+TEST(LocalTransport, PostedRecvsFailWhenTheirSenderLeavesOrTheFabricBreaks) {
+  std::shared_ptr<LocalFabric> fabric;
+  auto transports = make_local_transports(3, &fabric);
+  int got = 0;
+  const int value = 6;
+  transports[0]->send(2, 0, 1, &value, sizeof value);
+  auto before = transports[2]->post_recv(0, 0, 1, &got, sizeof got);
+  auto after = transports[2]->post_recv(0, 0, 1, &got, sizeof got);
+  transports[0].reset();
+  before->wait(milliseconds(1000));  // sent before it left: still delivered
+  EXPECT_EQ(got, value);
+  EXPECT_TRUE(contains(comm_error_of([&] { after->wait(milliseconds(10000)); }), "rank 0 has shut down"));
+
+  auto waiting = transports[2]->post_recv(1, 0, 1, &got, sizeof got);
+  std::thread breaker([&] {
+    std::this_thread::sleep_for(milliseconds(20));
+    fabric->fail(1, "out of memory");
+  });
+  const std::string error = comm_error_of([&] { waiting->wait(std::chrono::seconds(10)); });
+  breaker.join();
+  EXPECT_TRUE(contains(error, "rank 2: recv from rank 1 abandoned because rank 1 failed: out of memory"))
+      << error;
+}
+
+TEST(LocalTransport, APostedRecvCountsItsBytesWhenItCompletes) {
+  auto transports = make_local_transports(2);
+  const double value = 2.5;
+  double got = 0;
+  auto posted = transports[1]->post_recv(0, 0, 0, &got, sizeof got);
+  transports[0]->send(1, 0, 0, &value, sizeof value);
+  EXPECT_EQ(transports[1]->bytes_received(), 0u);
+  posted->wait(milliseconds(1000));
+  EXPECT_EQ(got, value);
+  EXPECT_EQ(transports[1]->bytes_received(), sizeof value);
 }
 
 TEST(RunLocal, RethrowsTheFirstExceptionAfterEveryRankEnded) {

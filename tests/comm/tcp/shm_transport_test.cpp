@@ -105,6 +105,48 @@ TEST_F(ShmTransportWorld, ConcurrentRecvsThatPollAndSleepEachGetTheirOwnMessages
   }
 }
 
+// Transport::post_recv, with sizes on both sides of the polling limit and messages far larger than
+// the ring.
+TEST_F(ShmTransportWorld, PostedRecvsOfOneTagTakeMessagesInPostOrderAlongsidePlainRecvs) {
+  auto world = make_shm_world(2, *store_, "shm-post-order");
+  testing::check_posted_recvs_take_messages_in_post_order(*world[0], *world[1], 4);
+}
+
+TEST_F(ShmTransportWorld, AWindowOfPostedRecvsKeepsUpWithAStream) {
+  for (const int64_t poll_us : {int64_t{0}, int64_t{200}}) {
+    CommOptions options = short_timeouts();
+    options.poll = std::chrono::microseconds(poll_us);
+    auto world = make_shm_world(2, *store_, "shm-post-window-" + std::to_string(poll_us), options);
+    SCOPED_TRACE("poll " + std::to_string(poll_us) + " us");
+    testing::check_a_window_of_posted_recvs_keeps_up_with_a_stream(*world[0], *world[1], 4);
+  }
+}
+
+TEST_F(ShmTransportWorld, APostedRecvThatTimesOutLeavesTheMessageToTheNextRecv) {
+  auto world = make_shm_world(2, *store_, "shm-post-timeout");
+  testing::check_a_posted_recv_that_times_out_leaves_the_message_to_the_next_recv(*world[0], *world[1], 4);
+}
+
+TEST_F(ShmTransportWorld, APostedRecvOfTheWrongLengthFailsNamingBothLengths) {
+  auto world = make_shm_world(2, *store_, "shm-post-length");
+  testing::check_a_posted_recv_of_the_wrong_length_fails_naming_both(*world[0], *world[1], 4);
+}
+
+TEST_F(ShmTransportWorld, PostedRecvsFailPromptlyWhenTheirPeerLeaves) {
+  auto world = make_shm_world(2, *store_, "shm-post-gone", short_timeouts(seconds(30)));
+  testing::check_posted_recvs_fail_when_their_peer_leaves(*world[1], 0, 4, [&] { world[0].reset(); });
+}
+
+TEST_F(ShmTransportWorld, APostedRecvDestroyedUnwaitedGivesItsBufferBack) {
+  auto world = make_shm_world(2, *store_, "shm-post-destroyed");
+  testing::check_a_posted_recv_destroyed_unwaited_gives_its_buffer_back(*world[0], *world[1], 4);
+}
+
+TEST_F(ShmTransportWorld, PostedRecvsFromItselfTakeItsMessagesInOrder) {
+  auto world = make_shm_world(2, *store_, "shm-post-self");
+  testing::check_posted_recvs_take_messages_in_post_order(*world[1], *world[1], 4);
+}
+
 // A recv that stopped polling is asleep; the message that comes much later must still reach it.
 TEST_F(ShmTransportWorld, ARecvThatStoppedPollingGetsALateMessage) {
   CommOptions options = short_timeouts();

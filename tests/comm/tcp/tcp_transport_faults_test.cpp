@@ -2,6 +2,7 @@
 // that says what was wrong, keep the job going where it can, and never hang or crash.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <future>
 #include <thread>
 
@@ -232,6 +233,29 @@ TEST_F(TcpBadFrames, RecvTimingOutInTheMiddleOfAFrameEndsAtItsTimeout) {
   EXPECT_TRUE(what.find("peer rank 1 stalled in the middle of a message") != std::string::npos ||
               what.find("from rank 1 timed out") != std::string::npos)
       << what;
+}
+
+TEST_F(TcpFaults, APostedRecvDestroyedWhileItsSenderStallsMidFrameCutsTheLinkAfterTheTimeout) {
+  auto rank0 = start_rank(0, 2, "stalled-post", testing::short_timeouts(milliseconds(300)));
+  FakePeer fake(*store_, "stalled-post", 1, 2, 0);
+  auto t0 = rank0.get();
+  std::vector<uint8_t> buffer(8, 0);
+  auto posted = t0->post_recv(1, 0, 3, buffer.data(), buffer.size());
+  fake.send_frame(testing::data_header("stalled-post", 0, 3, fake.next_sequence(), 8),
+                  "half");                         // 4 of 8 bytes
+  std::this_thread::sleep_for(milliseconds(100));  // the reader is (usually) filling the buffer now
+  posted.reset();  // must not return while the reader may still write the buffer
+  std::fill(buffer.begin(), buffer.end(), uint8_t{0xEE});
+  int got = 0;
+  const std::string what = comm_error_of([&] { t0->recv(1, 0, 4, &got, sizeof(got), milliseconds(500)); });
+  // Usually the reader had claimed the buffer, so the link was cut and says why; otherwise the half
+  // frame sits in the reader (bound for the mailbox) and the recv times out.
+  EXPECT_TRUE(
+      what.find("peer rank 1 stalled in the middle of a message for 300 ms after its recv was abandoned") !=
+          std::string::npos ||
+      what.find("from rank 1 timed out") != std::string::npos)
+      << what;
+  EXPECT_EQ(buffer, std::vector<uint8_t>(8, 0xEE)) << "the buffer was written after its recv was destroyed";
 }
 
 TEST_F(TcpFaults, SendToAPeerThatStopsReadingFailsAtTheTimeout) {

@@ -132,6 +132,42 @@ TEST_F(TcpTransportWorld, ConcurrentRecvsThatPollAndSleepEachGetTheirOwnMessages
   }
 }
 
+// Transport::post_recv, with sizes on both sides of the polling limit.
+TEST_F(TcpTransportWorld, PostedRecvsOfOneTagTakeMessagesInPostOrderAlongsidePlainRecvs) {
+  auto world = make_tcp_world(2, *store_, "post-order");
+  testing::check_posted_recvs_take_messages_in_post_order(*world[0], *world[1], 4);
+}
+
+TEST_F(TcpTransportWorld, AWindowOfPostedRecvsKeepsUpWithAStream) {
+  auto world = make_tcp_world(2, *store_, "post-window");
+  testing::check_a_window_of_posted_recvs_keeps_up_with_a_stream(*world[0], *world[1], 4);
+}
+
+TEST_F(TcpTransportWorld, APostedRecvThatTimesOutLeavesTheMessageToTheNextRecv) {
+  auto world = make_tcp_world(2, *store_, "post-timeout");
+  testing::check_a_posted_recv_that_times_out_leaves_the_message_to_the_next_recv(*world[0], *world[1], 4);
+}
+
+TEST_F(TcpTransportWorld, APostedRecvOfTheWrongLengthFailsNamingBothLengths) {
+  auto world = make_tcp_world(2, *store_, "post-length");
+  testing::check_a_posted_recv_of_the_wrong_length_fails_naming_both(*world[0], *world[1], 4);
+}
+
+TEST_F(TcpTransportWorld, PostedRecvsFailPromptlyWhenTheirPeerLeaves) {
+  auto world = make_tcp_world(2, *store_, "post-gone", testing::short_timeouts(seconds(30)));
+  testing::check_posted_recvs_fail_when_their_peer_leaves(*world[1], 0, 4, [&] { world[0].reset(); });
+}
+
+TEST_F(TcpTransportWorld, APostedRecvDestroyedUnwaitedGivesItsBufferBack) {
+  auto world = make_tcp_world(2, *store_, "post-destroyed");
+  testing::check_a_posted_recv_destroyed_unwaited_gives_its_buffer_back(*world[0], *world[1], 4);
+}
+
+TEST_F(TcpTransportWorld, PostedRecvsFromItselfTakeItsMessagesInOrder) {
+  auto world = make_tcp_world(2, *store_, "post-self");
+  testing::check_posted_recvs_take_messages_in_post_order(*world[1], *world[1], 4);
+}
+
 TEST_F(TcpTransportWorld, SendToItselfIsDelivered) {
   auto world = make_tcp_world(2, *store_, "self");
   const double value = 3.5;
