@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "ondevice/finetune.h"
 #include "ondevice/quantize.h"
 #include "ondevice/update_plan.h"
+#include "optim/lr_schedule.h"
 #include "optim/sgd.h"
 #include "runtime/data/dataset.h"
 #include "runtime/io/flags.h"
@@ -43,10 +45,14 @@ void declare(Flags& f) {
   f.add_int("batch-size", 32, "images per fp32 step");
   f.add_float("lr", 0.01, "SGD learning rate");
   f.add_float("momentum", 0.9, "SGD momentum");
+  f.add_string("lr-schedule", "constant",
+               "constant | cosine[:min_lr=X] | step:size=N[,gamma=G] (any may add ,warmup=N)");
   f.add_int("limit-train", 0, "use only the first N training images of the new classes (0: all)");
   f.add_int("limit-test", 0, "evaluate on the first N test images of the new classes (0: all)");
   f.add_int("seed", 42, "seed for the new head and the shuffling");
   f.add_int("threads", 1, "compute threads (oneDNN/OpenMP)");
+  f.add_bool("frozen-bn", false,
+             "train with BatchNorm in eval mode (its pretrained statistics, as the int8 graph's folded ones)");
   f.add_string("metrics", "", "write one JSON line with the results to this file");
 }
 
@@ -84,7 +90,7 @@ Tensor gather(const Dataset& d, const std::vector<int64_t>& idx, std::vector<int
   return x;
 }
 
-double evaluate(Sequential& net, const Dataset& test) {
+double evaluate(Sequential& net, const Dataset& test, bool frozen_bn) {
   net.eval();
   int64_t correct = 0;
   std::vector<int32_t> labels;
@@ -94,7 +100,7 @@ double evaluate(Sequential& net, const Dataset& test) {
     const Tensor x = gather(test, idx, labels);
     correct += softmax_cross_entropy(net.forward(x), labels, nullptr).correct;
   }
-  net.train();
+  if (!frozen_bn) net.train();
   return static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, test.size()));
 }
 
@@ -157,13 +163,24 @@ int run(const Flags& f) {
   seq.take(seq.size() - 1, seq.size());
   Rng init(static_cast<uint64_t>(f.get_int("seed")), /*stream=*/13);
   seq.emplace<Linear>(features, hi - lo + 1, init);
-  net->train();
+  const bool frozen_bn = f.get_bool("frozen-bn");
+  if (frozen_bn)
+    net->eval();
+  else
+    net->train();
   SgdOptions so;
   so.lr = static_cast<float>(f.get_float("lr"));
   so.momentum = static_cast<float>(f.get_float("momentum"));
   Sgd sgd(net->params(), so);
+  const int64_t steps_per_epoch = (train.size() + batch - 1) / batch;
+  std::unique_ptr<LrSchedule> schedule;
+  try {
+    schedule = make_lr_schedule(f.get_string("lr-schedule"), so.lr, epochs * steps_per_epoch);
+  } catch (const Error& e) {
+    throw UsageError(std::string("--lr-schedule: ") + e.what());
+  }
 
-  const double initial = evaluate(*net, test);
+  const double initial = evaluate(*net, test, frozen_bn);
   const size_t rss_before = max_rss_bytes();
   std::vector<int64_t> order(static_cast<size_t>(train.size()));
   std::iota(order.begin(), order.end(), 0);
@@ -183,17 +200,20 @@ int run(const Flags& f) {
       net->zero_grad();
       softmax_cross_entropy(net->forward(x), labels, &dlogits);
       net->backward(dlogits);
+      sgd.set_lr(schedule->lr_at(steps));
       sgd.step();
       ++steps;
     }
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    accuracy = evaluate(*net, test);
+    accuracy = evaluate(*net, test, frozen_bn);
     std::printf("epoch %lld: test accuracy %.2f%%\n", static_cast<long long>(epoch + 1), 100 * accuracy);
   }
   const size_t rss_growth = max_rss_bytes() - rss_before;
   const double steps_per_s = seconds > 0 ? static_cast<double>(steps) / seconds : 0.0;
-  std::printf("fp32 full fine-tuning of %s: test accuracy %.2f%% (before %.2f%%), batch %lld, %.1f steps/s\n",
-              model_name.c_str(), 100 * accuracy, 100 * initial, static_cast<long long>(batch), steps_per_s);
+  std::printf("fp32 full fine-tuning of %s: test accuracy %.2f%% (before %.2f%%), batch %lld, lr %s, "
+              "%.1f steps/s\n",
+              model_name.c_str(), 100 * accuracy, 100 * initial, static_cast<long long>(batch),
+              schedule->describe().c_str(), steps_per_s);
   std::printf("memory: fp32 plan of a batch-1 full-update step %zu bytes; max RSS growth while training %zu bytes\n",
               fp32_plan_peak, rss_growth);
   JsonlWriter metrics;
@@ -207,6 +227,11 @@ int run(const Flags& f) {
       .add("fp32_plan_peak_bytes", static_cast<int64_t>(fp32_plan_peak))
       .add("max_rss_growth_bytes", static_cast<int64_t>(rss_growth))
       .add("batch_size", batch)
+      .add("epochs", epochs)
+      .add("lr", static_cast<double>(so.lr))
+      .add("lr_schedule", schedule->describe())
+      .add("momentum", static_cast<double>(so.momentum))
+      .add("frozen_bn", frozen_bn)
       .add("steps_per_s", steps_per_s)
       .add("samples_per_s", steps_per_s * static_cast<double>(batch));
   metrics.write(line);

@@ -14,6 +14,7 @@
 #include "ondevice/finetune.h"
 #include "ondevice/model_format.h"
 #include "ondevice/quantize.h"
+#include "optim/lr_schedule.h"
 #include "runtime/data/dataset.h"
 #include "runtime/io/flags.h"
 #include "runtime/io/jsonl.h"
@@ -40,6 +41,10 @@ void declare(Flags& f) {
   f.add_string("memory-budget", "256KB", "refuse a step whose arena exceeds this (e.g. 256KB, 1MB; 0: none)");
   f.add_int("epochs", 1, "passes over the new classes' training images");
   f.add_float("lr", 0.01, "SGD learning rate (with QAS: as for fp32 SGD at batch 1)");
+  f.add_string("lr-schedule", "constant",
+               "constant | cosine[:min_lr=X] (to min_lr over the run) | step:size=N[,gamma=G]; any may add "
+               ",warmup=N[,start_factor=F]");
+  f.add_float("momentum", 0, "SGD momentum; above 0 the arena holds a velocity per trained value");
   f.add_string("calibration", "minmax", "int8 activation ranges: minmax|mse");
   f.add_int("calibration-images", 256, "training images the int8 ranges are calibrated on");
   f.add_string("head-init", "zeros", "the new head's weights: zeros|random");
@@ -96,6 +101,9 @@ int run(const Flags& f) {
   const int64_t epochs = f.get_int("epochs");
   if (epochs < 1) throw UsageError("--epochs must be at least 1");
   if (f.get_float("lr") <= 0) throw UsageError("--lr must be positive");
+  const double momentum = f.get_float("momentum");
+  if (!(momentum >= 0 && momentum < 1))
+    throw UsageError(detail::concat("--momentum must be in [0, 1), got ", momentum));
   if (f.get_int("calibration-images") < 1) throw UsageError("--calibration-images must be at least 1");
   if (f.get_int("limit-train") < 0 || f.get_int("limit-test") < 0)
     throw UsageError("--limit-train and --limit-test must be >= 0");
@@ -160,13 +168,22 @@ int run(const Flags& f) {
   FinetuneOptions opt;
   opt.lr = static_cast<float>(f.get_float("lr"));
   opt.qas = qas_text == "on";
+  opt.momentum = static_cast<float>(momentum);
+  opt.step.optimizer_states = momentum > 0 ? 1 : 0;
+  std::unique_ptr<LrSchedule> schedule;
+  try {
+    schedule = make_lr_schedule(f.get_string("lr-schedule"), opt.lr, epochs * train.size());
+  } catch (const Error& e) {
+    throw UsageError(std::string("--lr-schedule: ") + e.what());
+  }
   const MemoryPlan plan = plan_finetune_step(q, scheme, opt.step);
 
   std::printf("tern-finetune: %s from %s, int8 (%s calibration on %lld images), classes %d-%d as a new head of %d\n",
               model_name.c_str(), ckpt_path.c_str(), calibration_name(calibration), static_cast<long long>(n_calib),
               classes.lo, classes.hi, classes.count());
-  std::printf("update: %s, QAS %s, lr %g; %lld train / %lld test images\n", describe(scheme, layers).c_str(),
-              qas_text.c_str(), opt.lr, static_cast<long long>(train.size()), static_cast<long long>(test.size()));
+  std::printf("update: %s, QAS %s, lr %s, momentum %g; %lld train / %lld test images\n",
+              describe(scheme, layers).c_str(), qas_text.c_str(), schedule->describe().c_str(), opt.momentum,
+              static_cast<long long>(train.size()), static_cast<long long>(test.size()));
   if (f.get_bool("show-plan")) std::printf("%s", format_memory_table(plan).c_str());
   std::printf("memory: planned peak %s (%zu bytes), budget %s, flash %s (%zu bytes)\n", format_bytes(plan.peak).c_str(),
               plan.peak, budget ? format_bytes(budget).c_str() : "none", format_bytes(flash_bytes).c_str(),
@@ -195,6 +212,7 @@ int run(const Flags& f) {
     for (size_t j = 0; j < order.size(); ++j) {
       const int64_t i = order[j];
       const int label = train.labels[static_cast<size_t>(i)];
+      ft.set_lr(schedule->lr_at(steps));
       const StepResult r = ft.step(train.images.f32() + i * per, label);
       loss_sum += r.loss;
       correct += r.predicted == label;
@@ -230,6 +248,9 @@ int run(const Flags& f) {
       .add("update", describe(scheme, layers))
       .add("qas", opt.qas)
       .add("epochs", epochs)
+      .add("lr", opt.lr)
+      .add("lr_schedule", schedule->describe())
+      .add("momentum", static_cast<double>(opt.momentum))
       .add("initial_test_accuracy", initial_accuracy)
       .add("test_accuracy", test_accuracy)
       .add("peak_memory_bytes", static_cast<int64_t>(ft.high_water()))

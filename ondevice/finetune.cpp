@@ -130,9 +130,10 @@ struct Prepared {
 };
 
 Prepared prepare(const QuantizedModel& model, const UpdateScheme& scheme, const StepOptions& o) {
-  TERN_CHECK(o.apply == GradientApply::kPerLayer && o.optimizer_states == 0,
-             "on-device training: the step applies plain SGD in place after each layer's backward; "
-             "StepOptions must have apply = kPerLayer and optimizer_states = 0");
+  TERN_CHECK(o.apply == GradientApply::kPerLayer && (o.optimizer_states == 0 || o.optimizer_states == 1),
+             "on-device training: the step applies SGD in place after each layer's backward; StepOptions "
+             "must have apply = kPerLayer and optimizer_states 0 (plain SGD) or 1 (momentum), got ",
+             o.optimizer_states, " states");
   TERN_CHECK(o.activation_bytes == 1 && o.gradient_bytes == 4 && o.trained_weight_bytes == 4 &&
                  o.trained_bias_bytes == 4 && o.alignment >= 4,
              "on-device training: the step stores int8 activations, f32 gradients and f32 master copies "
@@ -248,6 +249,12 @@ Finetuner::Finetuner(QuantizedModel model, const UpdateScheme& scheme, const Fin
     : model_(std::move(model)), options_(options) {
   TERN_CHECK(std::isfinite(options.lr) && options.lr >= 0, "on-device training: lr must be >= 0, got ",
              options.lr);
+  TERN_CHECK(std::isfinite(options.momentum) && options.momentum >= 0 && options.momentum < 1,
+             "on-device training: momentum must be in [0, 1), got ", options.momentum);
+  TERN_CHECK((options.momentum > 0) == (options.step.optimizer_states == 1),
+             "on-device training: momentum ", options.momentum, " needs step.optimizer_states = ",
+             options.momentum > 0 ? 1 : 0, " (a planned velocity per trained value), got ",
+             options.step.optimizer_states);
   Prepared p = prepare(model_, scheme, options.step);
   layers_ = std::move(p.chain.layers);
   op_of_ = std::move(p.chain.op_of);
@@ -275,6 +282,8 @@ Finetuner::Finetuner(QuantizedModel model, const UpdateScheme& scheme, const Fin
   per_layer(weight_grad_buf_, ".weight.grad");
   per_layer(bias_buf_, ".bias");
   per_layer(bias_grad_buf_, ".bias.grad");
+  per_layer(weight_state_buf_, ".weight.state");
+  per_layer(bias_state_buf_, ".bias.state");
 
   for (int i = 0; i < L; ++i) {
     if (layers_[i].kind != LayerKind::kDepthwiseConv || value_buf_[i] == value_buf_[i + 1]) continue;
@@ -315,14 +324,30 @@ Finetuner::Finetuner(QuantizedModel model, const UpdateScheme& scheme, const Fin
       for (size_t j = 0; j < ch.size(); ++j)
         for (size_t e = 0; e < cols; ++e)
           master[j * cols + e] = static_cast<float>(op.weight[static_cast<size_t>(ch[j]) * cols + e]);
+      if (options_.momentum > 0) {
+        const int v = weight_state_buf_[i];
+        TERN_CHECK(v >= 0 && plan_.buffers[v].size >= ch.size() * cols * 4,
+                   "on-device training: no momentum buffer planned for the weight of '", layers_[i].name, "'");
+        std::fill_n(at(weight_state_buf_[i]), ch.size() * cols, 0.0f);
+      }
     }
     if (layers_[i].train.bias) {
       TERN_CHECK(bias_buf_[i] >= 0, "on-device training: no master copy planned for the bias of '",
                  layers_[i].name, "'");
       float* master = at(bias_buf_[i]);
       for (size_t c = 0; c < op.bias.size(); ++c) master[c] = static_cast<float>(op.bias[c]);
+      if (options_.momentum > 0) {
+        TERN_CHECK(bias_state_buf_[i] >= 0,
+                   "on-device training: no momentum buffer planned for the bias of '", layers_[i].name, "'");
+        std::fill_n(at(bias_state_buf_[i]), op.bias.size(), 0.0f);
+      }
     }
   }
+}
+
+void Finetuner::set_lr(float lr) {
+  TERN_CHECK(std::isfinite(lr) && lr >= 0, "on-device training: lr must be >= 0, got ", lr);
+  options_.lr = lr;
 }
 
 std::byte* Finetuner::buf(int index) const {
@@ -586,14 +611,20 @@ void Finetuner::update(int i) {
   const LayerSpec& l = layers_[i];
   QuantOp& op = model_.ops[static_cast<size_t>(op_of_[i])];
   const float s_x = model_.tensors[static_cast<size_t>(op.input)].scale;
-  const float lr = options_.lr;
+  const float lr = options_.lr, mu = options_.momentum;
   const float* ws = op.weight_scale.data();
+  // With momentum the gradient becomes the velocity v = mu * v + g (PyTorch's SGD), kept in the arena.
+  auto with_momentum = [mu](float* g, float* v, int64_t n) {
+    if (v == nullptr) return;
+    for (int64_t e = 0; e < n; ++e) g[e] = v[e] = mu * v[e] + g[e];
+  };
   if (l.train.bias) {
     float* g = reinterpret_cast<float*>(buf(bias_grad_buf_[i]));
     float* master = reinterpret_cast<float*>(buf(bias_buf_[i]));
     const int64_t c_out = op.out_channels();
     to_quantized_bias_grad(g, c_out, nullptr, ws, s_x);
     qas_scale_bias_grad(g, c_out, nullptr, ws, s_x, options_.qas);
+    with_momentum(g, reinterpret_cast<float*>(buf(bias_state_buf_[i])), c_out);
     for (int64_t c = 0; c < c_out; ++c) {
       master[c] -= lr * g[c];
       op.bias[static_cast<size_t>(c)] = round_to_int32(master[c]);
@@ -607,6 +638,7 @@ void Finetuner::update(int i) {
     const int64_t cols = static_cast<int64_t>(op.weight.size()) / op.out_channels();
     to_quantized_weight_grad(g, k, cols, ch.data(), ws);
     qas_scale_weight_grad(g, k, cols, ch.data(), ws, options_.qas);
+    with_momentum(g, reinterpret_cast<float*>(buf(weight_state_buf_[i])), k * cols);
     for (int64_t j = 0; j < k; ++j) {
       int8_t* w = op.weight.data() + int64_t{ch[static_cast<size_t>(j)]} * cols;
       for (int64_t e = 0; e < cols; ++e) {

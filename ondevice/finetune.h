@@ -45,8 +45,12 @@ void replace_head(QuantizedModel& model, int classes, HeadInit init, uint64_t se
 struct FinetuneOptions {
   float lr = 0.01f;  // with QAS, the step size of the real-valued parameters (as for fp32 SGD)
   bool qas = true;   // quantization-aware scaling of the gradients (qas.h); off: raw quantised-unit grads
-  // Element sizes, alignment and strategy of the plan. apply must be kPerLayer and optimizer_states 0
-  // (plain SGD, updates in place after each layer's backward); the constructor checks.
+  // SGD momentum (PyTorch's form: v = momentum * v + g, then master -= lr * v), in quantised units after
+  // QAS. Above 0 it needs step.optimizer_states = 1: one f32 velocity per trained value, planned in the
+  // arena beside the master copies (so it shows in the peak); 0 is plain SGD with no state.
+  float momentum = 0;
+  // Element sizes, alignment and strategy of the plan. apply must be kPerLayer (updates in place after
+  // each layer's backward) and optimizer_states 1 with momentum, 0 without; the constructor checks.
   StepOptions step;
 };
 
@@ -67,6 +71,10 @@ class Finetuner {
   // One training step on one image (f32 [C, H, W], normalised as in training) with its label in
   // [0, num_classes). No heap allocation: every buffer comes from the arena by the plan.
   StepResult step(const float* image, int label);
+  // The learning rate of the following steps (a schedule sets it before each step). Throws tern::Error
+  // for a negative or non-finite rate.
+  void set_lr(float lr);
+  float lr() const { return options_.lr; }
   // The int8 model's prediction for one image (QuantizedModel::forward; allocates, for evaluation).
   int predict(const float* image) const;
 
@@ -100,6 +108,7 @@ class Finetuner {
   std::vector<int> value_buf_, grad_buf_;
   std::vector<int> mask_buf_, argmax_buf_, fscratch_buf_, bscratch_buf_;
   std::vector<int> weight_buf_, weight_grad_buf_, bias_buf_, bias_grad_buf_;
+  std::vector<int> weight_state_buf_, bias_state_buf_;  // momentum velocities (-1 without momentum)
   std::vector<std::vector<int32_t>> channels_;  // per layer
   std::vector<std::vector<int>> acquire_at_, release_after_;
   std::vector<std::byte*> ptr_;        // per plan buffer, while live

@@ -39,4 +39,18 @@ err=$("$finetune" --checkpoint "$dir/ckpt" --update full --memory-budget 256KB -
 rc=$?
 [ $rc -eq 1 ] || fail "over-budget plan: exit $rc, expected 1"
 grep -q "over by" <<<"$err" || fail "over-budget message does not say by how much: $err"
-echo "ok: bias-only and sparse update within 256KB above chance; full update refused over budget"
+# Bad schedule and momentum flags are usage errors (exit 2) that name the flag.
+usage() {  # expected text, then the extra flags
+  local want=$1
+  shift
+  err=$("$finetune" --checkpoint "$dir/ckpt" --limit-train 50 --limit-test 50 "$@" 2>&1)
+  rc=$?
+  [ $rc -eq 2 ] || fail "$*: exit $rc, expected 2: $err"
+  grep -q -- "$want" <<<"$err" || fail "$*: message does not name $want: $err"
+}
+usage "--lr-schedule" --lr-schedule linear
+usage "--lr-schedule" --lr-schedule "cosine:min_lr=x"
+usage "--lr-schedule" --lr-schedule "cosine:warmup=50"  # no steps left after the warm-up
+usage "--momentum" --momentum 1
+usage "--momentum" --momentum -0.5
+echo "ok: bias-only and sparse update within 256KB above chance; full update refused over budget; bad flags refused"

@@ -304,6 +304,101 @@ TEST(Finetune, NewHeadLearnsATaskAboveChance) {
   }
 }
 
+// set_lr changes the step size of the steps after it: a Finetuner built at another rate and set to `lr`
+// takes exactly the steps of one built at `lr`, and a rate of 0 leaves the model as it is.
+TEST(Finetune, SetLrChangesTheStepSizeOfLaterSteps) {
+  Fixture f = make_fixture("cnn", 9);
+  replace_head(f.q, 5, HeadInit::random, 3);
+  const UpdateScheme scheme = parse_update_scheme("bias:last=2;weight:11=1", layer_specs(f.q));
+  FinetuneOptions at, other;
+  at.lr = 0.05f;
+  other.lr = 3.0f;
+  Finetuner a(f.q, scheme, at), b(f.q, scheme, other);
+  b.set_lr(0.05f);
+  EXPECT_EQ(b.lr(), 0.05f);
+  for (int i = 0; i < 3; ++i) {
+    a.step(image(f.images, i), i % 5);
+    b.step(image(f.images, i), i % 5);
+  }
+  for (size_t k = 0; k < f.q.ops.size(); ++k) {
+    EXPECT_EQ(a.model().ops[k].weight, b.model().ops[k].weight) << k;
+    EXPECT_EQ(a.model().ops[k].bias, b.model().ops[k].bias) << k;
+  }
+  const size_t head = f.q.ops.size() - 1;
+  EXPECT_NE(a.model().ops[head].bias, f.q.ops[head].bias);  // the steps did move it
+  const QuantOp before = b.model().ops[head];
+  b.set_lr(0);
+  b.step(image(f.images, 5), 1);
+  EXPECT_EQ(b.model().ops[head].weight, before.weight);
+  EXPECT_EQ(b.model().ops[head].bias, before.bias);
+  EXPECT_THROW(b.set_lr(-0.1f), Error);
+  EXPECT_THROW(b.set_lr(std::nanf("")), Error);
+}
+
+// Momentum keeps one f32 velocity per trained value in the arena: the plan's optimizer-state bytes are
+// 4 x (trained weight values + trained biases), they add to the peak, and the measured high-water mark
+// still equals it.
+TEST(Finetune, MomentumPlansOneVelocityPerTrainedValue) {
+  const Fixture f = make_fixture("cnn", 10);
+  const std::vector<LayerSpec> layers = layer_specs(f.q);
+  const UpdateScheme scheme = parse_update_scheme("bias:last=2;weight:9=0.25,11=1", layers);
+  FinetuneOptions plain, heavy;
+  heavy.momentum = 0.9f;
+  heavy.step.optimizer_states = 1;
+  Finetuner a(f.q, scheme, plain), b(f.q, scheme, heavy);
+  size_t trained = 0;
+  for (const LayerSpec& l : b.layers()) {
+    if (l.train.bias) trained += l.bias_elems;
+    if (l.train.weight_ratio > 0)
+      trained += l.weight_elems / static_cast<size_t>(l.out_channels) *
+                 static_cast<size_t>(channels_for_ratio(l.out_channels, l.train.weight_ratio));
+  }
+  auto state_bytes = [](const MemoryPlan& p) {
+    size_t n = 0;
+    for (const Buffer& buf : p.buffers) n += buf.kind == BufferKind::kOptimizerState ? buf.size : 0;
+    return n;
+  };
+  EXPECT_EQ(state_bytes(a.plan()), 0u);
+  EXPECT_EQ(state_bytes(b.plan()), 4 * trained);
+  EXPECT_GE(b.plan().peak, a.plan().peak + 4 * trained);  // the velocities live through the whole step
+  for (int i = 0; i < 3; ++i) b.step(image(f.images, i), i % 10);
+  EXPECT_EQ(b.high_water(), b.plan().peak);
+}
+
+// The heavy-ball recurrence v = mu * v + g, master -= lr * v: the first step equals plain SGD's (v = g),
+// and the second moves by plain SGD's second step plus mu times its first. Checked on the head's biases,
+// whose quantised unit (s_W * s_x) is fine enough that each rounding costs at most half a unit.
+TEST(Finetune, MomentumFollowsTheHeavyBallRecurrence) {
+  Fixture f = make_fixture("cnn", 11);
+  replace_head(f.q, 5, HeadInit::random, 5);
+  const UpdateScheme scheme = parse_update_scheme("last=1", layer_specs(f.q));
+  const size_t head = f.q.ops.size() - 1;
+  FinetuneOptions plain;
+  plain.lr = 0.5f;
+  FinetuneOptions heavy = plain;
+  heavy.momentum = 0.5f;
+  heavy.step.optimizer_states = 1;
+  Finetuner a(f.q, scheme, plain), b(f.q, scheme, heavy);
+  const std::vector<int32_t> b0 = f.q.ops[head].bias;
+  a.step(image(f.images, 0), 1);
+  b.step(image(f.images, 0), 1);
+  const std::vector<int32_t> a1 = a.model().ops[head].bias;
+  EXPECT_EQ(b.model().ops[head].bias, a1);
+  EXPECT_EQ(b.model().ops[head].weight, a.model().ops[head].weight);
+  a.step(image(f.images, 1), 3);
+  b.step(image(f.images, 1), 3);
+  const std::vector<int32_t>& a2 = a.model().ops[head].bias;
+  const std::vector<int32_t>& b2 = b.model().ops[head].bias;
+  double largest_push = 0;
+  for (size_t c = 0; c < 5; ++c) {
+    const double plain_step = static_cast<double>(a2[c]) - a1[c], first = static_cast<double>(a1[c]) - b0[c];
+    const double heavy_step = static_cast<double>(b2[c]) - a1[c];
+    EXPECT_NEAR(heavy_step, plain_step + 0.5 * first, 2.0) << c;
+    largest_push = std::max(largest_push, std::abs(0.5 * first));
+  }
+  EXPECT_GT(largest_push, 20.0);  // the momentum term is far above the rounding
+}
+
 TEST(Finetune, RefusesOptionsItDoesNotImplement) {
   const Fixture f = make_fixture("cnn", 8);
   const UpdateScheme scheme = bias_only_update(layer_specs(f.q));
@@ -315,6 +410,16 @@ TEST(Finetune, RefusesOptionsItDoesNotImplement) {
   EXPECT_THROW(Finetuner(f.q, scheme, opt), Error);
   opt = {};
   opt.lr = -1;
+  EXPECT_THROW(Finetuner(f.q, scheme, opt), Error);
+  opt = {};
+  opt.momentum = 0.9f;  // without a planned velocity buffer
+  EXPECT_THROW(Finetuner(f.q, scheme, opt), Error);
+  opt.step.optimizer_states = 1;
+  EXPECT_NO_THROW(Finetuner(f.q, scheme, opt));
+  opt.momentum = 1.0f;
+  EXPECT_THROW(Finetuner(f.q, scheme, opt), Error);
+  opt.step.optimizer_states = 2;  // Adam's two moments: not implemented
+  opt.momentum = 0.9f;
   EXPECT_THROW(Finetuner(f.q, scheme, opt), Error);
 }
 
