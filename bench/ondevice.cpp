@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -118,14 +117,7 @@ int run(const Flags& f) {
   if (f.get_int("threads") < 1) throw UsageError("--threads must be at least 1");
   omp_set_num_threads(static_cast<int>(f.get_int("threads")));
   const std::string ckpt_path = f.get_string("checkpoint"), model_name = f.get_string("model");
-  CheckpointData ckpt;
-  if (std::filesystem::is_directory(ckpt_path)) {
-    auto latest = load_latest_checkpoint(ckpt_path);
-    if (!latest) throw Error("--checkpoint " + ckpt_path + ": no checkpoint in this directory");
-    ckpt = *latest;
-  } else {
-    ckpt = load_checkpoint(ckpt_path);
-  }
+  const CheckpointData ckpt = load_checkpoint_file_or_dir(ckpt_path);
   const Dataset full_train = load_dataset(f.get_string("dataset"), f.get_string("data-dir"), Split::train);
   const Dataset full_test = load_dataset(f.get_string("dataset"), f.get_string("data-dir"), Split::test);
   if (lo < 0 || hi < lo || hi >= full_train.num_classes) throw UsageError("--class-lo/--class-hi out of range");

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -127,14 +126,7 @@ int run(const Flags& f) {
 
   // The pretrained f32 model.
   const std::string ckpt_path = f.get_string("checkpoint"), model_name = f.get_string("model");
-  CheckpointData ckpt;
-  if (std::filesystem::is_directory(ckpt_path)) {
-    auto latest = load_latest_checkpoint(ckpt_path);
-    if (!latest) throw Error("--checkpoint " + ckpt_path + ": no checkpoint in this directory");
-    ckpt = *latest;
-  } else {
-    ckpt = load_checkpoint(ckpt_path);
-  }
+  const CheckpointData ckpt = load_checkpoint_file_or_dir(ckpt_path);
   const std::string dataset = f.get_string("dataset"), dir = f.get_string("data-dir");
   const Dataset full_train = load_dataset(dataset, dir, Split::train);
   const Dataset full_test = load_dataset(dataset, dir, Split::test);

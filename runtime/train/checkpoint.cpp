@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <utility>
 #include <system_error>
 
 #include "proto/tern.pb.h"
@@ -519,6 +520,13 @@ std::optional<CheckpointData> load_latest_checkpoint(const std::string& dir) {
     }
     throw Error(std::string(newest.what()) + "; refusing to resume" + advice);
   }
+}
+
+CheckpointData load_checkpoint_file_or_dir(const std::string& path) {
+  if (!std::filesystem::is_directory(path)) return load_checkpoint(path);
+  std::optional<CheckpointData> latest = load_latest_checkpoint(path);
+  if (!latest) throw Error("--checkpoint " + path + ": no checkpoint in this directory");
+  return std::move(*latest);
 }
 
 void prune_checkpoints(const std::string& dir, int keep, int64_t up_to_step) {

@@ -118,6 +118,10 @@ std::string latest_checkpoint(const std::string& dir);
 // and the resumed run would later overwrite the damaged file, the evidence, with its own.
 std::optional<CheckpointData> load_latest_checkpoint(const std::string& dir);
 
+// A checkpoint named the way the programs take one (`--checkpoint PATH`): a file, or a
+// --checkpoint-dir whose newest checkpoint is loaded. A directory without one is an Error naming it.
+CheckpointData load_checkpoint_file_or_dir(const std::string& path);
+
 // Writes data to dir/checkpoint_file_name(data.step) (creating dir), then prunes: of the
 // checkpoints with a step at or below data.step, the `keep` newest stay (the one just written
 // among them). Pruning happens only after the write succeeded. Returns the path written.

@@ -453,6 +453,16 @@ TEST(CheckpointDir, LatestIsTheHighestStepAndTempFilesAreIgnored) {
   EXPECT_EQ(load_latest_checkpoint(dir.path())->step, 1000);
 }
 
+TEST(CheckpointDir, AProgramsCheckpointArgumentIsAFileOrADirectoryOfThem) {
+  ScratchDir dir;
+  EXPECT_NE(error_of([&] { load_checkpoint_file_or_dir(dir.path()); }).find("no checkpoint in this directory"),
+            std::string::npos);
+  for (int64_t s : {7, 30}) save_checkpoint(dir.file(checkpoint_file_name(s)), at_step(s));
+  EXPECT_EQ(load_checkpoint_file_or_dir(dir.path()).step, 30);  // the newest
+  EXPECT_EQ(load_checkpoint_file_or_dir(dir.file(checkpoint_file_name(7))).step, 7);
+  EXPECT_THROW(load_checkpoint_file_or_dir(dir.file("missing.tern")), Error);
+}
+
 TEST(CheckpointDir, SavingKeepsOnlyTheNewestK) {
   ScratchDir dir;
   const std::string sub = dir.file("run");  // created on first save
