@@ -44,7 +44,7 @@ void declare(Flags& f) {
   f.add_int("batch-size", 32, "images per fp32 step");
   f.add_float("lr", 0.01, "SGD learning rate");
   f.add_float("momentum", 0.9, "SGD momentum");
-  f.add_string("lr-schedule", "constant",
+  f.add_string("lr-schedule", "cosine",
                "constant | cosine[:min_lr=X] | step:size=N[,gamma=G] (any may add ,warmup=N)");
   f.add_int("limit-train", 0, "use only the first N training images of the new classes (0: all)");
   f.add_int("limit-test", 0, "evaluate on the first N test images of the new classes (0: all)");

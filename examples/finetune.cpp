@@ -40,7 +40,7 @@ void declare(Flags& f) {
   f.add_string("memory-budget", "256KB", "refuse a step whose arena exceeds this (e.g. 256KB, 1MB; 0: none)");
   f.add_int("epochs", 1, "passes over the new classes' training images");
   f.add_float("lr", 0.01, "SGD learning rate (with QAS: as for fp32 SGD at batch 1)");
-  f.add_string("lr-schedule", "constant",
+  f.add_string("lr-schedule", "cosine",
                "constant | cosine[:min_lr=X] (to min_lr over the run) | step:size=N[,gamma=G]; any may add "
                ",warmup=N[,start_factor=F]");
   f.add_float("momentum", 0, "SGD momentum; above 0 the arena holds a velocity per trained value");
