@@ -176,6 +176,8 @@ int main(int argc, char** argv) {
             "tcp on one host: microseconds a waiting recv polls the shared-memory ring before sleeping (0: never)");
   f.add_int("poll-max-bytes", static_cast<int64_t>(CommOptions{}.poll_max_bytes),
             "tcp on one host: only recvs of at most this many bytes poll");
+  f.add_int("socket-buffer-bytes", static_cast<int64_t>(CommOptions{}.socket_buffer_bytes),
+            "tcp on sockets: SO_SNDBUF/SO_RCVBUF of each connection (0: the kernel's default and autotuning)");
   return run_program(f, argc, argv, [&] {
     const std::string op = f.get_string("op");
     if (op != "allreduce" && op != "allgather") throw UsageError("--op must be allreduce or allgather");
@@ -185,6 +187,7 @@ int main(int argc, char** argv) {
     options.ring_chunk_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("ring-chunk-bytes")));
     options.poll = std::chrono::microseconds(std::max<int64_t>(0, f.get_int("poll-us")));
     options.poll_max_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("poll-max-bytes")));
+    options.socket_buffer_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("socket-buffer-bytes")));
     if (f.get_string("comm") == "local") {
       run_local(
           static_cast<int>(f.get_int("ranks")),

@@ -6,12 +6,16 @@ tcp backend under ternrun -- as it runs on one host (its shared-memory path, "tc
 sockets with TERN_SHM=0 ("tcp-sock") -- and Open MPI twice under mpirun, as it runs by default on
 one host (shared memory) and forced onto TCP (--mca btl tcp,self); busbw per size and the ratios
 sock/mpi-tcp (TCP against TCP), tcp/mpi-tcp and tcp/mpi-def (shared memory against Open MPI's
-default). All in one run, so the ratios compare like with like on a noisy machine.
+default). All in one run, so the ratios compare like with like on a noisy machine; with --repeat N
+(default 3) every backend runs N times, the rounds interleaved (round 1 of every backend, then
+round 2, ...), and each cell is the median time of its N runs, so one disturbed run moves no cell.
+The "spread" column is the largest max/min time ratio of a cell's runs in that row.
 """
 import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +44,7 @@ def main():
     p.add_argument("--iters", default="100")
     p.add_argument("--json", help="write every row of every backend here (JSON lines)")
     p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--repeat", type=int, default=3, help="runs per backend, interleaved; cells are medians")
     a = p.parse_args()
 
     bench = os.path.join(a.build, "bench", "tern_allreduce_bench")
@@ -62,25 +67,38 @@ def main():
                 # Open MPI itself (blocking MPI_Allreduce/MPI_Allgather), by default and over TCP.
                 runs += [("mpi-default", MPIRUN + ["-np", str(n), bench, "--comm", "openmpi"]),
                          ("mpi-tcp", MPIRUN + ["--mca", "btl", "tcp,self", "-np", str(n), bench, "--comm", "openmpi"])]
-            results = {}
-            for label, cmd in runs:
-                path = os.path.join(tmp, f"{op}-{n}-{label}.jsonl")
-                rows, err = run(cmd + common + ["--label", label, "--json", path], path, a.timeout,
-                                {"TERN_SHM": "0"} if label == "tcp-sock" else None)
-                if err:
-                    print(f"# {label} {op} n={n} failed: {err}", file=sys.stderr)
-                    continue
-                results[label] = {r["bytes"]: r for r in rows}
-                all_rows += rows
+            runs_of = {}  # label -> size -> the rows of its repeats
+            for rnd in range(max(1, a.repeat)):
+                for label, cmd in runs:
+                    path = os.path.join(tmp, f"{op}-{n}-{label}-{rnd}.jsonl")
+                    rows, err = run(cmd + common + ["--label", label, "--json", path], path, a.timeout,
+                                    {"TERN_SHM": "0"} if label == "tcp-sock" else None)
+                    if err:
+                        print(f"# {label} {op} n={n} run {rnd + 1} failed: {err}", file=sys.stderr)
+                        continue
+                    for r in rows:
+                        runs_of.setdefault(label, {}).setdefault(r["bytes"], []).append(dict(r, run=rnd + 1))
+                    all_rows += [dict(r, run=rnd + 1) for r in rows]
+            results, spread = {}, {}
+            for label, by_size in runs_of.items():
+                results[label] = {}
+                for size, rs in by_size.items():
+                    times = [r["time_us"] for r in rs]
+                    med = statistics.median(times)
+                    # busbw scales inversely with time at a fixed size: the median run's figures
+                    results[label][size] = dict(rs[0], time_us=med, busbw_gbs=rs[0]["busbw_gbs"] * rs[0]["time_us"] / med,
+                                                wrong=sum(r["wrong"] for r in rs))
+                    spread[size] = max(spread.get(size, 1.0), max(times) / max(min(times), 1e-9))
             labels = [l for l, _ in runs if l in results]
-            print(f"\n{op}, {n} ranks: busbw GB/s (time us); #wrong summed over backends")
+            print(f"\n{op}, {n} ranks: busbw GB/s (time us), median of {max(1, a.repeat)} interleaved runs; "
+                  "#wrong summed over backends and runs")
             head = f"{'size(B)':>10}" + "".join(f"{l + ' busbw':>18}" for l in labels)
             ratios = [(a_, b_) for a_, b_ in (("tcp-sock", "mpi-tcp"), ("tcp", "mpi-tcp"), ("tcp", "mpi-default"))
                       if a_ in results and b_ in results]
             short = {"tcp-sock": "sock", "tcp": "tcp", "mpi-tcp": "mpi-tcp", "mpi-default": "mpi-def"}
             for a_, b_ in ratios:
                 head += f"{short[a_] + '/' + short[b_]:>13}"
-            print(head + f"{'#wrong':>8}")
+            print(head + f"{'#wrong':>8}{'spread':>8}")
             sizes = sorted(set().union(*[set(results[l]) for l in labels])) if labels else []
             for size in sizes:
                 line = f"{size:>10}"
@@ -92,7 +110,7 @@ def main():
                 for a_, b_ in ratios:
                     t, o = results[a_].get(size), results[b_].get(size)
                     line += f"{t['busbw_gbs'] / o['busbw_gbs']:>12.2f}x" if t and o and o["busbw_gbs"] > 0 else f"{'-':>13}"
-                print(line + f"{wrong:>8}")
+                print(line + f"{wrong:>8}{spread.get(size, 1.0):>7.1f}x")
     if a.json:
         with open(a.json, "w") as f:
             for r in all_rows:

@@ -49,6 +49,12 @@ struct CommOptions {
   // and 4 MB ones 2-3x slower (not explained yet; our guess: the reader thread copies a large
   // message while the caller is still sending, where a polling recv copies only afterwards).
   size_t poll_max_bytes = size_t{64} << 10;
+  // tcp backend on sockets: each connection's send and receive buffer (SO_SNDBUF/SO_RCVBUF), so a
+  // ring chunk or two fit in flight; 0 leaves the kernel's default and autotuning. Measured
+  // (bench/allreduce --socket-buffer-bytes, 2 ranks, TERN_SHM=0, medians of 5 alternated runs):
+  // 1-2 MB take 256 KB allreduces from 148 to 104 us and 1 MB ones from 422 to 240 us; no change
+  // from 4 MB up.
+  size_t socket_buffer_bytes = size_t{2} << 20;
 };
 
 // Counts of elements per rank for reduce_scatter and the default split of n elements: rank r gets

@@ -5,7 +5,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
@@ -84,6 +86,12 @@ TcpTransport::TcpTransport(const TcpWorld& world, Store& store, const CommOption
     // The data path uses the descriptor directly: blocking reads (one recv with MSG_WAITALL per
     // payload) on the reader thread, non-blocking writes with our own deadline on the sender's.
     if (peer->socket) peer->socket->native_non_blocking(false);
+    if (peer->socket && options.socket_buffer_bytes > 0) {
+      // Best effort: the kernel caps the sizes at net.core.{w,r}mem_max and doubles them.
+      const int bytes = static_cast<int>(std::min<size_t>(options.socket_buffer_bytes, INT32_MAX / 2));
+      ::setsockopt(peer->socket->native_handle(), SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+      ::setsockopt(peer->socket->native_handle(), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+    }
     peers_.push_back(std::move(peer));
   }
   try {
@@ -97,6 +105,18 @@ TcpTransport::TcpTransport(const TcpWorld& world, Store& store, const CommOption
 }
 
 TcpTransport::~TcpTransport() { stop_readers(); }
+
+std::pair<int, int> TcpTransport::socket_buffers(int peer) const {
+  check_peer_rank(rank_, size_, peer, "socket buffers of");
+  const Peer& p = *peers_[static_cast<size_t>(peer)];
+  if (!p.socket) return {0, 0};
+  int send = 0, receive = 0;
+  socklen_t length = sizeof(int);
+  ::getsockopt(p.fd, SOL_SOCKET, SO_SNDBUF, &send, &length);
+  length = sizeof(int);
+  ::getsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, &receive, &length);
+  return {send, receive};
+}
 
 void TcpTransport::stop_readers() {
   closing_ = true;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -43,6 +44,9 @@ class TcpTransport final : public Transport {
                                         size_t bytes) override;
   uint64_t bytes_sent() const override { return bytes_sent_; }
   uint64_t bytes_received() const override { return bytes_received_; }
+  // The kernel's send and receive buffer sizes (SO_SNDBUF, SO_RCVBUF) of the connection to `peer`,
+  // after options.socket_buffer_bytes; {0, 0} for this rank itself. For tests and diagnostics.
+  std::pair<int, int> socket_buffers(int peer) const;
 
  private:
   struct Peer;

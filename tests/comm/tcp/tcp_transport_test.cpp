@@ -63,6 +63,26 @@ TEST_F(TcpTransportWorld, EveryPairExchangesMessagesOfSizeZeroOneAndSixteenMegab
   }
 }
 
+TEST_F(TcpTransportWorld, SocketBuffersAreSetFromTheOptionsOrLeftToTheKernel) {
+  auto sizes = [&](size_t bytes, const std::string& job) {
+    CommOptions options = testing::short_timeouts();
+    options.socket_buffer_bytes = bytes;
+    auto world = make_tcp_world(2, *store_, job, options);
+    EXPECT_EQ(world[0]->socket_buffers(0), std::make_pair(0, 0));  // no socket to itself
+    return world[0]->socket_buffers(1);
+  };
+  // Linux doubles what it is given (bookkeeping overhead) and caps it at net.core.*mem_max, which
+  // is at least 200 KB on any kernel; 150 KB fits under the cap everywhere.
+  const auto [send, receive] = sizes(150 << 10, "buffers-set");
+  EXPECT_GE(send, 150 << 10);
+  EXPECT_GE(receive, 150 << 10);
+  const auto [send0, receive0] = sizes(0, "buffers-default");
+  EXPECT_GT(send0, 0);
+  EXPECT_GT(receive0, 0);
+  EXPECT_NE(std::make_pair(send0, receive0), std::make_pair(send, receive));
+  EXPECT_THROW(make_tcp_world(1, *store_, "buffers-one")[0]->socket_buffers(1), CommError);
+}
+
 TEST_F(TcpTransportWorld, MessagesOfOneTagArriveInOrderWhateverTheOrderTagsAreReceived) {
   auto world = make_tcp_world(2, *store_, "tags");
   constexpr int kTags = 40, kRounds = 5;
