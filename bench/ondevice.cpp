@@ -142,6 +142,8 @@ int run(const Flags& f) {
   fp32.activation_bytes = 4;
   fp32.trained_weight_bytes = 4;
   fp32.trained_bias_bytes = 4;
+  fp32.working_weight_bytes = 0;  // fp32 kernels read the trained tensors themselves
+  fp32.working_bias_bytes = 0;
   fp32.optimizer_states = f.get_float("momentum") > 0 ? 1 : 0;
   fp32.apply = ondevice::GradientApply::kAfterBackward;
   fp32.in_place_depthwise = false;

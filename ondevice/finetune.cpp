@@ -283,6 +283,9 @@ Finetuner::Finetuner(QuantizedModel model, const UpdateScheme& scheme, const Fin
   per_layer(bias_buf_, ".bias");
   per_layer(bias_grad_buf_, ".bias.grad");
   per_layer(weight_state_buf_, ".weight.state");
+  per_layer(weight_working_buf_, ".weight.working");
+  per_layer(weight_working_backward_buf_, ".weight.working_backward");
+  per_layer(bias_working_buf_, ".bias.working");
   per_layer(bias_state_buf_, ".bias.state");
 
   for (int i = 0; i < L; ++i) {
@@ -317,6 +320,10 @@ Finetuner::Finetuner(QuantizedModel model, const UpdateScheme& scheme, const Fin
       const std::vector<int> ch = select_channels_by_norm(op.weight, op.weight_scale, op.out_channels(),
                                                           layers_[i].train.weight_ratio);
       channels_[i].assign(ch.begin(), ch.end());
+      TERN_CHECK(weight_working_buf_[i] >= 0 && plan_.buffers[weight_working_buf_[i]].size >= op.weight.size() &&
+                     (i == first_trained_ || (weight_working_backward_buf_[i] >= 0 &&
+                                              plan_.buffers[weight_working_backward_buf_[i]].size >= op.weight.size())),
+                 "on-device training: no working copy planned for the weight of '", layers_[i].name, "'");
       const size_t cols = op.weight.size() / static_cast<size_t>(op.out_channels());
       TERN_CHECK(weight_buf_[i] >= 0 && plan_.buffers[weight_buf_[i]].size >= ch.size() * cols * 4,
                  "on-device training: no master copy planned for the weight of '", layers_[i].name, "'");
@@ -334,6 +341,9 @@ Finetuner::Finetuner(QuantizedModel model, const UpdateScheme& scheme, const Fin
     if (layers_[i].train.bias) {
       TERN_CHECK(bias_buf_[i] >= 0, "on-device training: no master copy planned for the bias of '",
                  layers_[i].name, "'");
+      TERN_CHECK(bias_working_buf_[i] >= 0 &&
+                     plan_.buffers[bias_working_buf_[i]].size >= op.bias.size() * sizeof(int32_t),
+                 "on-device training: no working copy planned for the bias of '", layers_[i].name, "'");
       float* master = at(bias_buf_[i]);
       for (size_t c = 0; c < op.bias.size(); ++c) master[c] = static_cast<float>(op.bias[c]);
       if (options_.momentum > 0) {
@@ -352,6 +362,36 @@ void Finetuner::set_lr(float lr) {
 
 std::byte* Finetuner::buf(int index) const {
   return index >= 0 ? ptr_[static_cast<size_t>(index)] : nullptr;
+}
+
+// The int8 weight an op of layer i reads. A frozen one is the model's (flash, on a device). A trained
+// one is rebuilt in its planned working buffer, as a device must (flash cannot be rewritten): the
+// model's rows with the trained rows rounded from their master copy. (On the host update() also
+// writes the rounded values into the model, so that model() holds them; the rebuild reads only the
+// frozen rows from it.)
+const int8_t* Finetuner::weight(int i, int working_buf) const {
+  const QuantOp& op = model_.ops[static_cast<size_t>(op_of_[i])];
+  int8_t* to = reinterpret_cast<int8_t*>(buf(working_buf));
+  if (to == nullptr) return op.weight.data();
+  std::memcpy(to, op.weight.data(), op.weight.size());
+  const std::vector<int32_t>& ch = channels_[static_cast<size_t>(i)];
+  const size_t cols = op.weight.size() / static_cast<size_t>(op.out_channels());
+  const float* master = reinterpret_cast<const float*>(buf(weight_buf_[i]));
+  for (size_t j = 0; j < ch.size(); ++j)
+    for (size_t e = 0; e < cols; ++e)
+      to[static_cast<size_t>(ch[j]) * cols + e] =
+          static_cast<int8_t>(std::clamp(std::nearbyint(master[j * cols + e]), -127.0f, 127.0f));
+  return to;
+}
+
+// The int32 bias layer i's forward reads: the model's, or, when it trains, rounded from its master copy.
+const int32_t* Finetuner::bias(int i) const {
+  const QuantOp& op = model_.ops[static_cast<size_t>(op_of_[i])];
+  int32_t* to = reinterpret_cast<int32_t*>(buf(bias_working_buf_[i]));
+  if (to == nullptr) return op.bias.data();
+  const float* master = reinterpret_cast<const float*>(buf(bias_buf_[i]));
+  for (size_t c = 0; c < op.bias.size(); ++c) to[c] = round_to_int32(master[c]);
+  return to;
 }
 
 StepResult Finetuner::step(const float* image, int label) {
@@ -395,17 +435,19 @@ void Finetuner::forward_op(int i) {
   const QuantTensor& out = model_.tensors[static_cast<size_t>(op.output)];
   const int8_t* x = reinterpret_cast<const int8_t*>(buf(value_buf_[i]));
   int8_t* y = reinterpret_cast<int8_t*>(buf(value_buf_[i + 1]));
+  const int8_t* weights = weight(i, weight_working_buf_[i]);
+  const int32_t* biases = bias(i);
   cpu::Requant rq = op.requant();
   rq.out_zero_point = out.zero_point;
   switch (op.kind) {
     case QuantOpKind::conv2d:
-      cpu::int8_conv2d(model_.conv_shape(op), x, in.zero_point, op.weight.data(), op.bias.data(), rq, y);
+      cpu::int8_conv2d(model_.conv_shape(op), x, in.zero_point, weights, biases, rq, y);
       break;
     case QuantOpKind::depthwise_conv2d: {
       const cpu::Int8ConvShape s = model_.conv_shape(op);
       int8_t* scratch = reinterpret_cast<int8_t*>(buf(fscratch_buf_[i]));
       if (value_buf_[i] == value_buf_[i + 1]) {
-        cpu::int8_depthwise_conv2d_inplace(s, y, in.zero_point, op.weight.data(), op.bias.data(), rq, scratch);
+        cpu::int8_depthwise_conv2d_inplace(s, y, in.zero_point, weights, biases, rq, scratch);
         break;
       }
       // The input is still needed: one channel at a time through the scratch planes.
@@ -418,8 +460,8 @@ void Finetuner::forward_op(int i) {
         cpu::Requant rc = rq;
         rc.multiplier += c;
         rc.shift += c;
-        cpu::int8_depthwise_conv2d_inplace(one, scratch, in.zero_point, op.weight.data() + c * kk,
-                                           op.bias.data() + c, rc, scratch + in_pixels);
+        cpu::int8_depthwise_conv2d_inplace(one, scratch, in.zero_point, weights + c * kk,
+                                           biases + c, rc, scratch + in_pixels);
         for (int64_t p = 0; p < out_pixels; ++p) y[p * s.c_out + c] = scratch[p];
       }
       break;
@@ -428,12 +470,12 @@ void Finetuner::forward_op(int i) {
       if (i == static_cast<int>(layers_.size()) - 1 && logits_f32_) {
         int32_t* acc = reinterpret_cast<int32_t*>(y);
         const int32_t n = op.out_channels();
-        cpu::int8_linear_accumulate(x, in.zero_point, op.weight.data(), op.bias.data(),
+        cpu::int8_linear_accumulate(x, in.zero_point, weights, biases,
                                     static_cast<int32_t>(in.numel()), n, acc);
         float* logits = reinterpret_cast<float*>(y);
         for (int32_t c = 0; c < n; ++c) logits[c] = in.scale * op.weight_scale[c] * static_cast<float>(acc[c]);
       } else {
-        cpu::int8_linear(x, in.zero_point, op.weight.data(), op.bias.data(), static_cast<int32_t>(in.numel()),
+        cpu::int8_linear(x, in.zero_point, weights, biases, static_cast<int32_t>(in.numel()),
                          op.out_channels(), rq, y);
       }
       break;
@@ -542,6 +584,7 @@ void Finetuner::backward_op(int i) {
   TERN_CHECK(!wants_dx || dx != nullptr, "on-device training: no input-gradient buffer for '", l.name, "'");
 
   if (op.has_weights()) {
+    const int8_t* weights = wants_dx ? weight(i, weight_working_backward_buf_[i]) : nullptr;
     const cpu::Int8ConvShape s = model_.conv_shape(op);
     const int64_t pixels = op.kind == QuantOpKind::linear ? 1 : int64_t{out.h} * out.w;
     const int8_t* x = reinterpret_cast<const int8_t*>(buf(value_buf_[i]));
@@ -559,11 +602,11 @@ void Finetuner::backward_op(int i) {
     }
     if (wants_dx) {
       if (op.kind == QuantOpKind::conv2d) {
-        cpu::conv2d_input_grad(s, dy, op.weight.data(), op.weight_scale.data(), dx);
+        cpu::conv2d_input_grad(s, dy, weights, op.weight_scale.data(), dx);
       } else if (op.kind == QuantOpKind::linear) {
-        cpu::linear_input_grad(dy, op.weight.data(), op.weight_scale.data(), s.c_in, s.c_out, dx);
+        cpu::linear_input_grad(dy, weights, op.weight_scale.data(), s.c_in, s.c_out, dx);
       } else if (grad_buf_[i] != grad_buf_[i + 1]) {
-        cpu::depthwise_input_grad(s, dy, op.weight.data(), op.weight_scale.data(), dx);
+        cpu::depthwise_input_grad(s, dy, weights, op.weight_scale.data(), dx);
       } else {
         // dx over dy, one channel at a time: channel c's elements sit at p * c_in + c in both, so
         // writing channel c's dx touches only channel c's dy (already copied) or bytes past dy.
@@ -575,7 +618,7 @@ void Finetuner::backward_op(int i) {
         const int kk = s.kernel * s.kernel;
         for (int32_t c = 0; c < s.c_in; ++c) {
           for (int64_t p = 0; p < out_pixels; ++p) plane_dy[p] = dy[p * s.c_in + c];
-          cpu::depthwise_input_grad(one, plane_dy, op.weight.data() + c * kk, op.weight_scale.data() + c, plane_dx);
+          cpu::depthwise_input_grad(one, plane_dy, weights + c * kk, op.weight_scale.data() + c, plane_dx);
           for (int64_t p = 0; p < in_pixels; ++p) dx[p * s.c_in + c] = plane_dx[p];
         }
       }

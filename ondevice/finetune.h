@@ -11,7 +11,9 @@
 // Parameters train in their quantised units (qas.h): each trained layer keeps an f32 master copy of its
 // trained weight rows (W / s_W) and of its bias (b / (s_W * s_x)) in the arena, updated by SGD; after each
 // update the int8 weight is re-quantised as clamp(round(master), -127, 127) and the int32 bias as
-// round(master). The scales (and so the requantisation multipliers) stay fixed, so the int8 graph is
+// round(master). A device cannot rewrite flash, so the kernels of a trained layer read its int8 weight and
+// int32 bias from working buffers in the arena, rebuilt by each op that reads them (the frozen rows from
+// the model, the trained ones rounded from the master copy): only the ops' transient bytes, planned. The scales (and so the requantisation multipliers) stay fixed, so the int8 graph is
 // always a valid QuantizedModel and the master copy keeps the sub-step changes that rounding would lose.
 #pragma once
 
@@ -93,6 +95,8 @@ class Finetuner {
   void backward_op(int i);
   void update(int i);
   std::byte* buf(int index) const;
+  const int8_t* weight(int layer, int working_buf) const;
+  const int32_t* bias(int layer) const;
 
   QuantizedModel model_;
   FinetuneOptions options_;
@@ -109,6 +113,8 @@ class Finetuner {
   std::vector<int> mask_buf_, argmax_buf_, fscratch_buf_, bscratch_buf_;
   std::vector<int> weight_buf_, weight_grad_buf_, bias_buf_, bias_grad_buf_;
   std::vector<int> weight_state_buf_, bias_state_buf_;  // momentum velocities (-1 without momentum)
+  // The trained int8 weight / int32 bias as the kernels read them, rebuilt by each op that needs them.
+  std::vector<int> weight_working_buf_, weight_working_backward_buf_, bias_working_buf_;
   std::vector<std::vector<int32_t>> channels_;  // per layer
   std::vector<std::vector<int>> acquire_at_, release_after_;
   std::vector<std::byte*> ptr_;        // per plan buffer, while live

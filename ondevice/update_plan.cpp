@@ -348,8 +348,8 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
     }
   }
 
-  // Trained parameters: their SRAM copy and optimizer state live through the whole step (and between
-  // steps); a gradient lives until the update that consumes it.
+  // Trained parameters: their SRAM (master) copy and optimizer state live through the whole step (and
+  // between steps); a gradient lives until the update that consumes it.
   const size_t state_bytes = static_cast<size_t>(o.optimizer_states) * sizeof(float);
   for (int i = first_trained; i < L; ++i) {
     const LayerSpec& l = layers[i];
@@ -360,6 +360,12 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
       const size_t n =
           per_channel * static_cast<size_t>(channels_for_ratio(l.out_channels, l.train.weight_ratio));
       add(l.name + ".weight", l.name, BufferKind::kTrainedParam, n * o.trained_weight_bytes, 0, last_op);
+      // Working copies, rebuilt by the op that reads them: the forward, and the backward when it
+      // computes an input gradient (every trained layer but the first).
+      add(l.name + ".weight.working", l.name, BufferKind::kScratch, l.weight_elems * o.working_weight_bytes, i, i);
+      if (i > first_trained)
+        add(l.name + ".weight.working_backward", l.name, BufferKind::kScratch,
+            l.weight_elems * o.working_weight_bytes, backward, backward);
       const size_t grad = o.apply == GradientApply::kPerChannel ? per_channel : n;
       add(l.name + ".weight.grad", l.name, BufferKind::kGradient, grad * o.gradient_bytes, backward,
           grad_last);
@@ -368,6 +374,7 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
     if (l.train.bias) {
       add(l.name + ".bias", l.name, BufferKind::kTrainedParam, l.bias_elems * o.trained_bias_bytes, 0,
           last_op);
+      add(l.name + ".bias.working", l.name, BufferKind::kScratch, l.bias_elems * o.working_bias_bytes, i, i);
       const size_t grad = o.apply == GradientApply::kPerChannel ? 1 : l.bias_elems;
       add(l.name + ".bias.grad", l.name, BufferKind::kGradient, grad * o.gradient_bytes, backward, grad_last);
       add(l.name + ".bias.state", l.name, BufferKind::kOptimizerState, l.bias_elems * state_bytes, 0,

@@ -62,6 +62,14 @@ struct StepOptions {
   size_t gradient_bytes = 4;        // backward runs in f32
   size_t trained_weight_bytes = 4;  // the SRAM copy of a trained weight element (f32 master copy)
   size_t trained_bias_bytes = 4;    // int32 or f32 bias
+  // The working copy of a trained tensor that the kernels read, when that is not the master copy
+  // itself. The int8 engine cannot read a trained int8 weight from flash (its trained rows change),
+  // so each op that needs it rebuilds it in SRAM just before it runs — the flash rows with the trained
+  // rows rounded from the master copy: the whole weight (1 byte per element) for the forward and
+  // again for the backward's input gradient, and the int32 bias (4 per element) for the forward.
+  // 0: the kernels read the master copy (fp32 training).
+  size_t working_weight_bytes = 1;
+  size_t working_bias_bytes = 4;
   int optimizer_states = 0;         // f32 values per trained element: 0 SGD, 1 momentum, 2 Adam
   GradientApply apply = GradientApply::kPerLayer;
   bool in_place_depthwise = true;  // a depthwise conv overwrites its input when nothing else reads it

@@ -272,6 +272,40 @@ TEST(UpdatePlan, BufferSizesFollowTheOptions) {
             per_channel * 4);
 }
 
+// A trained int8 weight cannot be read from flash (its trained rows change), so each op that reads it
+// rebuilds it in SRAM: the forward, and the backward when it computes an input gradient; the trained
+// int32 bias only for the forward. Transient buffers, not state kept across the step.
+TEST(UpdatePlan, TrainedWeightsAndBiasesAreRebuiltInSramByTheOpsThatReadThem) {
+  ChainBuilder b(8, 10, 10);
+  b.conv("c0", 16, 3, 1, true);
+  b.conv("c1", 16, 3, 1, true);
+  b.conv("c2", 16, 1, 1, true);
+  std::vector<LayerSpec> layers = b.layers;
+  layers[0].train = {.bias = true, .weight_ratio = 0.25f};  // the first trained layer: no input gradient
+  layers[2].train = {.bias = false, .weight_ratio = 1};
+  const TrainingStep step = build_training_step(layers);
+  auto live = [&](const char* name) {
+    const Buffer* buffer = find_buffer(step.buffers, name);
+    return buffer ? std::make_pair(buffer->first, buffer->last) : std::make_pair(-1, -1);
+  };
+  ASSERT_NE(find_buffer(step.buffers, "c0.weight.working"), nullptr);
+  EXPECT_EQ(find_buffer(step.buffers, "c0.weight.working")->size, layers[0].weight_elems);  // the whole int8 weight
+  EXPECT_EQ(find_buffer(step.buffers, "c0.weight.working")->kind, BufferKind::kScratch);
+  EXPECT_EQ(live("c0.weight.working"), std::make_pair(op_index(step, "c0.forward"), op_index(step, "c0.forward")));
+  EXPECT_EQ(live("c0.weight.working_backward"), std::make_pair(-1, -1));
+  EXPECT_EQ(find_buffer(step.buffers, "c0.bias.working")->size, 16u * 4);
+  EXPECT_EQ(live("c0.bias.working"), live("c0.weight.working"));
+  EXPECT_EQ(live("c1.weight.working"), std::make_pair(-1, -1));  // frozen: read from flash
+  EXPECT_EQ(live("c1.bias.working"), std::make_pair(-1, -1));
+  EXPECT_EQ(live("c2.weight.working"), std::make_pair(op_index(step, "c2.forward"), op_index(step, "c2.forward")));
+  EXPECT_EQ(live("c2.weight.working_backward"),
+            std::make_pair(op_index(step, "c2.backward"), op_index(step, "c2.backward")));
+  EXPECT_EQ(live("c2.bias.working"), std::make_pair(-1, -1));
+  // fp32 training reads its master copies: no working copies.
+  for (const Buffer& buffer : build_training_step(layers, {.working_weight_bytes = 0, .working_bias_bytes = 0}).buffers)
+    EXPECT_EQ(buffer.name.find(".working"), std::string::npos) << buffer.name;
+}
+
 TEST(UpdatePlan, ResidualKeepsItsSourceAliveAndItsGradientStartsAtTheAdd) {
   ChainBuilder b(8, 6, 6);
   b.conv("a", 8, 1, 1, true);
@@ -342,6 +376,8 @@ TEST(UpdatePlan, SparseUpdateNeedsFarLessThanFullFineTuning) {
                 format_bytes(plan.peak).c_str());
   }
   StepOptions fp32{.activation_bytes = 4,
+                   .working_weight_bytes = 0,
+                   .working_bias_bytes = 0,
                    .optimizer_states = 1,
                    .apply = GradientApply::kAfterBackward,
                    .in_place_depthwise = false,
