@@ -8,7 +8,7 @@
 #include <string_view>
 #include <utility>
 
-#include "ondevice/qas.h"
+#include "ondevice/step_executor.h"
 #include "runtime/error.h"
 #include "runtime/kernels/cpu/int8_backward.h"
 #include "runtime/kernels/cpu/requantize.h"
@@ -199,11 +199,6 @@ int find_buffer(const MemoryPlan& plan, const std::string& part) {
   return -1;
 }
 
-int32_t round_to_int32(double v) {
-  const double r = std::nearbyint(v);
-  return static_cast<int32_t>(std::clamp(r, -2147483647.0, 2147483647.0));
-}
-
 }  // namespace
 
 std::vector<LayerSpec> layer_specs(const QuantizedModel& model) { return build_chain(model).layers; }
@@ -262,41 +257,7 @@ Finetuner::Finetuner(QuantizedModel model, const UpdateScheme& scheme, const Fin
   plan_ = plan_memory(std::move(p.step.buffers), options.step.strategy, std::move(p.step.ops));
   const int L = static_cast<int>(layers_.size());
   first_trained_ = first_trained_layer(layers_);
-
-  value_buf_.assign(static_cast<size_t>(L) + 1, -1);
-  grad_buf_.assign(static_cast<size_t>(L) + 1, -1);
-  for (int t = 0; t <= L; ++t) {
-    value_buf_[t] = find_buffer(plan_, tensor_name(layers_, t));
-    grad_buf_[t] = find_buffer(plan_, tensor_name(layers_, t) + ".grad");
-    TERN_CHECK(value_buf_[t] >= 0, "on-device training: the plan has no buffer for ", tensor_name(layers_, t));
-  }
-  auto per_layer = [&](std::vector<int>& v, const char* suffix) {
-    v.assign(static_cast<size_t>(L), -1);
-    for (int i = 0; i < L; ++i) v[i] = find_buffer(plan_, layers_[i].name + suffix);
-  };
-  per_layer(mask_buf_, ".relu_mask");
-  per_layer(argmax_buf_, ".argmax");
-  per_layer(fscratch_buf_, ".scratch");
-  per_layer(bscratch_buf_, ".backward_scratch");
-  per_layer(weight_buf_, ".weight");
-  per_layer(weight_grad_buf_, ".weight.grad");
-  per_layer(bias_buf_, ".bias");
-  per_layer(bias_grad_buf_, ".bias.grad");
-  per_layer(weight_state_buf_, ".weight.state");
-  per_layer(weight_working_buf_, ".weight.working");
-  per_layer(weight_working_backward_buf_, ".weight.working_backward");
-  per_layer(bias_working_buf_, ".bias.working");
-  per_layer(bias_state_buf_, ".bias.state");
-
-  for (int i = 0; i < L; ++i) {
-    if (layers_[i].kind != LayerKind::kDepthwiseConv || value_buf_[i] == value_buf_[i + 1]) continue;
-    const QuantTensor& in = model_.tensors[static_cast<size_t>(model_.ops[static_cast<size_t>(op_of_[i])].input)];
-    TERN_CHECK(fscratch_buf_[i] >= 0 && plan_.buffers[fscratch_buf_[i]].size >= 2 * static_cast<size_t>(in.h) * in.w,
-               "on-device training: depthwise layer '", layers_[i].name,
-               "' does not run in place but its scratch was planned for in place");
-  }
-  const QuantOp& last = model_.ops[static_cast<size_t>(op_of_[L - 1])];
-  logits_f32_ = last.kind == QuantOpKind::linear;
+  build_program();
 
   acquire_at_.assign(static_cast<size_t>(plan_.num_ops), {});
   release_after_.assign(static_cast<size_t>(plan_.num_ops), {});
@@ -311,95 +272,134 @@ Finetuner::Finetuner(QuantizedModel model, const UpdateScheme& scheme, const Fin
       plan_, std::span<std::byte>(reinterpret_cast<std::byte*>(arena_.data()), arena_.size() * 8));
 
   // The master copies live in the arena for the whole step and between steps (no other buffer ever
-  // shares their bytes), so they are written once here.
+  // shares their bytes), so they are written once here, from pointers at their planned offsets.
+  std::vector<std::byte*> fixed(plan_.buffers.size());
+  for (size_t b = 0; b < fixed.size(); ++b) fixed[b] = reinterpret_cast<std::byte*>(arena_.data()) + plan_.offsets[b];
+  init_trained_state(program_, fixed.data());
+}
+
+// The step as plain records (step_executor.h), every buffer found in the plan by name and checked
+// against what the executor will write into it.
+void Finetuner::build_program() {
+  static_assert(static_cast<uint32_t>(StepOpKind::conv2d) == static_cast<uint32_t>(QuantOpKind::conv2d) &&
+                static_cast<uint32_t>(StepOpKind::depthwise_conv2d) ==
+                    static_cast<uint32_t>(QuantOpKind::depthwise_conv2d) &&
+                static_cast<uint32_t>(StepOpKind::linear) == static_cast<uint32_t>(QuantOpKind::linear) &&
+                static_cast<uint32_t>(StepOpKind::global_avg_pool) ==
+                    static_cast<uint32_t>(QuantOpKind::global_avg_pool) &&
+                static_cast<uint32_t>(StepOpKind::max_pool) == static_cast<uint32_t>(QuantOpKind::max_pool));
+  const int L = static_cast<int>(layers_.size());
+  auto find = [&](const std::string& name) { return find_buffer(plan_, name); };
+  auto require = [&](int b, size_t bytes, const std::string& what, int i) {
+    TERN_CHECK(b >= 0 && plan_.buffers[static_cast<size_t>(b)].size >= bytes, "on-device training: no ", what,
+               " of ", bytes, " bytes planned for '", layers_[static_cast<size_t>(i)].name, "'");
+    return b;
+  };
   channels_.assign(static_cast<size_t>(L), {});
-  auto at = [&](int b) { return reinterpret_cast<float*>(reinterpret_cast<std::byte*>(arena_.data()) + plan_.offsets[b]); };
-  for (int i = first_trained_; i < L; ++i) {
-    const QuantOp& op = model_.ops[static_cast<size_t>(op_of_[i])];
-    if (layers_[i].train.weight_ratio > 0) {
-      const std::vector<int> ch = select_channels_by_norm(op.weight, op.weight_scale, op.out_channels(),
-                                                          layers_[i].train.weight_ratio);
-      channels_[i].assign(ch.begin(), ch.end());
-      TERN_CHECK(weight_working_buf_[i] >= 0 && plan_.buffers[weight_working_buf_[i]].size >= op.weight.size() &&
-                     (i == first_trained_ || (weight_working_backward_buf_[i] >= 0 &&
-                                              plan_.buffers[weight_working_backward_buf_[i]].size >= op.weight.size())),
-                 "on-device training: no working copy planned for the weight of '", layers_[i].name, "'");
+  step_layers_.assign(static_cast<size_t>(L), StepLayer{});
+  for (int i = 0; i < L; ++i) {
+    const LayerSpec& spec = layers_[static_cast<size_t>(i)];
+    QuantOp& op = model_.ops[static_cast<size_t>(op_of_[i])];
+    const QuantTensor& in = model_.tensors[static_cast<size_t>(op.input)];
+    const QuantTensor& out = model_.tensors[static_cast<size_t>(op.output)];
+    StepLayer& l = step_layers_[static_cast<size_t>(i)];
+    l.kind = static_cast<StepOpKind>(op.kind);
+    l.op = op_of_[i];
+    if (op.has_weights()) l.conv = model_.conv_shape(op);
+    if (op.kind == QuantOpKind::max_pool) l.pool = model_.pool_shape(op);
+    l.in_pixels = in.h * in.w;
+    l.in_c = in.c;
+    l.in_elems = in.numel();
+    l.out_elems = out.numel();
+    l.in_zero_point = in.zero_point;
+    l.out_zero_point = out.zero_point;
+    l.in_scale = in.scale;
+    l.act_min = op.act_min;
+    l.act_max = op.act_max;
+    if (op.has_weights()) {
+      l.weight = op.weight.data();
+      l.bias = op.bias.data();
+      l.weight_scale = op.weight_scale.data();
+      l.multiplier = op.multiplier.data();
+      l.shift = op.shift.data();
+      l.out_channels = op.out_channels();
+      l.weight_elems = static_cast<int64_t>(op.weight.size());
+      l.weight_mirror = op.weight.data();
+      l.bias_mirror = op.bias.data();
+    }
+    if (add_of_[i] >= 0) {
+      const QuantOp& add = model_.ops[static_cast<size_t>(add_of_[i])];
+      l.residual_from = spec.residual_from;
+      l.add_main_first = add.input == op.output;
+      l.add = cpu::Int8AddParams{.a_zero_point = model_.tensors[static_cast<size_t>(add.input)].zero_point,
+                                 .b_zero_point = model_.tensors[static_cast<size_t>(add.input2)].zero_point,
+                                 .y_zero_point = model_.tensors[static_cast<size_t>(add.output)].zero_point,
+                                 .a_mult = add.add_a_mult,
+                                 .b_mult = add.add_b_mult,
+                                 .act_min = add.act_min,
+                                 .act_max = add.act_max};
+    }
+    l.value_in = find(tensor_name(layers_, i));
+    l.value_out = find(tensor_name(layers_, i + 1));
+    TERN_CHECK(l.value_in >= 0 && l.value_out >= 0, "on-device training: the plan has no buffer for the tensors of '",
+               spec.name, "'");
+    l.grad_in = find(tensor_name(layers_, i) + ".grad");
+    l.grad_out = find(tensor_name(layers_, i + 1) + ".grad");
+    l.mask = find(spec.name + ".relu_mask");
+    l.argmax = find(spec.name + ".argmax");
+    l.forward_scratch = find(spec.name + ".scratch");
+    l.backward_scratch = find(spec.name + ".backward_scratch");
+    if (spec.kind == LayerKind::kDepthwiseConv && l.value_in != l.value_out)
+      require(l.forward_scratch, 2 * static_cast<size_t>(in.h) * in.w, "depthwise scratch (not in place)", i);
+    if (i < first_trained_) continue;
+
+    l.train_bias = spec.train.bias;
+    if (spec.train.weight_ratio > 0) {
+      const std::vector<int> ch =
+          select_channels_by_norm(op.weight, op.weight_scale, op.out_channels(), spec.train.weight_ratio);
+      channels_[static_cast<size_t>(i)].assign(ch.begin(), ch.end());
+      l.channels = channels_[static_cast<size_t>(i)].data();
+      l.channel_count = static_cast<int32_t>(ch.size());
       const size_t cols = op.weight.size() / static_cast<size_t>(op.out_channels());
-      TERN_CHECK(weight_buf_[i] >= 0 && plan_.buffers[weight_buf_[i]].size >= ch.size() * cols * 4,
-                 "on-device training: no master copy planned for the weight of '", layers_[i].name, "'");
-      float* master = at(weight_buf_[i]);
-      for (size_t j = 0; j < ch.size(); ++j)
-        for (size_t e = 0; e < cols; ++e)
-          master[j * cols + e] = static_cast<float>(op.weight[static_cast<size_t>(ch[j]) * cols + e]);
-      if (options_.momentum > 0) {
-        const int v = weight_state_buf_[i];
-        TERN_CHECK(v >= 0 && plan_.buffers[v].size >= ch.size() * cols * 4,
-                   "on-device training: no momentum buffer planned for the weight of '", layers_[i].name, "'");
-        std::fill_n(at(weight_state_buf_[i]), ch.size() * cols, 0.0f);
-      }
+      const size_t trained = ch.size() * cols * sizeof(float);
+      l.weight_master = require(find(spec.name + ".weight"), trained, "weight master copy", i);
+      l.weight_grad = require(find(spec.name + ".weight.grad"), trained, "weight gradient", i);
+      l.weight_working = require(find(spec.name + ".weight.working"), op.weight.size(), "weight working copy", i);
+      if (i > first_trained_)
+        l.weight_working_backward =
+            require(find(spec.name + ".weight.working_backward"), op.weight.size(), "weight working copy", i);
+      if (options_.momentum > 0) l.weight_state = require(find(spec.name + ".weight.state"), trained, "velocity", i);
     }
-    if (layers_[i].train.bias) {
-      TERN_CHECK(bias_buf_[i] >= 0, "on-device training: no master copy planned for the bias of '",
-                 layers_[i].name, "'");
-      TERN_CHECK(bias_working_buf_[i] >= 0 &&
-                     plan_.buffers[bias_working_buf_[i]].size >= op.bias.size() * sizeof(int32_t),
-                 "on-device training: no working copy planned for the bias of '", layers_[i].name, "'");
-      float* master = at(bias_buf_[i]);
-      for (size_t c = 0; c < op.bias.size(); ++c) master[c] = static_cast<float>(op.bias[c]);
-      if (options_.momentum > 0) {
-        TERN_CHECK(bias_state_buf_[i] >= 0,
-                   "on-device training: no momentum buffer planned for the bias of '", layers_[i].name, "'");
-        std::fill_n(at(bias_state_buf_[i]), op.bias.size(), 0.0f);
-      }
+    if (spec.train.bias) {
+      const size_t bytes = op.bias.size() * sizeof(float);
+      l.bias_master = require(find(spec.name + ".bias"), bytes, "bias master copy", i);
+      l.bias_grad = require(find(spec.name + ".bias.grad"), bytes, "bias gradient", i);
+      l.bias_working = require(find(spec.name + ".bias.working"), op.bias.size() * sizeof(int32_t),
+                               "bias working copy", i);
+      if (options_.momentum > 0) l.bias_state = require(find(spec.name + ".bias.state"), bytes, "velocity", i);
     }
+    if (i > first_trained_) TERN_CHECK(l.grad_in >= 0, "on-device training: no input-gradient buffer for '", spec.name, "'");
   }
-}
-
-void Finetuner::set_lr(float lr) {
-  TERN_CHECK(std::isfinite(lr) && lr >= 0, "on-device training: lr must be >= 0, got ", lr);
-  options_.lr = lr;
-}
-
-std::byte* Finetuner::buf(int index) const {
-  return index >= 0 ? ptr_[static_cast<size_t>(index)] : nullptr;
-}
-
-// The int8 weight an op of layer i reads. A frozen one is the model's (flash, on a device). A trained
-// one is rebuilt in its planned working buffer, as a device must (flash cannot be rewritten): the
-// model's rows with the trained rows rounded from their master copy. (On the host update() also
-// writes the rounded values into the model, so that model() holds them; the rebuild reads only the
-// frozen rows from it.)
-const int8_t* Finetuner::weight(int i, int working_buf) const {
-  const QuantOp& op = model_.ops[static_cast<size_t>(op_of_[i])];
-  int8_t* to = reinterpret_cast<int8_t*>(buf(working_buf));
-  if (to == nullptr) return op.weight.data();
-  std::memcpy(to, op.weight.data(), op.weight.size());
-  const std::vector<int32_t>& ch = channels_[static_cast<size_t>(i)];
-  const size_t cols = op.weight.size() / static_cast<size_t>(op.out_channels());
-  const float* master = reinterpret_cast<const float*>(buf(weight_buf_[i]));
-  for (size_t j = 0; j < ch.size(); ++j)
-    for (size_t e = 0; e < cols; ++e)
-      to[static_cast<size_t>(ch[j]) * cols + e] =
-          static_cast<int8_t>(std::clamp(std::nearbyint(master[j * cols + e]), -127.0f, 127.0f));
-  return to;
-}
-
-// The int32 bias layer i's forward reads: the model's, or, when it trains, rounded from its master copy.
-const int32_t* Finetuner::bias(int i) const {
-  const QuantOp& op = model_.ops[static_cast<size_t>(op_of_[i])];
-  int32_t* to = reinterpret_cast<int32_t*>(buf(bias_working_buf_[i]));
-  if (to == nullptr) return op.bias.data();
-  const float* master = reinterpret_cast<const float*>(buf(bias_buf_[i]));
-  for (size_t c = 0; c < op.bias.size(); ++c) to[c] = round_to_int32(master[c]);
-  return to;
+  const QuantOp& last = model_.ops[static_cast<size_t>(op_of_[L - 1])];
+  const QuantTensor& output = model_.tensors[static_cast<size_t>(model_.output)];
+  program_ = StepProgram{.layers = step_layers_.data(),
+                         .layer_count = L,
+                         .first_trained = first_trained_,
+                         .num_ops = plan_.num_ops,
+                         .num_classes = model_.num_classes(),
+                         .logits_f32 = last.kind == QuantOpKind::linear,
+                         .output_zero_point = output.zero_point,
+                         .output_scale = output.scale,
+                         .lr = options_.lr,
+                         .momentum = options_.momentum,
+                         .qas = options_.qas};
 }
 
 StepResult Finetuner::step(const float* image, int label) {
-  const int L = static_cast<int>(layers_.size());
   TERN_CHECK(label >= 0 && label < model_.num_classes(), "on-device training: label ", label,
              " is outside [0, ", model_.num_classes(), ")");
   std::fill(grad_written_.begin(), grad_written_.end(), 0);
-  StepResult result;
+  StepState state{grad_written_.data(), {}};
   for (int k = 0; k < plan_.num_ops; ++k) {
     for (int b : acquire_at_[static_cast<size_t>(k)]) {
       ptr_[static_cast<size_t>(b)] = allocator_->acquire(b);
@@ -408,289 +408,25 @@ StepResult Finetuner::step(const float* image, int label) {
     }
     if (k == 0) {  // the input image, quantised into tensor 0's buffer
       const QuantTensor& t = model_.tensors[0];
-      int8_t* q = reinterpret_cast<int8_t*>(buf(value_buf_[0]));
+      int8_t* q = reinterpret_cast<int8_t*>(ptr_[static_cast<size_t>(program_.layers[0].value_in)]);
       for (int32_t c = 0; c < t.c; ++c)
         for (int32_t p = 0; p < t.h * t.w; ++p)
           q[static_cast<int64_t>(p) * t.c + c] = t.quantize(image[static_cast<int64_t>(c) * t.h * t.w + p]);
     }
-    if (k < L) {
-      forward_op(k);
-    } else if (k == L) {
-      loss_op(label, result);
-    } else if (k <= 2 * L - first_trained_) {
-      backward_op(2 * L - k);
-    }
+    run_step_op(program_, k, ptr_.data(), label, state);
     for (int b : release_after_[static_cast<size_t>(k)]) {
       allocator_->release(b);
       ptr_[static_cast<size_t>(b)] = nullptr;
     }
   }
   high_water_ = allocator_->high_water();
-  return result;
+  return state.result;
 }
 
-void Finetuner::forward_op(int i) {
-  const QuantOp& op = model_.ops[static_cast<size_t>(op_of_[i])];
-  const QuantTensor& in = model_.tensors[static_cast<size_t>(op.input)];
-  const QuantTensor& out = model_.tensors[static_cast<size_t>(op.output)];
-  const int8_t* x = reinterpret_cast<const int8_t*>(buf(value_buf_[i]));
-  int8_t* y = reinterpret_cast<int8_t*>(buf(value_buf_[i + 1]));
-  const int8_t* weights = weight(i, weight_working_buf_[i]);
-  const int32_t* biases = bias(i);
-  cpu::Requant rq = op.requant();
-  rq.out_zero_point = out.zero_point;
-  switch (op.kind) {
-    case QuantOpKind::conv2d:
-      cpu::int8_conv2d(model_.conv_shape(op), x, in.zero_point, weights, biases, rq, y);
-      break;
-    case QuantOpKind::depthwise_conv2d: {
-      const cpu::Int8ConvShape s = model_.conv_shape(op);
-      int8_t* scratch = reinterpret_cast<int8_t*>(buf(fscratch_buf_[i]));
-      if (value_buf_[i] == value_buf_[i + 1]) {
-        cpu::int8_depthwise_conv2d_inplace(s, y, in.zero_point, weights, biases, rq, scratch);
-        break;
-      }
-      // The input is still needed: one channel at a time through the scratch planes.
-      const int64_t in_pixels = int64_t{s.h} * s.w, out_pixels = int64_t{s.out_h()} * s.out_w();
-      cpu::Int8ConvShape one = s;
-      one.c_in = one.c_out = 1;
-      const int kk = s.kernel * s.kernel;
-      for (int32_t c = 0; c < s.c_out; ++c) {
-        for (int64_t p = 0; p < in_pixels; ++p) scratch[p] = x[p * s.c_in + c];
-        cpu::Requant rc = rq;
-        rc.multiplier += c;
-        rc.shift += c;
-        cpu::int8_depthwise_conv2d_inplace(one, scratch, in.zero_point, weights + c * kk,
-                                           biases + c, rc, scratch + in_pixels);
-        for (int64_t p = 0; p < out_pixels; ++p) y[p * s.c_out + c] = scratch[p];
-      }
-      break;
-    }
-    case QuantOpKind::linear:
-      if (i == static_cast<int>(layers_.size()) - 1 && logits_f32_) {
-        int32_t* acc = reinterpret_cast<int32_t*>(y);
-        const int32_t n = op.out_channels();
-        cpu::int8_linear_accumulate(x, in.zero_point, weights, biases,
-                                    static_cast<int32_t>(in.numel()), n, acc);
-        float* logits = reinterpret_cast<float*>(y);
-        for (int32_t c = 0; c < n; ++c) logits[c] = in.scale * op.weight_scale[c] * static_cast<float>(acc[c]);
-      } else {
-        cpu::int8_linear(x, in.zero_point, weights, biases, static_cast<int32_t>(in.numel()),
-                         op.out_channels(), rq, y);
-      }
-      break;
-    case QuantOpKind::max_pool: {
-      const cpu::Int8PoolShape s = model_.pool_shape(op);
-      cpu::int8_max_pool2d(s, x, y);
-      if (uint8_t* arg = reinterpret_cast<uint8_t*>(buf(argmax_buf_[i]))) {
-        for (int32_t oh = 0; oh < s.out_h(); ++oh)
-          for (int32_t ow = 0; ow < s.out_w(); ++ow)
-            for (int32_t c = 0; c < s.c; ++c) {
-              int best = -1;
-              int32_t best_v = -129;
-              for (int32_t kh = 0; kh < s.kernel; ++kh)
-                for (int32_t kw = 0; kw < s.kernel; ++kw) {
-                  const int32_t ih = oh * s.stride - s.pad + kh, iw = ow * s.stride - s.pad + kw;
-                  if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) continue;
-                  const int32_t v = x[(int64_t{ih} * s.w + iw) * s.c + c];
-                  if (v > best_v) {
-                    best_v = v;
-                    best = kh * s.kernel + kw;
-                  }
-                }
-              arg[(int64_t{oh} * s.out_w() + ow) * s.c + c] = static_cast<uint8_t>(best);
-            }
-      }
-      break;
-    }
-    case QuantOpKind::global_avg_pool:
-      cpu::int8_global_avg_pool(x, in.h * in.w, in.c, in.zero_point, y);
-      break;
-    case QuantOpKind::add:
-      break;  // merged into the layer before it
-  }
-  if (uint8_t* bits = reinterpret_cast<uint8_t*>(buf(mask_buf_[i])))
-    cpu::clamp_mask_bits(y, out.numel(), op.act_min, op.act_max, bits);
-  if (add_of_[i] >= 0) {
-    const QuantOp& add = model_.ops[static_cast<size_t>(add_of_[i])];
-    const int8_t* skip = reinterpret_cast<const int8_t*>(buf(value_buf_[layers_[i].residual_from]));
-    const bool main_first = add.input == op.output;
-    const cpu::Int8AddParams p{.a_zero_point = model_.tensors[static_cast<size_t>(add.input)].zero_point,
-                               .b_zero_point = model_.tensors[static_cast<size_t>(add.input2)].zero_point,
-                               .y_zero_point = model_.tensors[static_cast<size_t>(add.output)].zero_point,
-                               .a_mult = add.add_a_mult,
-                               .b_mult = add.add_b_mult,
-                               .act_min = add.act_min,
-                               .act_max = add.act_max};
-    cpu::int8_add(main_first ? y : skip, main_first ? skip : y, out.numel(), p, y);
-  }
-}
-
-void Finetuner::loss_op(int label, StepResult& result) {
-  const int L = static_cast<int>(layers_.size());
-  const int n = model_.num_classes();
-  const std::byte* out = buf(value_buf_[L]);
-  const QuantTensor& t = model_.tensors[static_cast<size_t>(model_.output)];
-  auto logit = [&](int c) {
-    return logits_f32_ ? reinterpret_cast<const float*>(out)[c]
-                       : t.dequantize(reinterpret_cast<const int8_t*>(out)[c]);
-  };
-  float m = logit(0);
-  result.predicted = 0;
-  for (int c = 1; c < n; ++c) {
-    if (logit(c) > m) {
-      m = logit(c);
-      result.predicted = c;
-    }
-  }
-  double sum = 0;
-  for (int c = 0; c < n; ++c) sum += std::exp(static_cast<double>(logit(c) - m));
-  result.loss = static_cast<float>(std::log(sum) + m - logit(label));
-  if (float* g = reinterpret_cast<float*>(buf(grad_buf_[L]))) {
-    for (int c = 0; c < n; ++c)
-      g[c] = static_cast<float>(std::exp(static_cast<double>(logit(c) - m)) / sum) - (c == label ? 1.0f : 0.0f);
-    grad_written_[static_cast<size_t>(L)] = 1;
-  }
-}
-
-void Finetuner::backward_op(int i) {
-  const LayerSpec& l = layers_[i];
-  QuantOp& op = model_.ops[static_cast<size_t>(op_of_[i])];
-  const QuantTensor& in = model_.tensors[static_cast<size_t>(op.input)];
-  const QuantTensor& out = model_.tensors[static_cast<size_t>(op.output)];
-  float* dy = reinterpret_cast<float*>(buf(grad_buf_[i + 1]));
-  const int64_t n_out = static_cast<int64_t>(l.output_elems), n_in = static_cast<int64_t>(l.input_elems);
-
-  // The residual's share of the gradient, before the mask of the fused activation.
-  if (add_of_[i] >= 0) {
-    const int r = l.residual_from;
-    if (float* g = reinterpret_cast<float*>(buf(grad_buf_[r]))) {
-      if (grad_written_[static_cast<size_t>(r)]) {
-        for (int64_t e = 0; e < n_out; ++e) g[e] += dy[e];
-      } else {
-        std::memcpy(g, dy, static_cast<size_t>(n_out) * sizeof(float));
-        grad_written_[static_cast<size_t>(r)] = 1;
-      }
-    }
-  }
-  if (const uint8_t* bits = reinterpret_cast<const uint8_t*>(buf(mask_buf_[i]))) cpu::apply_mask_bits(bits, n_out, dy);
-
-  // Where the input gradient goes: straight into its buffer, or into the scratch when a residual already
-  // wrote a share of it there (then added).
-  const bool wants_dx = i > first_trained_;
-  float* dx_target = reinterpret_cast<float*>(buf(grad_buf_[i]));
-  const bool accumulate = wants_dx && grad_written_[static_cast<size_t>(i)] != 0;
-  float* dx = accumulate ? reinterpret_cast<float*>(buf(bscratch_buf_[i])) : dx_target;
-  TERN_CHECK(!wants_dx || dx != nullptr, "on-device training: no input-gradient buffer for '", l.name, "'");
-
-  if (op.has_weights()) {
-    const int8_t* weights = wants_dx ? weight(i, weight_working_backward_buf_[i]) : nullptr;
-    const cpu::Int8ConvShape s = model_.conv_shape(op);
-    const int64_t pixels = op.kind == QuantOpKind::linear ? 1 : int64_t{out.h} * out.w;
-    const int8_t* x = reinterpret_cast<const int8_t*>(buf(value_buf_[i]));
-    const std::vector<int32_t>& ch = channels_[static_cast<size_t>(i)];
-    const int32_t k = static_cast<int32_t>(ch.size());
-    if (l.train.bias) cpu::bias_grad(dy, pixels, op.out_channels(), reinterpret_cast<float*>(buf(bias_grad_buf_[i])));
-    if (k > 0) {
-      float* dw = reinterpret_cast<float*>(buf(weight_grad_buf_[i]));
-      if (op.kind == QuantOpKind::conv2d)
-        cpu::conv2d_weight_grad_channels(s, x, in.zero_point, in.scale, dy, ch.data(), k, dw);
-      else if (op.kind == QuantOpKind::depthwise_conv2d)
-        cpu::depthwise_weight_grad_channels(s, x, in.zero_point, in.scale, dy, ch.data(), k, dw);
-      else
-        cpu::linear_weight_grad_channels(x, in.zero_point, in.scale, s.c_in, dy, ch.data(), k, dw);
-    }
-    if (wants_dx) {
-      if (op.kind == QuantOpKind::conv2d) {
-        cpu::conv2d_input_grad(s, dy, weights, op.weight_scale.data(), dx);
-      } else if (op.kind == QuantOpKind::linear) {
-        cpu::linear_input_grad(dy, weights, op.weight_scale.data(), s.c_in, s.c_out, dx);
-      } else if (grad_buf_[i] != grad_buf_[i + 1]) {
-        cpu::depthwise_input_grad(s, dy, weights, op.weight_scale.data(), dx);
-      } else {
-        // dx over dy, one channel at a time: channel c's elements sit at p * c_in + c in both, so
-        // writing channel c's dx touches only channel c's dy (already copied) or bytes past dy.
-        float* plane_dy = reinterpret_cast<float*>(buf(bscratch_buf_[i]));
-        const int64_t in_pixels = int64_t{s.h} * s.w, out_pixels = int64_t{s.out_h()} * s.out_w();
-        float* plane_dx = plane_dy + out_pixels;
-        cpu::Int8ConvShape one = s;
-        one.c_in = one.c_out = 1;
-        const int kk = s.kernel * s.kernel;
-        for (int32_t c = 0; c < s.c_in; ++c) {
-          for (int64_t p = 0; p < out_pixels; ++p) plane_dy[p] = dy[p * s.c_in + c];
-          cpu::depthwise_input_grad(one, plane_dy, weights + c * kk, op.weight_scale.data() + c, plane_dx);
-          for (int64_t p = 0; p < in_pixels; ++p) dx[p * s.c_in + c] = plane_dx[p];
-        }
-      }
-    }
-    update(i);
-  } else if (wants_dx) {
-    std::fill(dx, dx + n_in, 0.0f);
-    if (op.kind == QuantOpKind::max_pool) {
-      const cpu::Int8PoolShape s = model_.pool_shape(op);
-      const uint8_t* arg = reinterpret_cast<const uint8_t*>(buf(argmax_buf_[i]));
-      for (int32_t oh = 0; oh < s.out_h(); ++oh)
-        for (int32_t ow = 0; ow < s.out_w(); ++ow)
-          for (int32_t c = 0; c < s.c; ++c) {
-            const int64_t o = (int64_t{oh} * s.out_w() + ow) * s.c + c;
-            const int32_t ih = oh * s.stride - s.pad + arg[o] / s.kernel;
-            const int32_t iw = ow * s.stride - s.pad + arg[o] % s.kernel;
-            dx[(int64_t{ih} * s.w + iw) * s.c + c] += dy[o];
-          }
-    } else {  // global average pool: dy [c] spread evenly over the pixels
-      const int64_t pixels = int64_t{in.h} * in.w;
-      for (int64_t p = 0; p < pixels; ++p)
-        for (int32_t c = 0; c < in.c; ++c) dx[p * in.c + c] = dy[c] / static_cast<float>(pixels);
-    }
-  }
-  if (accumulate) {
-    for (int64_t e = 0; e < n_in; ++e) dx_target[e] += dx[e];
-  } else if (wants_dx) {
-    grad_written_[static_cast<size_t>(i)] = 1;
-  }
-}
-
-void Finetuner::update(int i) {
-  const LayerSpec& l = layers_[i];
-  QuantOp& op = model_.ops[static_cast<size_t>(op_of_[i])];
-  const float s_x = model_.tensors[static_cast<size_t>(op.input)].scale;
-  const float lr = options_.lr, mu = options_.momentum;
-  const float* ws = op.weight_scale.data();
-  // With momentum the gradient becomes the velocity v = mu * v + g (PyTorch's SGD), kept in the arena.
-  auto with_momentum = [mu](float* g, float* v, int64_t n) {
-    if (v == nullptr) return;
-    for (int64_t e = 0; e < n; ++e) g[e] = v[e] = mu * v[e] + g[e];
-  };
-  if (l.train.bias) {
-    float* g = reinterpret_cast<float*>(buf(bias_grad_buf_[i]));
-    float* master = reinterpret_cast<float*>(buf(bias_buf_[i]));
-    const int64_t c_out = op.out_channels();
-    to_quantized_bias_grad(g, c_out, nullptr, ws, s_x);
-    qas_scale_bias_grad(g, c_out, nullptr, ws, s_x, options_.qas);
-    with_momentum(g, reinterpret_cast<float*>(buf(bias_state_buf_[i])), c_out);
-    for (int64_t c = 0; c < c_out; ++c) {
-      master[c] -= lr * g[c];
-      op.bias[static_cast<size_t>(c)] = round_to_int32(master[c]);
-    }
-  }
-  const std::vector<int32_t>& ch = channels_[static_cast<size_t>(i)];
-  if (!ch.empty()) {
-    float* g = reinterpret_cast<float*>(buf(weight_grad_buf_[i]));
-    float* master = reinterpret_cast<float*>(buf(weight_buf_[i]));
-    const int64_t k = static_cast<int64_t>(ch.size());
-    const int64_t cols = static_cast<int64_t>(op.weight.size()) / op.out_channels();
-    to_quantized_weight_grad(g, k, cols, ch.data(), ws);
-    qas_scale_weight_grad(g, k, cols, ch.data(), ws, options_.qas);
-    with_momentum(g, reinterpret_cast<float*>(buf(weight_state_buf_[i])), k * cols);
-    for (int64_t j = 0; j < k; ++j) {
-      int8_t* w = op.weight.data() + int64_t{ch[static_cast<size_t>(j)]} * cols;
-      for (int64_t e = 0; e < cols; ++e) {
-        float& m = master[j * cols + e];
-        m -= lr * g[j * cols + e];
-        w[e] = static_cast<int8_t>(std::clamp(std::nearbyint(m), -127.0f, 127.0f));
-      }
-    }
-  }
+void Finetuner::set_lr(float lr) {
+  TERN_CHECK(std::isfinite(lr) && lr >= 0, "on-device training: lr must be >= 0, got ", lr);
+  options_.lr = lr;
+  program_.lr = lr;
 }
 
 int Finetuner::predict(const float* image) const {

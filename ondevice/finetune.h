@@ -26,6 +26,7 @@
 
 #include "ondevice/memory_plan.h"
 #include "ondevice/quantized_model.h"
+#include "ondevice/step_executor.h"
 #include "ondevice/update_plan.h"
 
 namespace tern::ondevice {
@@ -56,11 +57,6 @@ struct FinetuneOptions {
   StepOptions step;
 };
 
-struct StepResult {
-  float loss = 0;      // the cross-entropy before the update
-  int predicted = -1;  // argmax of the logits before the update
-};
-
 // Fine-tunes a copy of a QuantizedModel with one update scheme. Not thread-safe.
 class Finetuner {
  public:
@@ -88,15 +84,12 @@ class Finetuner {
   size_t high_water() const { return high_water_; }
   // The output channels whose weights train in layer i (empty when its weight is frozen).
   const std::vector<int32_t>& trained_channels(int layer) const { return channels_.at(static_cast<size_t>(layer)); }
+  // The step as plain records (step_executor.h), for a device program: its parameter pointers point
+  // into model(), its buffer indices into plan().
+  const StepProgram& program() const { return program_; }
 
  private:
-  void forward_op(int i);
-  void loss_op(int label, StepResult& result);
-  void backward_op(int i);
-  void update(int i);
-  std::byte* buf(int index) const;
-  const int8_t* weight(int layer, int working_buf) const;
-  const int32_t* bias(int layer) const;
+  void build_program();
 
   QuantizedModel model_;
   FinetuneOptions options_;
@@ -108,18 +101,13 @@ class Finetuner {
   std::unique_ptr<ArenaAllocator> allocator_;
   int first_trained_ = 0;
 
-  // Plan buffer indices (-1: none), per tensor (t = 0..L) or per layer.
-  std::vector<int> value_buf_, grad_buf_;
-  std::vector<int> mask_buf_, argmax_buf_, fscratch_buf_, bscratch_buf_;
-  std::vector<int> weight_buf_, weight_grad_buf_, bias_buf_, bias_grad_buf_;
-  std::vector<int> weight_state_buf_, bias_state_buf_;  // momentum velocities (-1 without momentum)
-  // The trained int8 weight / int32 bias as the kernels read them, rebuilt by each op that needs them.
-  std::vector<int> weight_working_buf_, weight_working_backward_buf_, bias_working_buf_;
-  std::vector<std::vector<int32_t>> channels_;  // per layer
+  // The step as the executor runs it (step_executor.h); its records point into model_ and channels_.
+  std::vector<std::vector<int32_t>> channels_;  // per layer: the output channels whose weights train
+  std::vector<StepLayer> step_layers_;
+  StepProgram program_;
   std::vector<std::vector<int>> acquire_at_, release_after_;
   std::vector<std::byte*> ptr_;        // per plan buffer, while live
   std::vector<uint8_t> grad_written_;  // per tensor, within a step: a residual already wrote its gradient
-  bool logits_f32_ = false;            // the last layer is a linear whose output buffer holds f32 logits
   size_t high_water_ = 0;
 };
 

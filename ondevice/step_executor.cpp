@@ -1,0 +1,325 @@
+#include "ondevice/step_executor.h"
+
+#include <math.h>
+
+#include <cstring>
+
+#include "ondevice/qas.h"
+#include "runtime/kernels/cpu/int8_backward.h"
+#include "runtime/kernels/cpu/requantize.h"
+
+// Only the C library and the shared kernels: this file is compiled for the bare-metal target too,
+// where there is no C++ standard library beyond a few shims (ondevice/baremetal/include).
+namespace tern::ondevice {
+namespace {
+
+template <typename T>
+T* at(std::byte* const* buffers, int32_t index) {
+  return index >= 0 ? reinterpret_cast<T*>(buffers[index]) : nullptr;
+}
+
+int8_t round_to_int8(float v) {
+  const float r = nearbyintf(v);
+  return static_cast<int8_t>(r < -127.0f ? -127.0f : (r > 127.0f ? 127.0f : r));
+}
+
+int32_t round_to_int32(double v) {
+  const double r = nearbyint(v);
+  return static_cast<int32_t>(r < -2147483647.0 ? -2147483647.0 : (r > 2147483647.0 ? 2147483647.0 : r));
+}
+
+bool is(const StepLayer& l, StepOpKind kind) { return l.kind == kind; }
+
+bool has_weights(const StepLayer& l) {
+  return is(l, StepOpKind::conv2d) || is(l, StepOpKind::depthwise_conv2d) || is(l, StepOpKind::linear);
+}
+
+// The int8 weight an op of the layer reads: the model's when frozen, or rebuilt in its working buffer
+// (the model's rows with the trained rows rounded from their f32 master copy), as a device must:
+// flash cannot be rewritten.
+const int8_t* weight_for_op(const StepLayer& l, std::byte* const* buffers, int32_t working) {
+  int8_t* to = at<int8_t>(buffers, working);
+  if (to == nullptr) return l.weight;
+  std::memcpy(to, l.weight, static_cast<size_t>(l.weight_elems));
+  const int64_t cols = l.weight_elems / l.out_channels;
+  const float* master = at<float>(buffers, l.weight_master);
+  for (int32_t j = 0; j < l.channel_count; ++j)
+    for (int64_t e = 0; e < cols; ++e) to[l.channels[j] * cols + e] = round_to_int8(master[j * cols + e]);
+  return to;
+}
+
+// The int32 bias the forward reads: the model's, or rounded from its master copy when it trains.
+const int32_t* bias_for_forward(const StepLayer& l, std::byte* const* buffers) {
+  int32_t* to = at<int32_t>(buffers, l.bias_working);
+  if (to == nullptr) return l.bias;
+  const float* master = at<float>(buffers, l.bias_master);
+  for (int32_t c = 0; c < l.out_channels; ++c) to[c] = round_to_int32(master[c]);
+  return to;
+}
+
+void forward(const StepProgram& p, int i, std::byte* const* buffers) {
+  const StepLayer& l = p.layers[i];
+  const int8_t* x = at<int8_t>(buffers, l.value_in);
+  int8_t* y = at<int8_t>(buffers, l.value_out);
+  const int8_t* weights = weight_for_op(l, buffers, l.weight_working);
+  const int32_t* biases = bias_for_forward(l, buffers);
+  const cpu::Requant rq{l.multiplier, l.shift, l.out_zero_point, l.act_min, l.act_max};
+  if (is(l, StepOpKind::conv2d)) {
+    cpu::int8_conv2d(l.conv, x, l.in_zero_point, weights, biases, rq, y);
+  } else if (is(l, StepOpKind::depthwise_conv2d)) {
+    int8_t* scratch = at<int8_t>(buffers, l.forward_scratch);
+    if (l.value_in == l.value_out) {
+      cpu::int8_depthwise_conv2d_inplace(l.conv, y, l.in_zero_point, weights, biases, rq, scratch);
+    } else {
+      // The input is still needed: one channel at a time through the scratch planes.
+      const cpu::Int8ConvShape& s = l.conv;
+      const int64_t in_pixels = int64_t{s.h} * s.w, out_pixels = int64_t{s.out_h()} * s.out_w();
+      cpu::Int8ConvShape one = s;
+      one.c_in = one.c_out = 1;
+      const int kk = s.kernel * s.kernel;
+      for (int32_t c = 0; c < s.c_out; ++c) {
+        for (int64_t px = 0; px < in_pixels; ++px) scratch[px] = x[px * s.c_in + c];
+        cpu::Requant rc = rq;
+        rc.multiplier += c;
+        rc.shift += c;
+        cpu::int8_depthwise_conv2d_inplace(one, scratch, l.in_zero_point, weights + c * kk, biases + c, rc,
+                                           scratch + in_pixels);
+        for (int64_t px = 0; px < out_pixels; ++px) y[px * s.c_out + c] = scratch[px];
+      }
+    }
+  } else if (is(l, StepOpKind::linear)) {
+    const int32_t in = static_cast<int32_t>(l.in_elems), n = l.out_channels;
+    if (i == p.layer_count - 1 && p.logits_f32) {
+      int32_t* acc = reinterpret_cast<int32_t*>(y);
+      cpu::int8_linear_accumulate(x, l.in_zero_point, weights, biases, in, n, acc);
+      float* logits = reinterpret_cast<float*>(y);
+      for (int32_t c = 0; c < n; ++c) logits[c] = l.in_scale * l.weight_scale[c] * static_cast<float>(acc[c]);
+    } else {
+      cpu::int8_linear(x, l.in_zero_point, weights, biases, in, n, rq, y);
+    }
+  } else if (is(l, StepOpKind::max_pool)) {
+    const cpu::Int8PoolShape& s = l.pool;
+    cpu::int8_max_pool2d(s, x, y);
+    if (uint8_t* arg = at<uint8_t>(buffers, l.argmax)) {  // where each maximum was, for backward
+      for (int32_t oh = 0; oh < s.out_h(); ++oh)
+        for (int32_t ow = 0; ow < s.out_w(); ++ow)
+          for (int32_t c = 0; c < s.c; ++c) {
+            int best = -1;
+            int32_t best_v = -129;
+            for (int32_t kh = 0; kh < s.kernel; ++kh)
+              for (int32_t kw = 0; kw < s.kernel; ++kw) {
+                const int32_t ih = oh * s.stride - s.pad + kh, iw = ow * s.stride - s.pad + kw;
+                if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) continue;
+                const int32_t v = x[(int64_t{ih} * s.w + iw) * s.c + c];
+                if (v > best_v) {
+                  best_v = v;
+                  best = kh * s.kernel + kw;
+                }
+              }
+            arg[(int64_t{oh} * s.out_w() + ow) * s.c + c] = static_cast<uint8_t>(best);
+          }
+    }
+  } else if (is(l, StepOpKind::global_avg_pool)) {
+    cpu::int8_global_avg_pool(x, l.in_pixels, l.in_c, l.in_zero_point, y);
+  }
+  if (uint8_t* bits = at<uint8_t>(buffers, l.mask)) cpu::clamp_mask_bits(y, l.out_elems, l.act_min, l.act_max, bits);
+  if (l.residual_from >= 0) {
+    const int8_t* skip = at<int8_t>(buffers, p.layers[l.residual_from].value_in);
+    cpu::int8_add(l.add_main_first ? y : skip, l.add_main_first ? skip : y, l.out_elems, l.add, y);
+  }
+}
+
+void loss(const StepProgram& p, int label, std::byte* const* buffers, StepState& state) {
+  const StepLayer& last = p.layers[p.layer_count - 1];
+  const std::byte* out = at<std::byte>(buffers, last.value_out);
+  const int n = p.num_classes;
+  auto logit = [&](int c) {
+    return p.logits_f32 ? reinterpret_cast<const float*>(out)[c]
+                        : p.output_scale * static_cast<float>(static_cast<int32_t>(reinterpret_cast<const int8_t*>(
+                                                                  out)[c]) -
+                                                              p.output_zero_point);
+  };
+  StepResult& result = state.result;
+  float m = logit(0);
+  result.predicted = 0;
+  for (int c = 1; c < n; ++c) {
+    if (logit(c) > m) {
+      m = logit(c);
+      result.predicted = c;
+    }
+  }
+  double sum = 0;
+  for (int c = 0; c < n; ++c) sum += exp(static_cast<double>(logit(c) - m));
+  result.loss = static_cast<float>(log(sum) + m - logit(label));
+  if (float* g = at<float>(buffers, last.grad_out)) {
+    for (int c = 0; c < n; ++c)
+      g[c] = static_cast<float>(exp(static_cast<double>(logit(c) - m)) / sum) - (c == label ? 1.0f : 0.0f);
+    state.grad_written[p.layer_count] = 1;
+  }
+}
+
+// SGD on the layer's trained parts, in their quantised units (qas.h), right after its backward.
+void update(const StepProgram& p, const StepLayer& l, std::byte* const* buffers) {
+  const float lr = p.lr, mu = p.momentum;
+  // With momentum the gradient becomes the velocity v = mu * v + g (PyTorch's SGD), kept in the arena.
+  auto with_momentum = [mu](float* g, float* v, int64_t n) {
+    if (v == nullptr) return;
+    for (int64_t e = 0; e < n; ++e) g[e] = v[e] = mu * v[e] + g[e];
+  };
+  if (l.train_bias) {
+    float* g = at<float>(buffers, l.bias_grad);
+    float* master = at<float>(buffers, l.bias_master);
+    const int64_t c_out = l.out_channels;
+    to_quantized_bias_grad(g, c_out, nullptr, l.weight_scale, l.in_scale);
+    qas_scale_bias_grad(g, c_out, nullptr, l.weight_scale, l.in_scale, p.qas);
+    with_momentum(g, at<float>(buffers, l.bias_state), c_out);
+    for (int64_t c = 0; c < c_out; ++c) {
+      master[c] -= lr * g[c];
+      if (l.bias_mirror) l.bias_mirror[c] = round_to_int32(master[c]);
+    }
+  }
+  if (l.channel_count > 0) {
+    float* g = at<float>(buffers, l.weight_grad);
+    float* master = at<float>(buffers, l.weight_master);
+    const int64_t k = l.channel_count;
+    const int64_t cols = l.weight_elems / l.out_channels;
+    to_quantized_weight_grad(g, k, cols, l.channels, l.weight_scale);
+    qas_scale_weight_grad(g, k, cols, l.channels, l.weight_scale, p.qas);
+    with_momentum(g, at<float>(buffers, l.weight_state), k * cols);
+    for (int64_t j = 0; j < k; ++j) {
+      for (int64_t e = 0; e < cols; ++e) {
+        float& m = master[j * cols + e];
+        m -= lr * g[j * cols + e];
+        if (l.weight_mirror) l.weight_mirror[l.channels[j] * cols + e] = round_to_int8(m);
+      }
+    }
+  }
+}
+
+void backward(const StepProgram& p, int i, std::byte* const* buffers, StepState& state) {
+  const StepLayer& l = p.layers[i];
+  uint8_t* written = state.grad_written;
+  float* dy = at<float>(buffers, l.grad_out);
+  const int64_t n_out = l.out_elems, n_in = l.in_elems;
+
+  // The residual's share of the gradient, before the mask of the fused activation.
+  if (l.residual_from >= 0) {
+    const int r = l.residual_from;
+    if (float* g = at<float>(buffers, p.layers[r].grad_in)) {
+      if (written[r]) {
+        for (int64_t e = 0; e < n_out; ++e) g[e] += dy[e];
+      } else {
+        std::memcpy(g, dy, static_cast<size_t>(n_out) * sizeof(float));
+        written[r] = 1;
+      }
+    }
+  }
+  if (const uint8_t* bits = at<uint8_t>(buffers, l.mask)) cpu::apply_mask_bits(bits, n_out, dy);
+
+  // Where the input gradient goes: straight into its buffer, or into the scratch when a residual already
+  // wrote a share of it there (then added).
+  const bool wants_dx = i > p.first_trained;
+  float* dx_target = at<float>(buffers, l.grad_in);
+  const bool accumulate = wants_dx && written[i] != 0;
+  float* dx = accumulate ? at<float>(buffers, l.backward_scratch) : dx_target;
+
+  if (has_weights(l)) {
+    const cpu::Int8ConvShape& s = l.conv;
+    const int64_t pixels = is(l, StepOpKind::linear) ? 1 : int64_t{s.out_h()} * s.out_w();
+    const int8_t* x = at<int8_t>(buffers, l.value_in);
+    if (l.train_bias) cpu::bias_grad(dy, pixels, l.out_channels, at<float>(buffers, l.bias_grad));
+    if (l.channel_count > 0) {
+      float* dw = at<float>(buffers, l.weight_grad);
+      if (is(l, StepOpKind::conv2d))
+        cpu::conv2d_weight_grad_channels(s, x, l.in_zero_point, l.in_scale, dy, l.channels, l.channel_count, dw);
+      else if (is(l, StepOpKind::depthwise_conv2d))
+        cpu::depthwise_weight_grad_channels(s, x, l.in_zero_point, l.in_scale, dy, l.channels, l.channel_count, dw);
+      else
+        cpu::linear_weight_grad_channels(x, l.in_zero_point, l.in_scale, s.c_in, dy, l.channels, l.channel_count,
+                                         dw);
+    }
+    if (wants_dx) {
+      const int8_t* weights = weight_for_op(l, buffers, l.weight_working_backward);
+      if (is(l, StepOpKind::conv2d)) {
+        cpu::conv2d_input_grad(s, dy, weights, l.weight_scale, dx);
+      } else if (is(l, StepOpKind::linear)) {
+        cpu::linear_input_grad(dy, weights, l.weight_scale, s.c_in, s.c_out, dx);
+      } else if (l.grad_in != l.grad_out) {
+        cpu::depthwise_input_grad(s, dy, weights, l.weight_scale, dx);
+      } else {
+        // dx over dy, one channel at a time: channel c's elements sit at p * c_in + c in both, so
+        // writing channel c's dx touches only channel c's dy (already copied) or bytes past dy.
+        float* plane_dy = at<float>(buffers, l.backward_scratch);
+        const int64_t in_pixels = int64_t{s.h} * s.w, out_pixels = int64_t{s.out_h()} * s.out_w();
+        float* plane_dx = plane_dy + out_pixels;
+        cpu::Int8ConvShape one = s;
+        one.c_in = one.c_out = 1;
+        const int kk = s.kernel * s.kernel;
+        for (int32_t c = 0; c < s.c_in; ++c) {
+          for (int64_t px = 0; px < out_pixels; ++px) plane_dy[px] = dy[px * s.c_in + c];
+          cpu::depthwise_input_grad(one, plane_dy, weights + c * kk, l.weight_scale + c, plane_dx);
+          for (int64_t px = 0; px < in_pixels; ++px) dx[px * s.c_in + c] = plane_dx[px];
+        }
+      }
+    }
+    update(p, l, buffers);
+  } else if (wants_dx) {
+    for (int64_t e = 0; e < n_in; ++e) dx[e] = 0.0f;
+    if (is(l, StepOpKind::max_pool)) {
+      const cpu::Int8PoolShape& s = l.pool;
+      const uint8_t* arg = at<uint8_t>(buffers, l.argmax);
+      for (int32_t oh = 0; oh < s.out_h(); ++oh)
+        for (int32_t ow = 0; ow < s.out_w(); ++ow)
+          for (int32_t c = 0; c < s.c; ++c) {
+            const int64_t o = (int64_t{oh} * s.out_w() + ow) * s.c + c;
+            const int32_t ih = oh * s.stride - s.pad + arg[o] / s.kernel;
+            const int32_t iw = ow * s.stride - s.pad + arg[o] % s.kernel;
+            dx[(int64_t{ih} * s.w + iw) * s.c + c] += dy[o];
+          }
+    } else {  // global average pool: dy [c] spread evenly over the pixels
+      for (int64_t px = 0; px < l.in_pixels; ++px)
+        for (int32_t c = 0; c < l.in_c; ++c) dx[px * l.in_c + c] = dy[c] / static_cast<float>(l.in_pixels);
+    }
+  }
+  if (accumulate) {
+    for (int64_t e = 0; e < n_in; ++e) dx_target[e] += dx[e];
+  } else if (wants_dx) {
+    written[i] = 1;
+  }
+}
+
+}  // namespace
+
+void run_step_op(const StepProgram& program, int k, std::byte* const* buffers, int label,
+                 StepState& state) noexcept {
+  const int L = program.layer_count;
+  if (k < L) {
+    forward(program, k, buffers);
+  } else if (k == L) {
+    loss(program, label, buffers, state);
+  } else if (k <= 2 * L - program.first_trained) {
+    backward(program, 2 * L - k, buffers, state);
+  }
+}
+
+void init_trained_state(const StepProgram& program, std::byte* const* buffers) noexcept {
+  for (int i = program.first_trained; i < program.layer_count; ++i) {
+    const StepLayer& l = program.layers[i];
+    if (l.channel_count > 0) {
+      const int64_t cols = l.weight_elems / l.out_channels;
+      float* master = at<float>(buffers, l.weight_master);
+      for (int32_t j = 0; j < l.channel_count; ++j)
+        for (int64_t e = 0; e < cols; ++e) master[j * cols + e] = static_cast<float>(l.weight[l.channels[j] * cols + e]);
+      if (float* v = at<float>(buffers, l.weight_state))
+        for (int64_t e = 0; e < l.channel_count * cols; ++e) v[e] = 0.0f;
+    }
+    if (l.train_bias) {
+      float* master = at<float>(buffers, l.bias_master);
+      for (int32_t c = 0; c < l.out_channels; ++c) master[c] = static_cast<float>(l.bias[c]);
+      if (float* v = at<float>(buffers, l.bias_state))
+        for (int32_t c = 0; c < l.out_channels; ++c) v[c] = 0.0f;
+    }
+  }
+}
+
+}  // namespace tern::ondevice
