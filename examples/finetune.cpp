@@ -155,8 +155,7 @@ int run(const Flags& f) {
   const size_t flash_bytes = encode_model(q).size();
 
   const std::vector<LayerSpec> layers = layer_specs(q);
-  UpdateScheme scheme = parse_update_scheme(f.get_string("update"), layers);
-  scheme.layers.back() = LayerUpdate{layers.back().bias_elems > 0, layers.back().weight_elems > 0 ? 1.0f : 0.0f};
+  const UpdateScheme scheme = with_last_layer_trained(parse_update_scheme(f.get_string("update"), layers), layers);
   FinetuneOptions opt;
   opt.lr = static_cast<float>(f.get_float("lr"));
   opt.qas = qas_text == "on";

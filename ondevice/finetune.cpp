@@ -395,29 +395,49 @@ void Finetuner::build_program() {
                          .qas = options_.qas};
 }
 
-StepResult Finetuner::step(const float* image, int label) {
+StepResult Finetuner::step(const float* image, int label) { return run_ops(image, nullptr, label, plan_.num_ops - 1); }
+
+StepResult Finetuner::step(const int8_t* image, int label) { return run_ops(nullptr, image, label, plan_.num_ops - 1); }
+
+int Finetuner::predict_quantized(const int8_t* image) {
+  return run_ops(nullptr, image, 0, static_cast<int>(layers_.size())).predicted;
+}
+
+// Ops 0..last_op of the step on one image (f32, quantised here, or already int8), every buffer taken
+// from the arena by the plan for the ops that use it; buffers still held after last_op (a forward
+// pass alone stops before the backward that would release them) are given back at the end.
+StepResult Finetuner::run_ops(const float* image, const int8_t* quantized, int label, int last_op) {
   TERN_CHECK(label >= 0 && label < model_.num_classes(), "on-device training: label ", label,
              " is outside [0, ", model_.num_classes(), ")");
   std::fill(grad_written_.begin(), grad_written_.end(), 0);
   StepState state{grad_written_.data(), {}};
-  for (int k = 0; k < plan_.num_ops; ++k) {
+  for (int k = 0; k <= last_op; ++k) {
     for (int b : acquire_at_[static_cast<size_t>(k)]) {
       ptr_[static_cast<size_t>(b)] = allocator_->acquire(b);
       TERN_CHECK(ptr_[static_cast<size_t>(b)] != nullptr, "on-device training: the arena refused buffer '",
                  plan_.buffers[static_cast<size_t>(b)].name, "' at ", plan_.op_name(k));
     }
-    if (k == 0) {  // the input image, quantised into tensor 0's buffer
+    if (k == 0) {  // the input image into tensor 0's buffer
       const QuantTensor& t = model_.tensors[0];
       int8_t* q = reinterpret_cast<int8_t*>(ptr_[static_cast<size_t>(program_.layers[0].value_in)]);
-      for (int32_t c = 0; c < t.c; ++c)
-        for (int32_t p = 0; p < t.h * t.w; ++p)
-          q[static_cast<int64_t>(p) * t.c + c] = t.quantize(image[static_cast<int64_t>(c) * t.h * t.w + p]);
+      if (quantized != nullptr) {
+        std::memcpy(q, quantized, static_cast<size_t>(t.numel()));
+      } else {
+        for (int32_t c = 0; c < t.c; ++c)
+          for (int32_t p = 0; p < t.h * t.w; ++p)
+            q[static_cast<int64_t>(p) * t.c + c] = t.quantize(image[static_cast<int64_t>(c) * t.h * t.w + p]);
+      }
     }
     run_step_op(program_, k, ptr_.data(), label, state);
     for (int b : release_after_[static_cast<size_t>(k)]) {
       allocator_->release(b);
       ptr_[static_cast<size_t>(b)] = nullptr;
     }
+  }
+  for (size_t b = 0; b < ptr_.size(); ++b) {
+    if (ptr_[b] == nullptr) continue;
+    allocator_->release(static_cast<int>(b));
+    ptr_[b] = nullptr;
   }
   high_water_ = allocator_->high_water();
   return state.result;

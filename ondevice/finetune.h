@@ -69,12 +69,18 @@ class Finetuner {
   // One training step on one image (f32 [C, H, W], normalised as in training) with its label in
   // [0, num_classes). No heap allocation: every buffer comes from the arena by the plan.
   StepResult step(const float* image, int label);
+  // The same on an image already quantised to the model's input (int8 NHWC, as QuantizedModel::
+  // quantize_input gives it), as the device receives it.
+  StepResult step(const int8_t* image, int label);
   // The learning rate of the following steps (a schedule sets it before each step). Throws tern::Error
   // for a negative or non-finite rate.
   void set_lr(float lr);
   float lr() const { return options_.lr; }
   // The int8 model's prediction for one image (QuantizedModel::forward; allocates, for evaluation).
   int predict(const float* image) const;
+  // The class the step's own forward pass predicts for a quantised image: the executor's ops up to the
+  // loss, reading the trained parameters from the arena as the device does (no allocation).
+  int predict_quantized(const int8_t* image);
 
   const QuantizedModel& model() const { return model_; }
   // The layers with the scheme's `train` set, as planned (scratch sizes included).
@@ -90,6 +96,7 @@ class Finetuner {
 
  private:
   void build_program();
+  StepResult run_ops(const float* image, const int8_t* quantized, int label, int last_op);
 
   QuantizedModel model_;
   FinetuneOptions options_;

@@ -418,6 +418,13 @@ UpdateScheme bias_only_update(std::span<const LayerSpec> layers) {
   return s;
 }
 
+UpdateScheme with_last_layer_trained(UpdateScheme scheme, std::span<const LayerSpec> layers) {
+  TERN_CHECK(!layers.empty() && scheme.layers.size() == layers.size(), "update scheme has ", scheme.layers.size(),
+             " entries for ", layers.size(), " layers");
+  scheme.layers.back() = LayerUpdate{layers.back().bias_elems > 0, layers.back().weight_elems > 0 ? 1.0f : 0.0f};
+  return scheme;
+}
+
 std::vector<LayerSpec> with_update(std::span<const LayerSpec> layers, const UpdateScheme& scheme) {
   TERN_CHECK(scheme.layers.size() == layers.size(), "update scheme has ", scheme.layers.size(),
              " entries for ", layers.size(), " layers");

@@ -105,6 +105,9 @@ UpdateScheme full_update(std::span<const LayerSpec> layers);
 UpdateScheme last_k_update(std::span<const LayerSpec> layers, int k);
 // Every bias, no weight (TinyTL).
 UpdateScheme bias_only_update(std::span<const LayerSpec> layers);
+// The scheme with every weight and bias of the last layer trained: a new classifier head must learn
+// (tern-finetune and the bare-metal demo always train it).
+UpdateScheme with_last_layer_trained(UpdateScheme scheme, std::span<const LayerSpec> layers);
 // The layers with `train` set from the scheme.
 std::vector<LayerSpec> with_update(std::span<const LayerSpec> layers, const UpdateScheme& scheme);
 

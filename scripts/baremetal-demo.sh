@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On-device fine-tuning on an emulated Cortex-M4 (ondevice/baremetal): pretrain the cnn on
 # Fashion-MNIST classes 0-4 (tern-train), convert it to int8 with a new head for classes 5-9
-# (tern-finetune --output), embed model and images (tern-model-to-c), cross-compile, run under
-# qemu-system-arm -M mps2-an386 and check what the device prints and its exit status.
+# (tern-finetune --output), embed model, images and the planned sparse-update step
+# (tern-model-to-c), cross-compile, run under qemu-system-arm -M mps2-an386 and check what the
+# device prints and its exit status: its accuracy before and after training must equal the host's.
 # Usage: scripts/baremetal-demo.sh [--no-install] [--build DIR] [--work DIR]
 #          [--tern-train BIN --tern-finetune BIN --model-to-c BIN]
 #   --no-install: exit 77 (skipped) when the toolchain or QEMU is missing instead of installing it
@@ -52,7 +53,10 @@ rm -rf "$work/ckpt" && mkdir -p "$work"
   --checkpoint-dir "$work/ckpt" > "$work/train.log"
 "$finetune" --checkpoint "$work/ckpt" --classes 5-9 --update bias --epochs 1 --limit-train 64 --lr 0.00001 \
   --limit-test 200 --show-plan=false --output "$work/model.tmodel" > "$work/finetune.log"
-"$to_c" --model "$work/model.tmodel" --out "$work/demo_data.cpp" --classes 5-9 --train 200 --test 200
+# The step the device runs: every bias, a quarter of the channels of the second conv's weight and
+# the new head (tests/examples/finetune.sh's sparse scheme), 2 epochs over 200 images at batch 1.
+"$to_c" --model "$work/model.tmodel" --out "$work/demo_data.cpp" --classes 5-9 --train 200 --test 200 \
+  --update "bias:all;weight:4=0.25" --lr 0.05 --epochs 2
 
 make -s -C "$root/ondevice/baremetal" OUT="$work" DATA="$work/demo_data.cpp"
 
@@ -70,5 +74,9 @@ grep -q "check: ok" "$work/qemu.log" || fail "the model image did not pass its c
 host=$(sed -n 's/^host int8 accuracy on the same images: //p' "$work/qemu.log")
 before=$(sed -n 's|^test accuracy before: \([0-9]*\)/.*|\1|p' "$work/qemu.log")
 [[ -n $before && $before == "$host" ]] || fail "device accuracy before training ($before) differs from the host's ($host)"
+# ... and trained with the same step on the same images, it must end where the host's run ended.
+host_after=$(sed -n 's/^host accuracy after the same training: //p' "$work/qemu.log")
+after=$(sed -n 's|^test accuracy after: \([0-9]*\)/.*|\1|p' "$work/qemu.log")
+[[ -n $after && $after == "$host_after" ]] || fail "device accuracy after training ($after) differs from the host's ($host_after)"
 grep -q "^tern-demo: ok" "$work/qemu.log" || fail "no 'tern-demo: ok'"
 echo "baremetal-demo: PASS"

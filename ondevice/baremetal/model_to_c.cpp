@@ -1,16 +1,21 @@
 // tern-model-to-c: the host half of the bare-metal demo. Turns an int8 model file (tern-finetune
 // --output) and a few Fashion-MNIST images of the fine-tuning classes into one C++ source that
-// the Cortex-M build links in: the model image as a 16-byte aligned const array (flash), and
-// train / test images already quantised to the model's input (int8 NHWC) with labels 0..B-A.
-// It also prints the host's int8 accuracy on the test images, which the device must reproduce
-// bit for bit before it trains (the kernels are the same code).
+// the Cortex-M build links in: the model image as a 16-byte aligned const array (flash), train /
+// test images already quantised to the model's input (int8 NHWC) with labels 0..B-A, and the
+// planned training step of an update scheme (ondevice/step_executor.h's records, the arena the
+// plan's peak sizes, each buffer's place in it) that the device runs with the host's own code.
+// It also replays that training on the host (the same executor, images and order) and embeds the
+// host's test accuracy before and after, which the device must reproduce.
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "ondevice/finetune.h"
 #include "ondevice/model_format.h"
+#include "ondevice/model_image.h"
 #include "runtime/data/dataset.h"
 #include "runtime/error.h"
 
@@ -19,13 +24,17 @@ namespace {
 using tern::ondevice::QuantizedModel;
 
 struct Options {
-  std::string model, out, data_dir = tern::kDefaultFashionMnistDir;
-  int lo = 5, hi = 9, train = 200, test = 200;
+  std::string model, out, data_dir = tern::kDefaultFashionMnistDir, update = "bias";
+  int lo = 5, hi = 9, train = 200, test = 200, epochs = 3;
+  float lr = 0.05f;
+  bool qas = true;
 };
 
 const char* kUsage =
     "usage: tern-model-to-c --model FILE --out FILE.cpp [--data-dir DIR] [--classes A-B] [--train N] "
-    "[--test N]\n";
+    "[--test N] [--update SCHEME] [--lr X] [--epochs N] [--qas on|off]\n"
+    "  --update: tern-finetune's update schemes (default bias; the last layer always trains), run on the\n"
+    "  device with SGD at a constant --lr (default 0.05) for --epochs passes (default 3) over the --train images\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -40,10 +49,18 @@ Options parse(int argc, char** argv) {
                                           "--classes '", v, "': expected A-B");
     else if (a == "--train") o.train = std::stoi(v);
     else if (a == "--test") o.test = std::stoi(v);
+    else if (a == "--update") o.update = v;
+    else if (a == "--lr") o.lr = std::stof(v);
+    else if (a == "--epochs") o.epochs = std::stoi(v);
+    else if (a == "--qas") {
+      TERN_CHECK(v == "on" || v == "off", "--qas '", v, "': expected on or off");
+      o.qas = v == "on";
+    }
     else TERN_CHECK(false, "tern-model-to-c: unknown option ", a, "\n", kUsage);
   }
   TERN_CHECK(!o.model.empty() && !o.out.empty(), "tern-model-to-c: --model and --out are required\n", kUsage);
-  TERN_CHECK(o.train > 0 && o.test > 0, "--train and --test must be positive");
+  TERN_CHECK(o.train > 0 && o.test > 0 && o.epochs > 0, "--train, --test and --epochs must be positive");
+  TERN_CHECK(o.lr >= 0, "--lr must be >= 0");
   return o;
 }
 
@@ -65,6 +82,87 @@ template <typename T>
 void write_array(std::ofstream& f, const char* type, const char* name, const T* data, size_t n) {
   f << "alignas(16) extern const " << type << " " << name << "[" << n << "] = {";
   for (size_t i = 0; i < n; ++i) f << (i % 24 ? " " : "\n  ") << static_cast<int>(data[i]) << ",";
+  f << "\n};\n";
+}
+
+// A float exactly, as a C++ hexadecimal literal.
+std::string exact(float v) {
+  char text[64];
+  std::snprintf(text, sizeof(text), "%a", static_cast<double>(v));
+  return std::string(text) + "f";
+}
+
+// An address inside the model image, or nullptr for an array the op does not have.
+std::string image_address(const char* type, uint32_t offset) {
+  if (offset == 0) return "nullptr";
+  return std::string("reinterpret_cast<const ") + type + "*>(tern_model_image + " + std::to_string(offset) + ")";
+}
+
+// The step's records: parameters point into the image in flash (constant-initialised: no start-up
+// code runs on the device), channel lists are arrays of their own, nothing points at host memory.
+void write_step(std::ofstream& f, const tern::ondevice::Finetuner& ft, const std::vector<uint8_t>& image) {
+  using tern::ondevice::StepLayer;
+  const tern::ondevice::StepProgram& p = ft.program();
+  const tern::ondevice::OpRecord* ops = tern::ondevice::image_ops(image.data());
+  for (int i = 0; i < p.layer_count; ++i) {
+    const StepLayer& l = p.layers[i];
+    if (l.channel_count == 0) continue;
+    f << "extern const int32_t tern_channels_" << i << "[" << l.channel_count << "] = {";
+    for (int j = 0; j < l.channel_count; ++j) f << (j ? ", " : "") << l.channels[j];
+    f << "};\n";
+  }
+  f << "extern const tern::ondevice::StepLayer tern_step_layers[" << p.layer_count << "] = {\n";
+  for (int i = 0; i < p.layer_count; ++i) {
+    const StepLayer& l = p.layers[i];
+    const tern::ondevice::OpRecord& op = ops[l.op];
+    auto shape = [](const tern::cpu::Int8ConvShape& c) {
+      return "{" + std::to_string(c.h) + ", " + std::to_string(c.w) + ", " + std::to_string(c.c_in) + ", " +
+             std::to_string(c.c_out) + ", " + std::to_string(c.kernel) + ", " + std::to_string(c.stride) + ", " +
+             std::to_string(c.pad) + "}";
+    };
+    f << "  {.kind = static_cast<tern::ondevice::StepOpKind>(" << static_cast<uint32_t>(l.kind) << "), .op = " << l.op
+      << ", .conv = " << shape(l.conv) << ", .pool = {" << l.pool.h << ", " << l.pool.w << ", " << l.pool.c << ", "
+      << l.pool.kernel << ", " << l.pool.stride << ", " << l.pool.pad << "}, .in_pixels = " << l.in_pixels
+      << ", .in_c = " << l.in_c << ", .in_elems = " << l.in_elems << ", .out_elems = " << l.out_elems
+      << ",\n   .in_zero_point = " << l.in_zero_point << ", .out_zero_point = " << l.out_zero_point
+      << ", .in_scale = " << exact(l.in_scale) << ", .act_min = " << l.act_min << ", .act_max = " << l.act_max;
+    if (l.weight != nullptr) {
+      f << ",\n   .weight = " << image_address("int8_t", op.weight_offset)
+        << ", .bias = " << image_address("int32_t", op.bias_offset)
+        << ", .weight_scale = " << image_address("float", op.weight_scale_offset)
+        << ",\n   .multiplier = " << image_address("int32_t", op.multiplier_offset)
+        << ", .shift = " << image_address("int32_t", op.shift_offset) << ", .out_channels = " << l.out_channels
+        << ", .weight_elems = " << l.weight_elems;
+    }
+    f << ",\n   .residual_from = " << l.residual_from << ", .add_main_first = " << (l.add_main_first ? "true" : "false")
+      << ", .add = {" << l.add.a_zero_point << ", " << l.add.b_zero_point << ", " << l.add.y_zero_point << ", "
+      << exact(l.add.a_mult) << ", " << exact(l.add.b_mult) << ", " << l.add.act_min << ", " << l.add.act_max << "}"
+      << ",\n   .train_bias = " << (l.train_bias ? "true" : "false") << ", .channels = "
+      << (l.channel_count ? "tern_channels_" + std::to_string(i) : std::string("nullptr"))
+      << ", .channel_count = " << l.channel_count << ",\n   .value_in = " << l.value_in << ", .value_out = " << l.value_out
+      << ", .grad_in = " << l.grad_in << ", .grad_out = " << l.grad_out << ", .mask = " << l.mask
+      << ", .argmax = " << l.argmax << ", .forward_scratch = " << l.forward_scratch
+      << ", .backward_scratch = " << l.backward_scratch << ",\n   .weight_master = " << l.weight_master
+      << ", .weight_grad = " << l.weight_grad << ", .weight_state = " << l.weight_state
+      << ", .weight_working = " << l.weight_working << ", .weight_working_backward = " << l.weight_working_backward
+      << ",\n   .bias_master = " << l.bias_master << ", .bias_grad = " << l.bias_grad
+      << ", .bias_state = " << l.bias_state << ", .bias_working = " << l.bias_working << "},\n";
+  }
+  f << "};\n";
+  f << "extern const tern::ondevice::StepProgram tern_step_program = {.layers = tern_step_layers, .layer_count = "
+    << p.layer_count << ", .first_trained = " << p.first_trained << ", .num_ops = " << p.num_ops
+    << ", .num_classes = " << p.num_classes << ", .logits_f32 = " << (p.logits_f32 ? "true" : "false")
+    << ", .output_zero_point = " << p.output_zero_point << ", .output_scale = " << exact(p.output_scale)
+    << ", .lr = " << exact(p.lr) << ", .momentum = " << exact(p.momentum) << ", .qas = " << (p.qas ? "true" : "false")
+    << "};\n";
+  // The arena, sized by the plan's peak, and every buffer at its planned offset in it.
+  const tern::ondevice::MemoryPlan& plan = ft.plan();
+  f << "extern const uint32_t tern_arena_bytes = " << plan.peak << ";\n";
+  f << "alignas(16) uint8_t tern_arena[" << std::max<size_t>(plan.peak, 1) << "];\n";
+  f << "extern const uint32_t tern_buffer_count = " << plan.buffers.size() << ";\n";
+  f << "extern std::byte* const tern_step_buffers[" << std::max<size_t>(plan.buffers.size(), 1) << "] = {";
+  for (size_t b = 0; b < plan.buffers.size(); ++b)
+    f << (b % 6 ? " " : "\n  ") << "reinterpret_cast<std::byte*>(tern_arena + " << plan.offsets[b] << "),";
   f << "\n};\n";
 }
 
@@ -94,9 +192,34 @@ int run(int argc, char** argv) {
     correct += best == test_y[static_cast<size_t>(i)];
   }
 
+  // The step the device will run, and the host's run of it on the same images in the same order.
+  using namespace tern::ondevice;
+  const std::vector<LayerSpec> layers = layer_specs(model);
+  const UpdateScheme scheme = with_last_layer_trained(parse_update_scheme(o.update, layers), layers);
+  FinetuneOptions options;
+  options.lr = o.lr;
+  options.qas = o.qas;
+  Finetuner ft(model, scheme, options);
+  auto count_correct = [&] {
+    int n = 0;
+    for (int i = 0; i < o.test; ++i) n += ft.predict_quantized(test_x.data() + i * per) == test_y[static_cast<size_t>(i)];
+    return n;
+  };
+  const int before = count_correct();
+  TERN_CHECK(before == correct, "the step's forward pass predicts ", before, " of ", o.test,
+             " test images right, the model's own ", correct, ": the two paths disagree");
+  for (int epoch = 0; epoch < o.epochs; ++epoch)
+    for (int i = 0; i < o.train; ++i) ft.step(train_x.data() + i * per, train_y[static_cast<size_t>(i)]);
+  const int after = count_correct();
+
   std::ofstream f(o.out);
   TERN_CHECK(f.good(), "cannot write ", o.out);
-  f << "// Generated by tern-model-to-c from " << o.model << ": do not edit.\n#include <stdint.h>\n\n";
+  f << "// Generated by tern-model-to-c from " << o.model << ": do not edit.\n#include <stdint.h>\n\n"
+    << "#include \"ondevice/step_executor.h\"\n\n";
+  f << "// update " << describe(scheme, layers) << ", QAS " << (o.qas ? "on" : "off") << ", lr " << o.lr << ", "
+    << o.epochs << " epochs\n";
+  f << "extern const uint32_t tern_epochs = " << o.epochs << ";\n";
+  f << "extern const uint32_t tern_host_trained_correct = " << after << ";\n";
   f << "extern const uint32_t tern_model_size = " << image.size() << ";\n";
   write_array(f, "uint8_t", "tern_model_image", image.data(), image.size());
   f << "extern const uint32_t tern_image_bytes = " << per << ";\n";
@@ -107,9 +230,12 @@ int run(int argc, char** argv) {
   write_array(f, "uint8_t", "tern_train_labels", train_y.data(), train_y.size());
   write_array(f, "int8_t", "tern_test_images", test_x.data(), test_x.size());
   write_array(f, "uint8_t", "tern_test_labels", test_y.data(), test_y.size());
+  write_step(f, ft, image);
   TERN_CHECK(f.good(), "error writing ", o.out);
   std::printf("tern-model-to-c: %s (%zu bytes of model, %d train + %d test images); host int8 accuracy %d/%d\n",
               o.out.c_str(), image.size(), o.train, o.test, correct, o.test);
+  std::printf("tern-model-to-c: step %s, arena %zu bytes; on the host, %d epochs at lr %g: %d/%d\n",
+              describe(scheme, layers).c_str(), ft.plan().peak, o.epochs, static_cast<double>(o.lr), after, o.test);
   return 0;
 }
 

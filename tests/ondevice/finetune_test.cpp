@@ -338,6 +338,33 @@ TEST(Finetune, SetLrChangesTheStepSizeOfLaterSteps) {
 // Momentum keeps one f32 velocity per trained value in the arena: the plan's optimizer-state bytes are
 // 4 x (trained weight values + trained biases), they add to the peak, and the measured high-water mark
 // still equals it.
+// What the device does: steps on images it receives already quantised, and predictions from the
+// step's own forward pass (the trained parameters as the executor rebuilds them, not the model's).
+TEST(Finetune, QuantisedImagesAndTheStepsForwardPassAgreeWithTheHostPaths) {
+  Fixture f = make_fixture("cnn", 12);
+  replace_head(f.q, 5, HeadInit::random, 4);
+  const UpdateScheme scheme = parse_update_scheme("bias:all;weight:4=0.25,11=1", layer_specs(f.q));
+  FinetuneOptions options;
+  options.lr = 0.05f;
+  Finetuner from_f32(f.q, scheme, options), from_int8(f.q, scheme, options);
+  for (int i = 0; i < 6; ++i) {
+    const StepResult a = from_f32.step(image(f.images, i), i % 5);
+    const StepResult b = from_int8.step(f.q.quantize_input(image(f.images, i)).data(), i % 5);
+    EXPECT_EQ(a.loss, b.loss) << i;
+    EXPECT_EQ(a.predicted, b.predicted) << i;
+  }
+  for (size_t k = 0; k < f.q.ops.size(); ++k) EXPECT_EQ(from_f32.model().ops[k].weight, from_int8.model().ops[k].weight);
+  const size_t peak = from_int8.high_water();
+  int changed = 0;
+  for (int i = 6; i < 30; ++i) {
+    const int host = from_int8.predict(image(f.images, i));
+    EXPECT_EQ(from_int8.predict_quantized(f.q.quantize_input(image(f.images, i)).data()), host) << i;
+    changed += host != Finetuner(f.q, scheme, options).predict(image(f.images, i));
+  }
+  EXPECT_GT(changed, 0);  // the steps moved some predictions: the forward pass read trained values
+  EXPECT_EQ(from_int8.high_water(), peak);  // a forward pass stays inside the step's plan
+}
+
 TEST(Finetune, MomentumPlansOneVelocityPerTrainedValue) {
   const Fixture f = make_fixture("cnn", 10);
   const std::vector<LayerSpec> layers = layer_specs(f.q);
