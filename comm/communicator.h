@@ -51,9 +51,10 @@ struct CommOptions {
   size_t poll_max_bytes = size_t{64} << 10;
   // tcp backend on sockets: each connection's send and receive buffer (SO_SNDBUF/SO_RCVBUF), so a
   // ring chunk or two fit in flight; 0 leaves the kernel's default and autotuning. Measured
-  // (bench/allreduce --socket-buffer-bytes, 2 ranks, TERN_SHM=0, medians of 5 alternated runs):
-  // 1-2 MB take 256 KB allreduces from 148 to 104 us and 1 MB ones from 422 to 240 us; no change
-  // from 4 MB up.
+  // (bench/allreduce --socket-buffer-bytes, TERN_SHM=0, medians of alternated runs on 2 busy cores):
+  // at real-time priority 1-2 MB take 2-rank 256 KB allreduces from 148 to 104 us and 1 MB ones from
+  // 422 to 240 us, no change from 4 MB up; at normal priority, where scheduling dominates, no
+  // difference at 2 or 4 ranks.
   size_t socket_buffer_bytes = size_t{2} << 20;
 };
 
