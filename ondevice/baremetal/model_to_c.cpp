@@ -8,6 +8,7 @@
 // host's test accuracy before and after, which the device must reproduce.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <fstream>
 #include <string>
@@ -40,6 +41,10 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
     TERN_CHECK(i + 1 < argc, "tern-model-to-c: ", a, " needs a value\n", kUsage);
     const std::string v = argv[++i];
     if (a == "--model") o.model = v;
