@@ -67,6 +67,12 @@ struct TcpTransport::Peer {
   // Recvs polling the socket now. While there are any the reader thread waits on park_cv instead
   // of the socket, so arriving frames wake no thread: the pollers read them.
   std::atomic<int> pollers{0};
+  // Recvs that wait for the reader thread to fill them (larger ones from their post on, polling
+  // ones once they stop polling). While there are none, the reader stays parked for a grace period
+  // after the last poller got its message (TcpTransport::kReaderGrace), so that a recv posted soon
+  // after finds the next frame in the socket instead of a reader thread woken by it.
+  std::atomic<int> sleepers{0};
+  std::atomic<int64_t> last_poll_end_ns{0};  // steady_clock, when a poller last got its message
   std::mutex park_mu;
   std::condition_variable park_cv;
 
@@ -265,17 +271,23 @@ size_t readable_bytes(int fd) {
 // recv that is not posted yet), and notices EOF, errors and shutdown.
 void TcpTransport::read_frames(Peer& peer) {
   constexpr int kSliceMs = 20;  // how often a parked or idle reader looks at shutdown again
+  // Parked while a recv polls the socket, or within the grace period after one got its message
+  // unless a recv now waits for the reader.
+  auto parked_until = [&]() -> Clock::time_point {
+    if (peer.pollers.load(std::memory_order_acquire) > 0) return Clock::now() + std::chrono::milliseconds(kSliceMs);
+    if (peer.sleepers.load(std::memory_order_acquire) > 0) return Clock::time_point::min();
+    return Clock::time_point(Clock::duration(peer.last_poll_end_ns.load(std::memory_order_acquire))) + kReaderGrace;
+  };
   for (;;) {
-    if (peer.pollers.load(std::memory_order_acquire) > 0) {
+    for (Clock::time_point until = parked_until(); !closing_ && Clock::now() < until; until = parked_until()) {
       std::unique_lock park(peer.park_mu);
-      peer.park_cv.wait_for(park, std::chrono::milliseconds(kSliceMs), [&] {
-        return peer.pollers.load(std::memory_order_acquire) == 0 || closing_;
-      });
-      if (!closing_) continue;
+      peer.park_cv.wait_until(park, until, [&] { return closing_ || parked_until() <= Clock::now(); });
     }
     pollfd entry{peer.fd, POLLIN, 0};
     if (::poll(&entry, 1, kSliceMs) == 0) continue;
-    if (peer.pollers.load(std::memory_order_acquire) > 0) continue;  // a recv will read it
+    if (peer.pollers.load(std::memory_order_acquire) > 0 ||
+        (peer.sleepers.load(std::memory_order_acquire) == 0 && Clock::now() < parked_until()))
+      continue;  // a recv will read it
     std::lock_guard lock(peer.read_mu);
     if (peer.inbox.dead()) return;
     // A poller may have taken what woke us. EOF or an error still reads (and reports) at once.
@@ -323,35 +335,50 @@ class TcpTransport::PeerRecv final : public PostedRecv {
         polls_(peer.socket && transport.options_.poll.count() > 0 &&
                bytes <= transport.options_.poll_max_bytes) {
     peer_.inbox.post(post_);
+    if (peer_.socket && !polls_) start_sleeping();  // the reader fills it, from now on
   }
-  ~PeerRecv() override { peer_.inbox.cancel(post_, transport_.options_.timeout); }
+  ~PeerRecv() override {
+    peer_.inbox.cancel(post_, transport_.options_.timeout);
+    stop_sleeping();
+  }
 
   void wait(std::chrono::milliseconds timeout) override {
     if (!polls_) return peer_.inbox.wait(post_, timeout);
     const Clock::time_point deadline = Clock::now() + timeout;
     struct Polling {  // counted from the first look until the recv sleeps or returns
-      Peer& peer;
+      PeerRecv& recv;
       bool counted = true;
-      explicit Polling(Peer& p) : peer(p) { peer.pollers.fetch_add(1, std::memory_order_acq_rel); }
-      void stop() {
+      explicit Polling(PeerRecv& r) : recv(r) { recv.peer_.pollers.fetch_add(1, std::memory_order_acq_rel); }
+      void stop(bool to_sleep) {
         if (!std::exchange(counted, false)) return;
-        if (peer.pollers.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-          std::lock_guard park(peer.park_mu);
-          peer.park_cv.notify_all();  // the reader thread watches the socket again
-        }
+        Peer& peer = recv.peer_;
+        if (!to_sleep) peer.last_poll_end_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+        peer.pollers.fetch_sub(1, std::memory_order_acq_rel);
+        if (to_sleep) recv.start_sleeping();  // wakes the reader thread, which reads the socket for us now
       }
-      ~Polling() { stop(); }
-    } polling{peer_};
+      ~Polling() { stop(false); }
+    } polling{*this};
     Inbox::Poller poller{[&] { transport_.poll_frames(peer_, deadline); },
-                         Clock::now() + transport_.options_.poll, [&] { polling.stop(); }};
+                         Clock::now() + transport_.options_.poll, [&] { polling.stop(true); }};
     peer_.inbox.wait(post_, timeout, &poller);
   }
 
  private:
+  void start_sleeping() {
+    if (std::exchange(sleeping_, true)) return;
+    peer_.sleepers.fetch_add(1, std::memory_order_acq_rel);
+    std::lock_guard park(peer_.park_mu);
+    peer_.park_cv.notify_all();
+  }
+  void stop_sleeping() {
+    if (std::exchange(sleeping_, false)) peer_.sleepers.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
   TcpTransport& transport_;
   Peer& peer_;
   Inbox::Post post_;
   const bool polls_;
+  bool sleeping_ = false;
 };
 
 std::unique_ptr<PostedRecv> TcpTransport::post_recv(int src, uint64_t context, uint64_t tag, void* data,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
@@ -51,6 +52,10 @@ class TcpTransport final : public Transport {
  private:
   struct Peer;
   class PeerRecv;
+
+  // How long the reader thread leaves the socket to the next polling recv after one got its
+  // message (a frame arriving then wakes no thread); a recv that waits for the reader ends it.
+  static constexpr std::chrono::microseconds kReaderGrace{1000};
 
   void stop_readers();
   void read_frames(Peer& peer);

@@ -95,6 +95,11 @@ TEST_F(ShmTransportWorld, ARecvPostedBeforeTheMessageArrivesReceivesALargeMessag
   EXPECT_TRUE(got == data);
 }
 
+TEST_F(ShmTransportWorld, UnclaimedMessagesAreDrainedRightAfterAPollingRecv) {
+  auto world = make_shm_world(2, *store_, "drain-ShmTransportWorld", short_timeouts());
+  testing::check_unclaimed_messages_are_drained_after_a_poll(*world[0], *world[1], 5);
+}
+
 TEST_F(ShmTransportWorld, ConcurrentRecvsThatPollAndSleepEachGetTheirOwnMessagesInOrder) {
   for (const int64_t poll_us : {int64_t{0}, int64_t{50}, int64_t{100000}}) {
     CommOptions options = short_timeouts();

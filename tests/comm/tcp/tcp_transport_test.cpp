@@ -142,6 +142,11 @@ TEST_F(TcpTransportWorld, BothDirectionsOfALargeExchangeProceedTogether) {
   for (auto& t : threads) t.join();
 }
 
+TEST_F(TcpTransportWorld, UnclaimedMessagesAreDrainedRightAfterAPollingRecv) {
+  auto world = make_tcp_world(2, *store_, "drain-TcpTransportWorld", testing::short_timeouts());
+  testing::check_unclaimed_messages_are_drained_after_a_poll(*world[0], *world[1], 5);
+}
+
 TEST_F(TcpTransportWorld, ConcurrentRecvsThatPollAndSleepEachGetTheirOwnMessagesInOrder) {
   for (const int64_t poll_us : {int64_t{0}, int64_t{50}, int64_t{100000}}) {
     CommOptions options = testing::short_timeouts();

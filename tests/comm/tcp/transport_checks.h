@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -247,6 +248,32 @@ inline void check_a_posted_recv_destroyed_unwaited_gives_its_buffer_back(Transpo
   int got = 0;
   to.recv(from.rank(), context, 69, &got, sizeof(got), std::chrono::seconds(10));
   EXPECT_EQ(got, value);
+}
+
+// Right after a recv got its message by polling, the link is left to the next polling recv for a
+// moment (the reader thread is not woken by arriving data). A message that nobody receives yet must
+// still be taken off the link, or a sender of more than the link holds (16 MB) would wait for a
+// recv that comes only after it: here `to` posts its recv only once the send has returned (or 10 s
+// have passed, which fails the check).
+inline void check_unclaimed_messages_are_drained_after_a_poll(Transport& from, Transport& to, uint64_t context) {
+  const int src = from.rank();
+  const std::vector<uint8_t> small = pattern(64, 1), large = pattern(size_t{16} << 20, 2);
+  std::atomic<bool> sent{false};
+  std::thread sender([&] {
+    from.send(to.rank(), context, 1, small.data(), small.size());
+    from.send(to.rank(), context, 2, large.data(), large.size());
+    sent = true;
+  });
+  std::vector<uint8_t> got(small.size());
+  to.recv(src, context, 1, got.data(), got.size(), std::chrono::seconds(10));  // polls: small
+  EXPECT_TRUE(got == small);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!sent && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(sent) << "a 16 MB send did not complete before its recv was posted";
+  std::vector<uint8_t> big(large.size());
+  to.recv(src, context, 2, big.data(), big.size(), std::chrono::seconds(10));
+  EXPECT_TRUE(big == large);
+  sender.join();
 }
 
 }  // namespace tern::testing
