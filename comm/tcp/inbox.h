@@ -2,6 +2,7 @@
 // shared by TcpTransport and ShmTransport, which keep only their links (sockets, rings) to fill it.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -34,6 +35,31 @@ void check_send_size(int rank, int dst, uint64_t context, uint64_t tag, size_t b
 // another length). Once the peer is dead (the link failed, or a recv gave up in the middle of a
 // message) every waiting and later recv fails with the reason; messages that arrived whole before
 // that are still delivered.
+// A recv's place in its peer's count of recvs that wait for the link's reader thread: the reader
+// reads the link for them, and while there are none it may leave the link to recvs that poll it.
+// start() counts the recv and wakes the reader through `wake`; stop() and destruction uncount it.
+// Both are idempotent.
+class ReaderWaiter {
+ public:
+  ReaderWaiter(std::atomic<int>& count, std::function<void()> wake) : count_(count), wake_(std::move(wake)) {}
+  ~ReaderWaiter() { stop(); }
+  ReaderWaiter(const ReaderWaiter&) = delete;
+  ReaderWaiter& operator=(const ReaderWaiter&) = delete;
+  void start() {
+    if (std::exchange(counted_, true)) return;
+    count_.fetch_add(1, std::memory_order_seq_cst);
+    wake_();
+  }
+  void stop() {
+    if (std::exchange(counted_, false)) count_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+ private:
+  std::atomic<int>& count_;
+  std::function<void()> wake_;
+  bool counted_ = false;
+};
+
 class Inbox {
  public:
   // Reads exactly `bytes` of the next payload from the link into `data`; returns "" or the

@@ -434,20 +434,15 @@ class ShmTransport::PeerRecv final : public PostedRecv {
   }
 
  private:
-  void start_sleeping() {
-    if (std::exchange(sleeping_, true)) return;
-    peer_.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    peer_.in.nudge_consumer();  // the receiver thread now reads the ring for us
-  }
-  void stop_sleeping() {
-    if (std::exchange(sleeping_, false)) peer_.sleepers.fetch_sub(1, std::memory_order_seq_cst);
-  }
+  void start_sleeping() { sleeping_.start(); }
+  void stop_sleeping() { sleeping_.stop(); }
 
   ShmTransport& transport_;
   Peer& peer_;
   Inbox::Post post_;
   const bool polls_;
-  bool sleeping_ = false;
+  // Counted among the peer's sleepers: the receiver thread, nudged, reads the ring for us.
+  ReaderWaiter sleeping_{peer_.sleepers, [this] { peer_.in.nudge_consumer(); }};
 };
 
 std::unique_ptr<PostedRecv> ShmTransport::post_recv(int src, uint64_t context, uint64_t tag, void* data,

@@ -364,21 +364,18 @@ class TcpTransport::PeerRecv final : public PostedRecv {
   }
 
  private:
-  void start_sleeping() {
-    if (std::exchange(sleeping_, true)) return;
-    peer_.sleepers.fetch_add(1, std::memory_order_acq_rel);
-    std::lock_guard park(peer_.park_mu);
-    peer_.park_cv.notify_all();
-  }
-  void stop_sleeping() {
-    if (std::exchange(sleeping_, false)) peer_.sleepers.fetch_sub(1, std::memory_order_acq_rel);
-  }
+  void start_sleeping() { sleeping_.start(); }
+  void stop_sleeping() { sleeping_.stop(); }
 
   TcpTransport& transport_;
   Peer& peer_;
   Inbox::Post post_;
   const bool polls_;
-  bool sleeping_ = false;
+  // Counted among the peer's sleepers: the reader thread, woken from its park, reads for us.
+  ReaderWaiter sleeping_{peer_.sleepers, [this] {
+    std::lock_guard park(peer_.park_mu);
+    peer_.park_cv.notify_all();
+  }};
 };
 
 std::unique_ptr<PostedRecv> TcpTransport::post_recv(int src, uint64_t context, uint64_t tag, void* data,
