@@ -65,9 +65,9 @@ rm -rf "$work/ckpt" && mkdir -p "$work"
 "$finetune" --checkpoint "$work/ckpt" --model "$model" --classes 5-9 --update bias --epochs 1 --limit-train 64 --lr 0.00001 \
   --limit-test 200 --show-plan=false --output "$work/model.tmodel" > "$work/finetune.log"
 # The step the device runs: the sparse plan above (the new head always trains), 2 epochs over 200
-# images at batch 1.
+# images at batch 1, the learning rate cosine to 0 as tern-finetune's default.
 "$to_c" --model "$work/model.tmodel" --out "$work/demo_data.cpp" --classes 5-9 --train 200 --test 200 \
-  --update "$update" --lr "$lr" --epochs 2
+  --update "$update" --lr "$lr" --lr-schedule cosine --epochs 2
 
 make -s -C "$root/ondevice/baremetal" OUT="$work" DATA="$work/demo_data.cpp"
 

@@ -20,6 +20,7 @@ extern const uint32_t tern_model_size, tern_image_bytes, tern_train_count, tern_
 extern const uint8_t tern_model_image[], tern_train_labels[], tern_test_labels[];
 extern const int8_t tern_train_images[], tern_test_images[];
 extern const tern::ondevice::StepProgram tern_step_program;
+extern const float tern_step_lr[];  // the learning rate of every training step, in order
 extern std::byte* const tern_step_buffers[];
 
 namespace {
@@ -87,9 +88,11 @@ bool step_matches_image(const StepProgram& p) {
   return true;
 }
 
-// Ops 0..last of the step on one embedded image; returns the predicted class (the loss op's argmax).
-int run_ops(const int8_t* image, int label, int last) {
-  const StepProgram& p = tern_step_program;
+// Ops 0..last of the step on one embedded image at learning rate lr; returns the predicted class
+// (the loss op's argmax).
+int run_ops(const int8_t* image, int label, int last, float lr) {
+  StepProgram p = tern_step_program;
+  p.lr = lr;
   for (int i = 0; i <= p.layer_count; ++i) g_grad_written[i] = 0;
   int8_t* input = reinterpret_cast<int8_t*>(tern_step_buffers[p.layers[0].value_in]);
   for (uint32_t i = 0; i < tern_image_bytes; ++i) input[i] = image[i];
@@ -101,7 +104,8 @@ int run_ops(const int8_t* image, int label, int last) {
 uint32_t evaluate() {
   uint32_t correct = 0;
   for (uint32_t i = 0; i < tern_test_count; ++i)
-    correct += run_ops(tern_test_images + i * tern_image_bytes, tern_test_labels[i], tern_step_program.layer_count) ==
+    correct += run_ops(tern_test_images + i * tern_image_bytes, tern_test_labels[i], tern_step_program.layer_count,
+                       0.0f) ==
                static_cast<int>(tern_test_labels[i]);
   return correct;
 }
@@ -141,9 +145,9 @@ int main() {
   write_accuracy("test accuracy before: ", before, tern_test_count);
   write_line("host int8 accuracy on the same images: ", tern_host_test_correct);
   const int last_op = p.num_ops - 1;
-  for (uint32_t epoch = 0; epoch < tern_epochs; ++epoch) {
-    for (uint32_t i = 0; i < tern_train_count; ++i)
-      run_ops(tern_train_images + i * tern_image_bytes, tern_train_labels[i], last_op);
+  for (uint32_t epoch = 0, t = 0; epoch < tern_epochs; ++epoch) {
+    for (uint32_t i = 0; i < tern_train_count; ++i, ++t)
+      run_ops(tern_train_images + i * tern_image_bytes, tern_train_labels[i], last_op, tern_step_lr[t]);
     write_line("epoch ", epoch + 1, "");
     write_line(": ", tern_train_count, " planned SGD steps (batch 1)\n");
   }
