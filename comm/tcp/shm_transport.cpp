@@ -414,29 +414,25 @@ class ShmTransport::PeerRecv final : public PostedRecv {
         polls_(peer.in.mapped() && transport.options_.poll.count() > 0 &&
                bytes <= transport.options_.poll_max_bytes) {
     peer_.inbox.post(post_);
-    if (peer_.in.mapped() && !polls_) start_sleeping();
+    if (peer_.in.mapped() && !polls_) sleeping_.start();
   }
   ~PeerRecv() override {
-    peer_.inbox.cancel(post_, transport_.options_.timeout);
-    stop_sleeping();
+    peer_.inbox.cancel(post_, transport_.options_.timeout);  // then sleeping_ uncounts this recv
   }
 
   void wait(std::chrono::milliseconds timeout) override {
     struct Stop {  // the receiver thread need not wake for this recv once it has its message
       PeerRecv& recv;
-      ~Stop() { recv.stop_sleeping(); }
+      ~Stop() { recv.sleeping_.stop(); }
     } stop{*this};
     if (!polls_) return peer_.inbox.wait(post_, timeout);
     const Clock::time_point deadline = Clock::now() + timeout;
     Inbox::Poller poller{[&] { transport_.poll_messages(peer_, deadline); },
-                         Clock::now() + transport_.options_.poll, [&] { start_sleeping(); }};
+                         Clock::now() + transport_.options_.poll, [&] { sleeping_.start(); }};
     peer_.inbox.wait(post_, timeout, &poller);
   }
 
  private:
-  void start_sleeping() { sleeping_.start(); }
-  void stop_sleeping() { sleeping_.stop(); }
-
   ShmTransport& transport_;
   Peer& peer_;
   Inbox::Post post_;

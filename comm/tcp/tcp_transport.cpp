@@ -335,11 +335,10 @@ class TcpTransport::PeerRecv final : public PostedRecv {
         polls_(peer.socket && transport.options_.poll.count() > 0 &&
                bytes <= transport.options_.poll_max_bytes) {
     peer_.inbox.post(post_);
-    if (peer_.socket && !polls_) start_sleeping();  // the reader fills it, from now on
+    if (peer_.socket && !polls_) sleeping_.start();  // the reader fills it, from now on
   }
   ~PeerRecv() override {
-    peer_.inbox.cancel(post_, transport_.options_.timeout);
-    stop_sleeping();
+    peer_.inbox.cancel(post_, transport_.options_.timeout);  // then sleeping_ uncounts this recv
   }
 
   void wait(std::chrono::milliseconds timeout) override {
@@ -354,7 +353,7 @@ class TcpTransport::PeerRecv final : public PostedRecv {
         Peer& peer = recv.peer_;
         if (!to_sleep) peer.last_poll_end_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
         peer.pollers.fetch_sub(1, std::memory_order_acq_rel);
-        if (to_sleep) recv.start_sleeping();  // wakes the reader thread, which reads the socket for us now
+        if (to_sleep) recv.sleeping_.start();  // wakes the reader thread, which reads the socket for us now
       }
       ~Polling() { stop(false); }
     } polling{*this};
@@ -364,9 +363,6 @@ class TcpTransport::PeerRecv final : public PostedRecv {
   }
 
  private:
-  void start_sleeping() { sleeping_.start(); }
-  void stop_sleeping() { sleeping_.stop(); }
-
   TcpTransport& transport_;
   Peer& peer_;
   Inbox::Post post_;
