@@ -3,14 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <set>
 #include <string_view>
 #include <utility>
 
 #include "ondevice/step_executor.h"
 #include "runtime/error.h"
-#include "runtime/kernels/cpu/int8_backward.h"
 #include "runtime/kernels/cpu/requantize.h"
 #include "runtime/rng.h"
 
@@ -445,7 +443,6 @@ StepResult Finetuner::run_ops(const float* image, const int8_t* quantized, int l
 
 void Finetuner::set_lr(float lr) {
   TERN_CHECK(std::isfinite(lr) && lr >= 0, "on-device training: lr must be >= 0, got ", lr);
-  options_.lr = lr;
   program_.lr = lr;
 }
 

@@ -75,7 +75,7 @@ class Finetuner {
   // The learning rate of the following steps (a schedule sets it before each step). Throws tern::Error
   // for a negative or non-finite rate.
   void set_lr(float lr);
-  float lr() const { return options_.lr; }
+  float lr() const { return program_.lr; }
   // The int8 model's prediction for one image (QuantizedModel::forward; allocates, for evaluation).
   int predict(const float* image) const;
   // The class the step's own forward pass predicts for a quantised image: the executor's ops up to the

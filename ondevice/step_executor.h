@@ -23,6 +23,8 @@ enum class StepOpKind : uint32_t { conv2d = 1, depthwise_conv2d = 2, linear = 3,
 
 // One layer of the chain (a model op, with a following residual add merged in), everything its
 // forward, backward and update read, as values, parameter addresses and plan buffer indices (-1: none).
+// tern-model-to-c writes every field out for the device (write_step in ondevice/baremetal/
+// model_to_c.cpp): a field added here must be written there too.
 struct StepLayer {
   StepOpKind kind = StepOpKind::conv2d;
   int32_t op = -1;    // the model op it runs (its weights' place in the model image)
