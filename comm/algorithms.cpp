@@ -29,6 +29,11 @@ std::unique_ptr<PostedRecv> Group::post_recv(int peer, uint64_t tag, void* data,
   return transport_.post_recv(members_[static_cast<size_t>(peer)], context_, tag, data, bytes);
 }
 
+std::unique_ptr<PostedRecv> Group::post_recv_reduce(int peer, uint64_t tag, void* data, size_t bytes,
+                                                   RecvReduction how) {
+  return transport_.post_recv_reduce(members_[static_cast<size_t>(peer)], context_, tag, data, bytes, how);
+}
+
 void Group::wait(PostedRecv& recv) {
   recv.wait(timeout_);
   received_.fetch_add(recv.bytes(), std::memory_order_relaxed);
@@ -75,10 +80,12 @@ struct RingReduction {
 // With shift = -1 and reduction, rank r ends holding the full reduction of block r (reduce-scatter);
 // with shift = 0 and copying, every rank ends with every block (allgather, rank r starting with r).
 //
-// The recvs are posted ahead of need (a window of them, each with its own scratch chunk when
-// reducing; straight into place when copying), so that chunks arriving while this rank is still
-// sending land where they are needed instead of in the transport's mailbox (a copy and an
-// allocation more per chunk).
+// The recvs are posted ahead of need (a window of them), so that chunks arriving while this rank
+// is still sending land where they are needed instead of in the transport's mailbox (a copy and an
+// allocation more per chunk): straight into place when copying, and as reducing recvs when
+// reducing, which the shared-memory and tcp transports reduce into place as the chunk arrives
+// (from the ring, or from the socket a cache-sized piece at a time) instead of landing it in
+// scratch to be reduced afterwards: one pass over the chunk less.
 void ring_pass(Group& group, uint64_t tag, char* buffer, const Blocks& blocks, size_t elem_size, int shift,
                const RingReduction& how, const AlgorithmOptions& options) {
   const int size = group.size();
@@ -91,7 +98,6 @@ void ring_pass(Group& group, uint64_t tag, char* buffer, const Blocks& blocks, s
   struct Piece {
     char* at;
     size_t bytes;
-    int64_t len;
     bool forward;  // sent on to the next rank once received
   };
   auto add_chunks = [&](int block, bool forward, std::vector<Piece>& into) {
@@ -99,7 +105,7 @@ void ring_pass(Group& group, uint64_t tag, char* buffer, const Blocks& blocks, s
     for (int64_t begin = 0; begin < blocks.count[b]; begin += chunk) {
       const int64_t len = std::min(chunk, blocks.count[b] - begin);
       into.push_back({buffer + static_cast<size_t>(blocks.offset[b] + begin) * elem_size,
-                      static_cast<size_t>(len) * elem_size, len, forward});
+                      static_cast<size_t>(len) * elem_size, forward});
     }
   };
   std::vector<Piece> outgoing;  // this rank's first block
@@ -109,24 +115,22 @@ void ring_pass(Group& group, uint64_t tag, char* buffer, const Blocks& blocks, s
     add_chunks(mod(rank - step - 1 + shift, size), step + 1 < size - 1, incoming);
   }
 
-  // Reducing: a scratch chunk per posted recv, within options.ring_window_bytes.
+  // Reducing recvs may hold scratch of a chunk each (Transport::post_recv_reduce's default): keep
+  // that within options.ring_window_bytes.
   size_t window = std::min(incoming.size(), kMaxPostedRecvs);
-  size_t slot_bytes = 0;
   if (how.reduce) {
     const int64_t largest = *std::max_element(blocks.count.begin(), blocks.count.end());
-    slot_bytes = static_cast<size_t>(std::min(chunk, largest)) * elem_size;
+    const size_t chunk_bytes = static_cast<size_t>(std::min(chunk, largest)) * elem_size;
     window =
-        std::min(window, std::max<size_t>(1, options.ring_window_bytes / std::max<size_t>(1, slot_bytes)));
+        std::min(window, std::max<size_t>(1, options.ring_window_bytes / std::max<size_t>(1, chunk_bytes)));
   }
-  std::vector<char> scratch(window * slot_bytes);
-  auto slot = [&](size_t k) { return scratch.data() + (k % window) * slot_bytes; };
-  // Declared after scratch, so that on an exception the recvs are un-posted before it is freed.
   std::vector<std::unique_ptr<PostedRecv>> posted(window);
   size_t next_post = 0;
   auto post_next = [&] {
     const Piece& piece = incoming[next_post];
     posted[next_post % window] =
-        group.post_recv(prev, tag, how.reduce ? slot(next_post) : piece.at, piece.bytes);
+        how.reduce ? group.post_recv_reduce(prev, tag, piece.at, piece.bytes, {how.dtype, how.op})
+                   : group.post_recv(prev, tag, piece.at, piece.bytes);
     ++next_post;
   };
   while (next_post < window) post_next();
@@ -136,9 +140,8 @@ void ring_pass(Group& group, uint64_t tag, char* buffer, const Blocks& blocks, s
     const Piece& piece = incoming[k];
     std::unique_ptr<PostedRecv>& recv = posted[k % window];
     group.wait(*recv);
-    if (how.reduce) reduce_into(piece.at, slot(k), piece.len, how.dtype, how.op);
     recv.reset();
-    if (next_post < incoming.size()) post_next();  // into the slot just freed, before forwarding
+    if (next_post < incoming.size()) post_next();  // in the place just freed, before forwarding
     if (piece.forward) group.send(next, tag, piece.at, piece.bytes);
   }
 }

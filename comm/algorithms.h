@@ -73,6 +73,8 @@ class Group {
   // completion with the group's timeout. The buffer is the transport's until wait returns or the
   // handle dies.
   std::unique_ptr<PostedRecv> post_recv(int peer, uint64_t tag, void* data, size_t bytes);
+  // The same, reducing the message into data (Transport::post_recv_reduce).
+  std::unique_ptr<PostedRecv> post_recv_reduce(int peer, uint64_t tag, void* data, size_t bytes, RecvReduction how);
   void wait(PostedRecv& recv);
 
   uint64_t bytes_sent() const { return sent_.load(std::memory_order_relaxed); }

@@ -7,7 +7,19 @@
 #include <cstdint>
 #include <memory>
 
+#include "comm/communicator.h"
+#include "runtime/tensor/dtype.h"
+
 namespace tern {
+
+// What a reducing recv (Transport::post_recv_reduce) does with its message: folds it into the
+// buffer element by element, data[i] = data[i] op message[i] (avg sums, as reduce_into does).
+struct RecvReduction {
+  DType dtype = DType::f32;
+  ReduceOp op = ReduceOp::sum;
+};
+// Throws (TERN_CHECK) unless `how` is a supported reduction and `bytes` whole elements of it.
+void check_reducing_recv(size_t bytes, RecvReduction how);
 
 // A receive posted ahead of time (Transport::post_recv): the transport may put the message
 // straight into the buffer as it arrives, instead of parking it in a mailbox and copying it again
@@ -62,6 +74,12 @@ class Transport {
   // transports post for real.
   virtual std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,
                                                 size_t bytes);
+  // A posted recv whose message is reduced into `data` (which holds this rank's operand) instead
+  // of replacing it; `bytes` is a whole number of elements. Ordered and completed as post_recv's.
+  // The shared-memory and tcp transports reduce straight from the link as the message arrives (no
+  // copy of it is kept); the default receives into scratch of its own and reduces in wait().
+  virtual std::unique_ptr<PostedRecv> post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data,
+                                                       size_t bytes, RecvReduction how);
 
   virtual uint64_t bytes_sent() const = 0;
   virtual uint64_t bytes_received() const = 0;

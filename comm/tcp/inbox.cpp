@@ -5,6 +5,8 @@
 #include <new>
 #include <utility>
 
+#include "comm/reduce.h"
+
 namespace tern {
 
 using Clock = std::chrono::steady_clock;
@@ -69,7 +71,28 @@ void Inbox::deliver(uint64_t context, uint64_t tag, const void* data, size_t byt
   changed_.notify_all();
 }
 
-bool Inbox::receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadReader& read) {
+namespace {
+// A reducing recv fed by a link that cannot reduce in place reads its payload into scratch this
+// large, piece by piece, and reduces each piece while it is still in cache.
+constexpr size_t kReduceScratchBytes = size_t{64} << 10;  // a multiple of every element size
+}  // namespace
+
+std::string Inbox::read_reducing(const PayloadReader& read, void* data, size_t bytes, const RecvReduction& how) {
+  if (!reduce_scratch_) reduce_scratch_.reset(new uint8_t[kReduceScratchBytes]);
+  const size_t elem = dtype_size(how.dtype);
+  auto* out = static_cast<uint8_t*>(data);
+  for (size_t done = 0; done < bytes;) {
+    const size_t n = std::min(bytes - done, kReduceScratchBytes);
+    std::string death = read(reduce_scratch_.get(), n);
+    if (!death.empty()) return death;
+    reduce_into(out + done, reduce_scratch_.get(), static_cast<int64_t>(n / elem), how.dtype, how.op);
+    done += n;
+  }
+  return "";
+}
+
+bool Inbox::receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadReader& read,
+                    const PayloadReducer* reduce) {
   const MailboxKey key{context, tag};
   Post* target = nullptr;
   {
@@ -85,7 +108,14 @@ bool Inbox::receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadR
     }
   }
   if (target) {  // straight into the waiting recv's buffer: one copy in all
-    const std::string death = read(target->data_, bytes);
+    std::string death;
+    if (!target->reduce_) {
+      death = read(target->data_, bytes);
+    } else if (reduce != nullptr) {
+      death = (*reduce)(target->data_, bytes, *target->reduce_);
+    } else {
+      death = read_reducing(read, target->data_, bytes, *target->reduce_);
+    }
     {
       std::lock_guard lock(mu_);
       // The recv may return as soon as it sees the state: target is not touched after this.
@@ -160,7 +190,13 @@ void Inbox::wait(Post& post, std::chrono::milliseconds timeout, Poller* poller) 
                           std::to_string(post.tag_) + ") expected " + std::to_string(post.bytes_) +
                           " bytes but the message has " + std::to_string(post.message_bytes_));
         }
-        if (post.bytes_) std::memcpy(post.data_, message.get(), post.bytes_);
+        if (post.reduce_) {
+          const RecvReduction& how = *post.reduce_;
+          reduce_into(post.data_, message.get(), static_cast<int64_t>(post.bytes_ / dtype_size(how.dtype)), how.dtype,
+                      how.op);
+        } else if (post.bytes_) {
+          std::memcpy(post.data_, message.get(), post.bytes_);
+        }
         return;
       }
       case Post::State::filling:

@@ -12,10 +12,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "comm/communicator.h"
+#include "comm/transport.h"
 
 namespace tern {
 
@@ -65,6 +67,9 @@ class Inbox {
   // Reads exactly `bytes` of the next payload from the link into `data`; returns "" or the
   // peer's death ("disconnected (EOF)"), which completes "peer rank S ...".
   using PayloadReader = std::function<std::string(void* data, size_t bytes)>;
+  // The same, but reduces the payload into `data` (data[i] = data[i] op payload[i]) as it comes,
+  // for a link that can hand out its bytes in place (the shared-memory ring).
+  using PayloadReducer = std::function<std::string(void* data, size_t bytes, const RecvReduction& how)>;
 
   // `rank` is this rank and `peer` the sender, for messages. `link_note` ends every peer-death
   // message (e.g. " (shared memory)"). `close_link` ends the link on death, so the peer learns it
@@ -78,8 +83,10 @@ class Inbox {
   // between post() and the end of wait() or cancel().
   class Post {
    public:
-    Post(uint64_t context, uint64_t tag, void* data, size_t bytes)
-        : context_(context), tag_(tag), data_(data), bytes_(bytes) {}
+    // With `reduce`, the message is reduced into data instead of copied (a reducing recv; bytes
+    // must be whole elements, check_reducing_recv).
+    Post(uint64_t context, uint64_t tag, void* data, size_t bytes, std::optional<RecvReduction> reduce = {})
+        : context_(context), tag_(tag), data_(data), bytes_(bytes), reduce_(reduce) {}
     Post(const Post&) = delete;
     Post& operator=(const Post&) = delete;
     size_t bytes() const { return bytes_; }
@@ -94,6 +101,7 @@ class Inbox {
     uint64_t tag_;
     void* data_;
     size_t bytes_;
+    std::optional<RecvReduction> reduce_;
     State state_ = State::unposted;
     std::unique_ptr<uint8_t[]> message_;  // when arrived
     size_t message_bytes_ = 0;
@@ -103,10 +111,13 @@ class Inbox {
   void deliver(uint64_t context, uint64_t tag, const void* data, size_t bytes);
   // For the reader thread, once a message's header has been checked: reads its payload through
   // `read`, into the buffer of the first recv posted for its mailbox if it has the message's
-  // length, else into a new message attached to that recv or queued in the mailbox. Returns false
-  // when the peer is now dead: read failed (with read's reason), or the payload could not be
-  // allocated (nothing read; the link cannot be resynchronised).
-  bool receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadReader& read);
+  // length, else into a new message attached to that recv or queued in the mailbox. A reducing
+  // recv gets it through `reduce` when the link has one, else through `read` in pieces of scratch.
+  // Returns false when the peer is now dead: read failed (with read's reason), or the payload
+  // could not be allocated (nothing read; the link cannot be resynchronised). Calls for one inbox
+  // must not overlap (the transports hold their link's read lock).
+  bool receive(uint64_t context, uint64_t tag, size_t bytes, const PayloadReader& read,
+               const PayloadReducer* reduce = nullptr);
 
   // A recv that drains the link itself while it waits, instead of sleeping until the reader thread
   // hands it the message (two thread wake-ups per message, the cost of a small message): until
@@ -146,6 +157,8 @@ class Inbox {
     size_t size = 0;
   };
 
+  // A reducing post's payload through `read`, a piece of reduce_scratch_ at a time.
+  std::string read_reducing(const PayloadReader& read, void* data, size_t bytes, const RecvReduction& how);
   // With mu_ held: hands a whole message to the first waiting post of its mailbox, or queues it.
   void file_locked(const MailboxKey& key, Message message);
   // With mu_ held: removes a waiting post from its mailbox's queue.
@@ -167,6 +180,7 @@ class Inbox {
   std::map<MailboxKey, std::deque<Post*>> posted_;
   bool dead_ = false;
   std::string death_;  // completes "peer rank S ...", e.g. "disconnected (EOF)"
+  std::unique_ptr<uint8_t[]> reduce_scratch_;  // read_reducing's, used by receive() only
 };
 
 }  // namespace tern

@@ -187,6 +187,20 @@ size_t ShmRing::read_some(void* data, size_t bytes) {
   return n;
 }
 
+size_t ShmRing::peek(const uint8_t** at) const {
+  const uint64_t capacity = control_->capacity;
+  const uint64_t tail = control_->tail.load(std::memory_order_relaxed);
+  const uint64_t head = control_->head.load(std::memory_order_acquire);
+  const size_t offset = static_cast<size_t>(tail % capacity);
+  *at = data_ + offset;
+  return std::min(static_cast<size_t>(head - tail), static_cast<size_t>(capacity) - offset);
+}
+
+void ShmRing::consume(size_t bytes) {
+  control_->tail.store(control_->tail.load(std::memory_order_relaxed) + bytes, std::memory_order_release);
+  signal(control_->tail_seq, control_->producer_sleeping);
+}
+
 size_t ShmRing::readable() const {
   return static_cast<size_t>(control_->head.load(std::memory_order_acquire) -
                              control_->tail.load(std::memory_order_relaxed));

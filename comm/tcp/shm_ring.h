@@ -56,6 +56,10 @@ class ShmRing {
   size_t write_some(const void* data, size_t bytes);
   // Consumer: copies up to `bytes` (at most what is filled) out and frees the space.
   size_t read_some(void* data, size_t bytes);
+  // Consumer, in place: points `at` to the filled bytes that follow each other in the mapping (up
+  // to the ring's end) and returns how many; consume() then frees the first `bytes` of them.
+  size_t peek(const uint8_t** at) const;
+  void consume(size_t bytes);
   size_t readable() const;
 
   // Wait until the ring may have changed for this end (data to read / space to write, or a close),

@@ -6,11 +6,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <thread>
 #include <utility>
 
+#include "comm/reduce.h"
 #include "comm/tcp/inbox.h"
 #include "comm/tcp/shm_ring.h"
 
@@ -36,7 +38,9 @@ struct RecordHeader {
   uint64_t context = 0;
   uint64_t tag = 0;
   uint64_t bytes = 0;
+  uint64_t padding[3] = {};
 };
+static_assert(sizeof(RecordHeader) == 64);
 
 std::string first_line(const char* path) {
   std::ifstream in(path);
@@ -298,17 +302,18 @@ std::string ShmTransport::ring_death(Peer& peer, Clock::time_point* next_livenes
   return "";
 }
 
-// "" when all bytes arrived, else why not. A recv's deadline passing in the middle of the bytes
-// ends it (the peer is then dead: the stream cannot be resynchronised).
-std::string ShmTransport::read_exact(Peer& peer, void* data, size_t bytes, Clock::time_point deadline) {
-  auto* out = static_cast<uint8_t*>(data);
+// "" when `bytes` of a message have been taken from the ring, else why not: take(done) takes what
+// it can of the rest (after the first `done`) and returns how much. A recv's deadline passing in
+// the middle of the bytes ends it (the peer is then dead: the stream cannot be resynchronised).
+std::string ShmTransport::read_payload(Peer& peer, size_t bytes, Clock::time_point deadline,
+                                       const std::function<size_t(size_t done)>& take) {
   size_t done = 0;
   Clock::time_point next_liveness = Clock::now() + kLivenessPeriod;
   // The rest of a message is usually being written right now: wait for it as a polling recv
   // does before sleeping on the ring (a futex wake-up per published piece costs more than the copy).
   Clock::time_point spin_until = Clock::now() + options_.poll;
   while (done < bytes) {
-    const size_t n = peer.in.read_some(out + done, bytes - done);
+    const size_t n = take(done);
     if (n > 0) {
       done += n;
       spin_until = Clock::now() + options_.poll;
@@ -329,6 +334,41 @@ std::string ShmTransport::read_exact(Peer& peer, void* data, size_t bytes, Clock
   return "";
 }
 
+std::string ShmTransport::read_exact(Peer& peer, void* data, size_t bytes, Clock::time_point deadline) {
+  auto* out = static_cast<uint8_t*>(data);
+  return read_payload(peer, bytes, deadline, [&](size_t done) { return peer.in.read_some(out + done, bytes - done); });
+}
+
+// Reduces the payload into `data` from where it lies in the ring. An element split by the ring's
+// end (or by a piece the sender has not published yet) is gathered in `split` first.
+std::string ShmTransport::read_reducing(Peer& peer, void* data, size_t bytes, const RecvReduction& how,
+                                        Clock::time_point deadline) {
+  auto* out = static_cast<uint8_t*>(data);
+  const size_t elem = dtype_size(how.dtype);
+  uint8_t split[sizeof(uint64_t)];
+  size_t split_bytes = 0;
+  return read_payload(peer, bytes, deadline, [&](size_t done) -> size_t {
+    const uint8_t* at = nullptr;
+    const size_t n = std::min(peer.in.peek(&at), bytes - done);
+    if (n == 0) return 0;
+    if (split_bytes > 0 || n < elem) {
+      const size_t k = std::min(n, elem - split_bytes);
+      std::memcpy(split + split_bytes, at, k);
+      peer.in.consume(k);
+      split_bytes += k;
+      if (split_bytes == elem) {
+        reduce_into(out + done + k - elem, split, 1, how.dtype, how.op);
+        split_bytes = 0;
+      }
+      return k;
+    }
+    const size_t whole = n - n % elem;
+    reduce_into(out + done, at, static_cast<int64_t>(whole / elem), how.dtype, how.op);
+    peer.in.consume(whole);
+    return whole;
+  });
+}
+
 // With read_mu held and a record's first byte in the ring: its header, checked, then its message
 // into the inbox. False when the peer is now dead.
 bool ShmTransport::take_record(Peer& peer, Clock::time_point deadline) {
@@ -347,10 +387,11 @@ bool ShmTransport::take_record(Peer& peer, Clock::time_point deadline) {
   }
   ++peer.expected_sequence;
   const size_t bytes = header.bytes;
-  const Inbox::PayloadReader read_payload = [&](void* data, size_t n) {
-    return read_exact(peer, data, n, deadline);
+  const Inbox::PayloadReader read = [&](void* data, size_t n) { return read_exact(peer, data, n, deadline); };
+  const Inbox::PayloadReducer reduce = [&](void* data, size_t n, const RecvReduction& how) {
+    return read_reducing(peer, data, n, how, deadline);
   };
-  if (!peer.inbox.receive(header.context, header.tag, bytes, read_payload)) return false;
+  if (!peer.inbox.receive(header.context, header.tag, bytes, read, &reduce)) return false;
   bytes_received_ += bytes;
   return true;
 }
@@ -382,35 +423,36 @@ void ShmTransport::receive_messages(Peer& peer) {
   }
 }
 
-// One look at the ring by a polling recv: takes every whole record there (its own lands in its
-// buffer), or gives the core away for a moment when there is none.
+// One look at the ring by a polling recv: takes the next whole record there (which may be its own:
+// it lands in its buffer), or gives the core away for a moment when there is none. One record per
+// look, so that a recv that has its message leaves the records behind it in the ring for the recvs
+// that will be posted for them (a record taken before its recv is posted goes to the mailbox: an
+// allocation and a second copy).
 void ShmTransport::poll_messages(Peer& peer, Clock::time_point deadline) {
-  bool took = false;
   {
     std::unique_lock lock(peer.read_mu, std::try_to_lock);
     if (lock.owns_lock() && !peer.inbox.dead()) {
-      while (peer.in.readable() >= sizeof(RecordHeader)) {
-        if (!take_record(peer, deadline)) return;
-        took = true;
+      if (peer.in.readable() >= sizeof(RecordHeader)) {
+        take_record(peer, deadline);
+        return;
       }
-      if (!took) {
-        const std::string death = ring_death(peer, nullptr);
-        if (!death.empty()) return peer.inbox.mark_dead(death);
-      }
+      const std::string death = ring_death(peer, nullptr);
+      if (!death.empty()) return peer.inbox.mark_dead(death);
     }
   }
-  if (!took) relax();
+  relax();
 }
 
 // A recv on one peer's inbox. Until it ends, it is either polling the ring in wait() (small
 // messages) or counted among the peer's sleepers, so that the receiver thread reads the ring for it.
 class ShmTransport::PeerRecv final : public PostedRecv {
  public:
-  PeerRecv(ShmTransport& transport, Peer& peer, uint64_t context, uint64_t tag, void* data, size_t bytes)
+  PeerRecv(ShmTransport& transport, Peer& peer, uint64_t context, uint64_t tag, void* data, size_t bytes,
+           std::optional<RecvReduction> reduce = {})
       : PostedRecv(bytes),
         transport_(transport),
         peer_(peer),
-        post_(context, tag, data, bytes),
+        post_(context, tag, data, bytes, reduce),
         polls_(peer.in.mapped() && transport.options_.poll.count() > 0 &&
                bytes <= transport.options_.poll_max_bytes) {
     peer_.inbox.post(post_);
@@ -445,6 +487,13 @@ std::unique_ptr<PostedRecv> ShmTransport::post_recv(int src, uint64_t context, u
                                                     size_t bytes) {
   check_peer_rank(rank_, size_, src, "recv from");
   return std::make_unique<PeerRecv>(*this, *peers_[static_cast<size_t>(src)], context, tag, data, bytes);
+}
+
+std::unique_ptr<PostedRecv> ShmTransport::post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data,
+                                                           size_t bytes, RecvReduction how) {
+  check_peer_rank(rank_, size_, src, "recv from");
+  check_reducing_recv(bytes, how);
+  return std::make_unique<PeerRecv>(*this, *peers_[static_cast<size_t>(src)], context, tag, data, bytes, how);
 }
 
 void ShmTransport::recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -57,6 +58,9 @@ class ShmTransport final : public Transport {
   // caller is busy sending; a smaller one polls the ring in wait(), as recv does.
   std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,
                                         size_t bytes) override;
+  // The same, reducing straight out of the ring into `data` (no copy of the message is made).
+  std::unique_ptr<PostedRecv> post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
+                                               RecvReduction how) override;
   uint64_t bytes_sent() const override { return bytes_sent_; }
   uint64_t bytes_received() const override { return bytes_received_; }
 
@@ -70,7 +74,11 @@ class ShmTransport final : public Transport {
   void poll_messages(Peer& peer, std::chrono::steady_clock::time_point deadline);
   bool take_record(Peer& peer, std::chrono::steady_clock::time_point deadline);
   std::string ring_death(Peer& peer, std::chrono::steady_clock::time_point* next_liveness);
+  std::string read_payload(Peer& peer, size_t bytes, std::chrono::steady_clock::time_point deadline,
+                           const std::function<size_t(size_t done)>& take);
   std::string read_exact(Peer& peer, void* data, size_t bytes, std::chrono::steady_clock::time_point deadline);
+  std::string read_reducing(Peer& peer, void* data, size_t bytes, const RecvReduction& how,
+                            std::chrono::steady_clock::time_point deadline);
 
   int rank_;
   int size_;

@@ -300,38 +300,39 @@ void TcpTransport::read_frames(Peer& peer) {
   }
 }
 
-// One look at the socket by a polling recv: takes every whole-header frame there (its own lands in
-// its buffer), or gives the core away for a moment when there is none.
+// One look at the socket by a polling recv: takes the next frame there once its header has come
+// (which may be its own: it lands in its buffer), or gives the core away for a moment when there is
+// none. One frame per look, as the shared-memory transport does: the frames behind this recv's own
+// wait in the socket for the recvs that will be posted for them.
 void TcpTransport::poll_frames(Peer& peer, Clock::time_point deadline) {
-  bool took = false;
   {
     std::unique_lock lock(peer.read_mu, std::try_to_lock);
     if (lock.owns_lock() && !peer.inbox.dead()) {
-      while (readable_bytes(peer.fd) >= net::kFrameHeaderBytes) {
-        if (!take_frame(peer, deadline)) return;
-        took = true;
+      if (readable_bytes(peer.fd) >= net::kFrameHeaderBytes) {
+        take_frame(peer, deadline);
+        return;
       }
-      if (!took) {  // EOF or a reset: report it now (the reader thread stands aside while we poll)
-        char probe;
-        const ssize_t got = ::recv(peer.fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (got == 0) return peer.inbox.mark_dead(closing_ ? "disconnected (closed by this rank)" : "disconnected (EOF)");
-        if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-          return peer.inbox.mark_dead("disconnected (" + std::system_category().message(errno) + ")");
-      }
+      // EOF or a reset: report it now (the reader thread stands aside while we poll)
+      char probe;
+      const ssize_t got = ::recv(peer.fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (got == 0) return peer.inbox.mark_dead(closing_ ? "disconnected (closed by this rank)" : "disconnected (EOF)");
+      if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        return peer.inbox.mark_dead("disconnected (" + std::system_category().message(errno) + ")");
     }
   }
-  if (!took) std::this_thread::yield();
+  std::this_thread::yield();
 }
 
 // A recv on one peer's inbox. A small one polls the socket in wait() (the reader thread stands
 // aside meanwhile); any other is filled by the reader thread.
 class TcpTransport::PeerRecv final : public PostedRecv {
  public:
-  PeerRecv(TcpTransport& transport, Peer& peer, uint64_t context, uint64_t tag, void* data, size_t bytes)
+  PeerRecv(TcpTransport& transport, Peer& peer, uint64_t context, uint64_t tag, void* data, size_t bytes,
+           std::optional<RecvReduction> reduce = {})
       : PostedRecv(bytes),
         transport_(transport),
         peer_(peer),
-        post_(context, tag, data, bytes),
+        post_(context, tag, data, bytes, reduce),
         polls_(peer.socket && transport.options_.poll.count() > 0 &&
                bytes <= transport.options_.poll_max_bytes) {
     peer_.inbox.post(post_);
@@ -378,6 +379,13 @@ std::unique_ptr<PostedRecv> TcpTransport::post_recv(int src, uint64_t context, u
                                                     size_t bytes) {
   check_peer_rank(rank_, size_, src, "recv from");
   return std::make_unique<PeerRecv>(*this, *peers_[static_cast<size_t>(src)], context, tag, data, bytes);
+}
+
+std::unique_ptr<PostedRecv> TcpTransport::post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data,
+                                                           size_t bytes, RecvReduction how) {
+  check_peer_rank(rank_, size_, src, "recv from");
+  check_reducing_recv(bytes, how);
+  return std::make_unique<PeerRecv>(*this, *peers_[static_cast<size_t>(src)], context, tag, data, bytes, how);
 }
 
 void TcpTransport::recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,

@@ -43,6 +43,9 @@ class TcpTransport final : public Transport {
   // posted recv of at most options.poll_max_bytes polls the socket in wait(), as recv does.
   std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,
                                         size_t bytes) override;
+  // The same, reducing the message into `data` as it is read off the socket, a piece at a time.
+  std::unique_ptr<PostedRecv> post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
+                                               RecvReduction how) override;
   uint64_t bytes_sent() const override { return bytes_sent_; }
   uint64_t bytes_received() const override { return bytes_received_; }
   // The kernel's send and receive buffer sizes (SO_SNDBUF, SO_RCVBUF) of the connection to `peer`,

@@ -120,6 +120,12 @@ TEST(LocalTransport, APostedRecvThatTimesOutLeavesTheMessageToTheNextRecv) {
                                                                                   *transports[1], 4);
 }
 
+// The default reducing recv: scratch of its own, reduced in wait().
+TEST(LocalTransport, ReducingRecvsFoldEachMessageIntoTheirBuffer) {
+  auto transports = make_local_transports(2);
+  testing::check_reducing_recvs_fold_each_message_into_the_buffer(*transports[0], *transports[1], 4);
+}
+
 TEST(LocalTransport, APostedRecvOfTheWrongLengthFailsNamingBothLengths) {
   auto transports = make_local_transports(2);
   testing::check_a_posted_recv_of_the_wrong_length_fails_naming_both(*transports[0], *transports[1], 4);

@@ -132,6 +132,12 @@ TEST_F(ShmTransportWorld, APostedRecvThatTimesOutLeavesTheMessageToTheNextRecv) 
   testing::check_a_posted_recv_that_times_out_leaves_the_message_to_the_next_recv(*world[0], *world[1], 4);
 }
 
+TEST_F(ShmTransportWorld, ReducingRecvsFoldEachMessageIntoTheirBuffer) {
+  auto world = make_shm_world(2, *store_, "shm-post-reduce");
+  testing::check_reducing_recvs_fold_each_message_into_the_buffer(*world[0], *world[1], 4);
+  testing::check_reducing_recvs_fold_each_message_into_the_buffer(*world[1], *world[1], 5);
+}
+
 TEST_F(ShmTransportWorld, APostedRecvOfTheWrongLengthFailsNamingBothLengths) {
   auto world = make_shm_world(2, *store_, "shm-post-length");
   testing::check_a_posted_recv_of_the_wrong_length_fails_naming_both(*world[0], *world[1], 4);

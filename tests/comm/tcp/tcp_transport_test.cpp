@@ -173,6 +173,12 @@ TEST_F(TcpTransportWorld, APostedRecvThatTimesOutLeavesTheMessageToTheNextRecv) 
   testing::check_a_posted_recv_that_times_out_leaves_the_message_to_the_next_recv(*world[0], *world[1], 4);
 }
 
+TEST_F(TcpTransportWorld, ReducingRecvsFoldEachMessageIntoTheirBuffer) {
+  auto world = make_tcp_world(2, *store_, "post-reduce");
+  testing::check_reducing_recvs_fold_each_message_into_the_buffer(*world[0], *world[1], 4);
+  testing::check_reducing_recvs_fold_each_message_into_the_buffer(*world[1], *world[1], 5);
+}
+
 TEST_F(TcpTransportWorld, APostedRecvOfTheWrongLengthFailsNamingBothLengths) {
   auto world = make_tcp_world(2, *store_, "post-length");
   testing::check_a_posted_recv_of_the_wrong_length_fails_naming_both(*world[0], *world[1], 4);

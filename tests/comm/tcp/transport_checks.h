@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -15,8 +16,10 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/reduce.h"
 #include "comm/transport.h"
 #include "runtime/rng.h"
+#include "runtime/tensor/dtype.h"
 
 namespace tern::testing {
 
@@ -274,6 +277,72 @@ inline void check_unclaimed_messages_are_drained_after_a_poll(Transport& from, T
   to.recv(src, context, 2, big.data(), big.size(), std::chrono::seconds(10));
   EXPECT_TRUE(big == large);
   sender.join();
+}
+
+// Transport::post_recv_reduce: each message is folded into the buffer (buffer = buffer op
+// message), for every reducible dtype, sizes 0 / 1 / 7 / a prime / past a test ring many times,
+// messages sent before the post (they wait in the mailbox) and after (reduced as they arrive). A
+// 3-byte message on another tag goes before each, so that elements straddle the shared-memory
+// ring's end. A wrong length fails naming both lengths; a size that is not whole elements is
+// refused at the post.
+inline void check_reducing_recvs_fold_each_message_into_the_buffer(Transport& from, Transport& to,
+                                                                   uint64_t context) {
+  struct Case {
+    DType dtype;
+    ReduceOp op;
+  };
+  const Case cases[] = {{DType::f32, ReduceOp::sum}, {DType::bf16, ReduceOp::sum}, {DType::f16, ReduceOp::max},
+                        {DType::i32, ReduceOp::sum}, {DType::i64, ReduceOp::max}};
+  const size_t counts[] = {0, 1, 7, 16411, 300001};
+  constexpr uint64_t kTag = 60, kFillerTag = 61;
+  uint64_t seed = 0;
+  for (const Case& c : cases) {
+    const size_t elem = dtype_size(c.dtype);
+    for (const size_t n : counts) {
+      for (const bool posted_first : {true, false}) {
+        SCOPED_TRACE(std::string(dtype_name(c.dtype)) + " " + reduce_op_name(c.op) + ", " + std::to_string(n) +
+                     " elements, " + (posted_first ? "posted first" : "sent first"));
+        ++seed;
+        // Random bytes are valid i32/i64 values; floats get small integers (exact sums, no NaN).
+        std::vector<uint8_t> mine = pattern(n * elem, seed), theirs = pattern(n * elem, seed + 1000);
+        for (std::vector<uint8_t>* bytes : {&mine, &theirs}) {
+          for (size_t i = 0; i < n && (c.dtype == DType::f32 || elem == 2); ++i) {
+            const float value = static_cast<float>((*bytes)[i * elem] % 64) - 32;
+            uint8_t* at = bytes->data() + i * elem;
+            if (c.dtype == DType::f32) {
+              std::memcpy(at, &value, sizeof(value));
+            } else {
+              const uint16_t half = c.dtype == DType::bf16 ? f32_to_bf16(value) : f32_to_f16(value);
+              std::memcpy(at, &half, sizeof(half));
+            }
+          }
+        }
+        std::vector<uint8_t> expected = mine;
+        reduce_into(expected.data(), theirs.data(), static_cast<int64_t>(n), c.dtype, c.op);
+        const uint8_t filler[3] = {1, 2, 3};
+        std::unique_ptr<PostedRecv> posted;
+        if (posted_first) posted = to.post_recv_reduce(from.rank(), context, kTag, mine.data(), mine.size(), {c.dtype, c.op});
+        from.send(to.rank(), context, kFillerTag, filler, sizeof(filler));
+        from.send(to.rank(), context, kTag, theirs.data(), theirs.size());
+        uint8_t got_filler[3] = {};
+        to.recv(from.rank(), context, kFillerTag, got_filler, sizeof(got_filler), std::chrono::seconds(20));
+        if (!posted_first) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(n > 1000 ? 20 : 1));
+          posted = to.post_recv_reduce(from.rank(), context, kTag, mine.data(), mine.size(), {c.dtype, c.op});
+        }
+        posted->wait(std::chrono::seconds(20));
+        EXPECT_TRUE(mine == expected);
+      }
+    }
+  }
+  std::vector<float> buffer(2, 1.0f);
+  auto posted = to.post_recv_reduce(from.rank(), context, kTag, buffer.data(), 8, {DType::f32, ReduceOp::sum});
+  const float three[3] = {1, 2, 3};
+  from.send(to.rank(), context, kTag, three, sizeof(three));
+  const std::string what = transport_error_of([&] { posted->wait(std::chrono::seconds(10)); });
+  EXPECT_NE(what.find("expected 8 bytes but the message has 12"), std::string::npos) << what;
+  EXPECT_THROW(to.post_recv_reduce(from.rank(), context, kTag, buffer.data(), 6, {DType::f32, ReduceOp::sum}),
+               std::exception);
 }
 
 }  // namespace tern::testing
