@@ -268,6 +268,7 @@ void ShmTransport::send(int dst, uint64_t context, uint64_t tag, const void* dat
         deadline = Clock::now() + options_.timeout;
         continue;
       }
+      if (take_any_record()) continue;
       std::string death;
       if (peer.out.consumer_closed() || peer.out.producer_closed()) {
         death = peer.inbox.death_or("closed its transport");
@@ -287,6 +288,20 @@ void ShmTransport::send(int dst, uint64_t context, uint64_t tag, const void* dat
   write_all(&header, sizeof(header));
   if (bytes) write_all(data, bytes);
   bytes_sent_ += bytes;
+}
+
+// A send that finds its ring full takes a record some peer sent this rank, if one is there. When
+// every rank sends at once (a ring pass, both halves of a pairwise exchange) each waits for the
+// next to read; the one that reads breaks the cycle, with no reader thread to wake.
+bool ShmTransport::take_any_record() {
+  for (auto& peer : peers_) {
+    if (!peer->in.mapped() || peer->in.readable() < sizeof(RecordHeader)) continue;
+    std::unique_lock lock(peer->read_mu, std::try_to_lock);
+    if (!lock.owns_lock() || peer->inbox.dead() || peer->in.readable() < sizeof(RecordHeader)) continue;
+    take_record(*peer, Clock::now() + options_.timeout);
+    return true;
+  }
+  return false;
 }
 
 // Why the ring can give nothing more: "" while it may, else the peer's death. Asks whether the
@@ -454,7 +469,7 @@ class ShmTransport::PeerRecv final : public PostedRecv {
         peer_(peer),
         post_(context, tag, data, bytes, reduce),
         polls_(peer.in.mapped() && transport.options_.poll.count() > 0 &&
-               bytes <= transport.options_.poll_max_bytes) {
+               bytes <= transport.options_.shm_poll_max_bytes) {
     peer_.inbox.post(post_);
     if (peer_.in.mapped() && !polls_) sleeping_.start();
   }

@@ -53,7 +53,7 @@ class ShmTransport final : public Transport {
   // in `data` with no thread hand-off), then leaves the ring to the receiver thread and sleeps.
   void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
             std::chrono::milliseconds timeout) override;
-  // A posted recv of more than options.poll_max_bytes (or with polling off) has the receiver
+  // A posted recv of more than options.shm_poll_max_bytes (or with polling off) has the receiver
   // thread read the ring for it from the post on, so its message lands in its buffer while the
   // caller is busy sending; a smaller one polls the ring in wait(), as recv does.
   std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,
@@ -72,6 +72,7 @@ class ShmTransport final : public Transport {
   void stop_receivers();
   void receive_messages(Peer& peer);
   void poll_messages(Peer& peer, std::chrono::steady_clock::time_point deadline);
+  bool take_any_record();
   bool take_record(Peer& peer, std::chrono::steady_clock::time_point deadline);
   std::string ring_death(Peer& peer, std::chrono::steady_clock::time_point* next_liveness);
   std::string read_payload(Peer& peer, size_t bytes, std::chrono::steady_clock::time_point deadline,

@@ -102,11 +102,14 @@ TEST_F(ShmTransportWorld, UnclaimedMessagesAreDrainedRightAfterAPollingRecv) {
 
 TEST_F(ShmTransportWorld, ConcurrentRecvsThatPollAndSleepEachGetTheirOwnMessagesInOrder) {
   for (const int64_t poll_us : {int64_t{0}, int64_t{50}, int64_t{100000}}) {
-    CommOptions options = short_timeouts();
-    options.poll = std::chrono::microseconds(poll_us);
-    auto world = make_shm_world(2, *store_, "shm-poll-" + std::to_string(poll_us), options);
-    SCOPED_TRACE("poll " + std::to_string(poll_us) + " us");
-    testing::check_concurrent_recvs_that_poll_and_sleep(*world[0], *world[1], 4);
+    for (const size_t poll_max_bytes : {size_t{64} << 10, CommOptions{}.shm_poll_max_bytes}) {
+      CommOptions options = short_timeouts();
+      options.poll = std::chrono::microseconds(poll_us);
+      options.shm_poll_max_bytes = poll_max_bytes;
+      auto world = make_shm_world(2, *store_, "shm-poll-" + std::to_string(poll_us) + "-" + std::to_string(poll_max_bytes), options);
+      SCOPED_TRACE("poll " + std::to_string(poll_us) + " us, up to " + std::to_string(poll_max_bytes) + " bytes");
+      testing::check_concurrent_recvs_that_poll_and_sleep(*world[0], *world[1], 4);
+    }
   }
 }
 
