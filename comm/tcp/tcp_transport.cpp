@@ -28,6 +28,12 @@ using ErrorCode = boost::system::error_code;
 namespace {
 
 // Waits until fd is ready for `events` or `deadline` passes; false on timeout.
+// Bytes the socket holds for reading now (0 when none or on error).
+size_t readable_bytes(int fd) {
+  int n = 0;
+  return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0 ? static_cast<size_t>(n) : 0;
+}
+
 bool wait_ready(int fd, short events, Clock::time_point deadline) {
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
@@ -193,15 +199,41 @@ std::string TcpTransport::write_frame(Peer& peer, const void* header, const void
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (!wait_ready(peer.fd, POLLOUT, deadline)) {
+      if (take_any_frame()) continue;
+      if (Clock::now() >= deadline) {
         return "stopped reading for " + duration_text(options_.timeout) +
                " (a send could not complete) and was disconnected";
       }
+      wait_writable_or_readable(peer);
       continue;
     }
     return "disconnected (" + std::system_category().message(errno) + ")";
   }
   return "";
+}
+
+// A send that cannot write takes a frame some peer sent this rank, once one's header has come (as
+// the shared-memory transport does): when every rank sends at once, each waits for the next to
+// read, and the one that reads breaks the cycle without waiting on a reader thread.
+bool TcpTransport::take_any_frame() {
+  for (auto& peer : peers_) {
+    if (!peer->socket || readable_bytes(peer->fd) < net::kFrameHeaderBytes) continue;
+    std::unique_lock lock(peer->read_mu, std::try_to_lock);
+    if (!lock.owns_lock() || peer->inbox.dead() || readable_bytes(peer->fd) < net::kFrameHeaderBytes) continue;
+    take_frame(*peer, Clock::now() + options_.timeout);
+    return true;
+  }
+  return false;
+}
+
+// Sleeps until `to` can take more bytes or any peer's socket has bytes to read, for at most a
+// millisecond (a frame may be read by another thread of ours meanwhile: then look again soon).
+void TcpTransport::wait_writable_or_readable(Peer& to) {
+  std::vector<pollfd> entries{{to.fd, POLLOUT, 0}};
+  for (auto& peer : peers_) {
+    if (peer->socket) entries.push_back({peer->fd, POLLIN, 0});
+  }
+  if (::poll(entries.data(), entries.size(), 1) > 0 && (entries[0].revents & POLLOUT) == 0) std::this_thread::yield();
 }
 
 // "" when all bytes arrived, else why not. The reader thread passes no deadline and blocks in
@@ -256,16 +288,6 @@ bool TcpTransport::take_frame(Peer& peer, Clock::time_point deadline) {
   bytes_received_ += bytes;
   return true;
 }
-
-namespace {
-
-// Bytes the socket holds for reading now (0 when none or on error).
-size_t readable_bytes(int fd) {
-  int n = 0;
-  return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0 ? static_cast<size_t>(n) : 0;
-}
-
-}  // namespace
 
 // The reader thread: reads every frame while no recv polls the socket (so senders never wait on a
 // recv that is not posted yet), and notices EOF, errors and shutdown.

@@ -63,6 +63,8 @@ class TcpTransport final : public Transport {
   void stop_readers();
   void read_frames(Peer& peer);
   bool take_frame(Peer& peer, std::chrono::steady_clock::time_point deadline);
+  bool take_any_frame();
+  void wait_writable_or_readable(Peer& to);
   void poll_frames(Peer& peer, std::chrono::steady_clock::time_point deadline);
   std::string read_exact(Peer& peer, void* data, size_t bytes, std::chrono::steady_clock::time_point deadline);
   std::string write_frame(Peer& peer, const void* header, const void* data, size_t bytes);
