@@ -45,16 +45,17 @@ struct CommOptions {
   // (yielding the core between looks) before it sleeps and leaves the link to the reader thread.
   // Longer: lower latency for replies that take a while; shorter: less CPU spent waiting.
   std::chrono::microseconds poll{200};
-  // Only recvs of at most this many bytes poll a socket. Measured (bench/allreduce, 2 ranks,
-  // TERN_SHM=0, medians of 3): polling every size takes 1-4 MB allreduces from 0.29/2.44 ms to
-  // 0.21/1.45 ms but 16 MB ones from 11 to 18 ms — a send blocked on a full socket leaves the
-  // peer's frames unread while the reader thread stands aside.
+  // Which recvs poll (the others sleep at once and leave the link to the reader thread): those of
+  // at most poll_max_bytes, and, with poll_every_size_when_cores_suffice, every size while this
+  // host has a core for each of the world's ranks on it (make_tcp_communicator counts them). A
+  // send that cannot write meanwhile reads incoming messages itself, so no one waits on a reader
+  // thread. Measured (bench/allreduce, medians of 3-5 runs, 64 KB limit vs every size polling):
+  // 2 ranks on 2 cores, shared memory 1 MB 0.23 -> 0.09 ms, 4 MB 0.94 -> 0.37, 16 MB 5.2 -> 3.3;
+  // sockets 1 MB 0.33 -> 0.25, 4 MB 2.3 -> 1.5, 16 MB 11.3 -> 8.1. 4 ranks on 2 cores, where a
+  // large recv that polls takes the core its sender needs: sockets 1 MB 1.11 -> 1.46 ms, shared
+  // memory 4-16 MB 4.1-14.6 -> 4.7-15.7 ms.
   size_t poll_max_bytes = size_t{64} << 10;
-  // The same for a shared-memory ring, where every size polls: a send that finds its ring full
-  // takes incoming records itself, so nothing waits on a reader thread. Measured (allreduce, 2
-  // ranks, medians of 5): 64 KB limit / none, 1 MB 0.23 / 0.09 ms, 4 MB 0.94 / 0.37 ms, 16 MB 5.2 /
-  // 3.3 ms; at 4 ranks on the 2 cores, 0.67 / 0.66 ms at 1 MB and 4.1-14.6 / 4.7-15.7 ms at 4-16 MB.
-  size_t shm_poll_max_bytes = std::numeric_limits<size_t>::max();
+  bool poll_every_size_when_cores_suffice = true;
   // tcp backend on sockets: each connection's send and receive buffer (SO_SNDBUF/SO_RCVBUF), so a
   // ring chunk or two fit in flight; 0 leaves the kernel's default and autotuning. Measured
   // (bench/allreduce --socket-buffer-bytes, TERN_SHM=0, medians of alternated runs on 2 busy cores):

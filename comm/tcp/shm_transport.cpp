@@ -84,21 +84,21 @@ void relax() { std::this_thread::yield(); }
 
 }  // namespace
 
-bool world_shares_host(const TcpWorld& world, Store& store, std::chrono::milliseconds timeout) {
-  if (world.size == 1) return true;
+int ranks_on_this_host(const TcpWorld& world, Store& store, std::chrono::milliseconds timeout) {
+  if (world.size == 1) return 1;
   const int64_t generation =
       store.add("tern/" + world.job_id + "/shm/host_checks_by/" + std::to_string(world.rank), 1);
   const std::string mine = host_identity();
   store.set(setup_key(world, generation, "host", world.rank), mine);
   const Clock::time_point deadline = Clock::now() + timeout;
-  bool same = true;
-  for (int r = 0; r < world.size; ++r) {  // read all, so every rank waits for the same keys
+  int here = 0;
+  for (int r = 0; r < world.size; ++r) {
     const auto left =
         std::max(std::chrono::milliseconds(0),
                  std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
-    if (store.get(setup_key(world, generation, "host", r), left) != mine) same = false;
+    if (store.get(setup_key(world, generation, "host", r), left) == mine) ++here;
   }
-  return same;
+  return here;
 }
 
 struct ShmTransport::Peer {
@@ -469,7 +469,7 @@ class ShmTransport::PeerRecv final : public PostedRecv {
         peer_(peer),
         post_(context, tag, data, bytes, reduce),
         polls_(peer.in.mapped() && transport.options_.poll.count() > 0 &&
-               bytes <= transport.options_.shm_poll_max_bytes) {
+               bytes <= transport.options_.poll_max_bytes) {
     peer_.inbox.post(post_);
     if (peer_.in.mapped() && !polls_) sleeping_.start();
   }

@@ -26,9 +26,10 @@ class ShmUnavailable : public CommError {
 };
 
 // Every rank publishes its host identity (boot id, hostname, IPC namespace) in the store and reads
-// everyone's; all ranks return the same answer. A rank that does not publish within `timeout` is a
-// CommError.
-bool world_shares_host(const TcpWorld& world, Store& store, std::chrono::milliseconds timeout);
+// everyone's: how many ranks of the world (this one included) run on this host. The world can use
+// shared memory when that is all of them, which every rank then learns alike. A rank that does not
+// publish within `timeout` is a CommError.
+int ranks_on_this_host(const TcpWorld& world, Store& store, std::chrono::milliseconds timeout);
 
 class ShmTransport final : public Transport {
  public:
@@ -53,7 +54,7 @@ class ShmTransport final : public Transport {
   // in `data` with no thread hand-off), then leaves the ring to the receiver thread and sleeps.
   void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
             std::chrono::milliseconds timeout) override;
-  // A posted recv of more than options.shm_poll_max_bytes (or with polling off) has the receiver
+  // A posted recv of more than options.poll_max_bytes (or with polling off) has the receiver
   // thread read the ring for it from the post on, so its message lands in its buffer while the
   // caller is busy sending; a smaller one polls the ring in wait(), as recv does.
   std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,

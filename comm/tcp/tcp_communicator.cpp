@@ -2,10 +2,15 @@
 // configured explicitly or from the environment ternrun sets.
 #include "comm/tcp/tcp_communicator.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <numeric>
+#include <thread>
 
 #include "comm/tcp/shm_transport.h"
 #include "comm/tcp/tcp_store.h"
@@ -41,17 +46,28 @@ bool shm_enabled() {
   return value == nullptr || std::string(value) != "0";
 }
 
+// Cores of this host (online CPUs, not this process's affinity: mpirun binds each rank to one).
+int cores_on_this_host() {
+  const long online = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return online > 0 ? static_cast<int>(online) : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
 // Ranks that all share this host talk through shared-memory rings; any other world, or one whose
-// segments cannot be created (every rank learns that together), uses the TCP mesh.
+// segments cannot be created (every rank learns that together), uses the TCP mesh. Recvs of every
+// size poll the link when this host has a core for each of its ranks (CommOptions::poll_max_bytes).
 std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, const CommOptions& options) {
-  if (world.size > 1 && shm_enabled() && world_shares_host(world, store, options.timeout)) {
+  const int here = world.size > 1 ? ranks_on_this_host(world, store, options.timeout) : 1;
+  CommOptions tuned = options;
+  if (options.poll_every_size_when_cores_suffice && here <= cores_on_this_host())
+    tuned.poll_max_bytes = std::numeric_limits<size_t>::max();
+  if (world.size > 1 && shm_enabled() && here == world.size) {
     try {
-      return std::make_shared<ShmTransport>(world, store, options);
+      return std::make_shared<ShmTransport>(world, store, tuned);
     } catch (const ShmUnavailable& e) {
       std::cerr << "tern tcp: rank " << world.rank << ": " << e.what() << "; using TCP\n";
     }
   }
-  return std::make_shared<TcpTransport>(world, store, options);
+  return std::make_shared<TcpTransport>(world, store, tuned);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <exception>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -102,10 +103,10 @@ TEST_F(ShmTransportWorld, UnclaimedMessagesAreDrainedRightAfterAPollingRecv) {
 
 TEST_F(ShmTransportWorld, ConcurrentRecvsThatPollAndSleepEachGetTheirOwnMessagesInOrder) {
   for (const int64_t poll_us : {int64_t{0}, int64_t{50}, int64_t{100000}}) {
-    for (const size_t poll_max_bytes : {size_t{64} << 10, CommOptions{}.shm_poll_max_bytes}) {
+    for (const size_t poll_max_bytes : {size_t{64} << 10, std::numeric_limits<size_t>::max()}) {
       CommOptions options = short_timeouts();
       options.poll = std::chrono::microseconds(poll_us);
-      options.shm_poll_max_bytes = poll_max_bytes;
+      options.poll_max_bytes = poll_max_bytes;
       auto world = make_shm_world(2, *store_, "shm-poll-" + std::to_string(poll_us) + "-" + std::to_string(poll_max_bytes), options);
       SCOPED_TRACE("poll " + std::to_string(poll_us) + " us, up to " + std::to_string(poll_max_bytes) + " bytes");
       testing::check_concurrent_recvs_that_poll_and_sleep(*world[0], *world[1], 4);
@@ -280,26 +281,25 @@ TEST_F(ShmTransportWorld, ARankThatNeverArrivesFailsSetupByTheTimeoutNamingIt) {
   }
 }
 
-TEST(ShmHost, ThreadsOfOneProcessShareTheirHost) {
+TEST(ShmHost, ThreadsOfOneProcessAllCountThemselvesOnTheirHost) {
   auto store = make_memory_store();
   std::vector<int> answers(3, -1);
   std::vector<std::thread> threads;
   for (int r = 0; r < 3; ++r) {
     threads.emplace_back([&, r] {
-      answers[static_cast<size_t>(r)] =
-          world_shares_host(TcpWorld{r, 3, "host"}, *store, seconds(10)) ? 1 : 0;
+      answers[static_cast<size_t>(r)] = ranks_on_this_host(TcpWorld{r, 3, "host"}, *store, seconds(10));
     });
   }
   for (auto& t : threads) t.join();
-  EXPECT_EQ(answers, std::vector<int>({1, 1, 1}));
+  EXPECT_EQ(answers, std::vector<int>({3, 3, 3}));
 }
 
-TEST(ShmHost, ARankOnAnotherHostMakesEveryRankSayNo) {
+TEST(ShmHost, ARankOnAnotherHostIsNotCounted) {
   auto store = make_memory_store();
   // Rank 1 "lives" elsewhere: it published a different identity under the key rank 0 reads.
   store->add("tern/elsewhere/shm/host_checks_by/1", 1);
   store->set("tern/elsewhere/shm/1/host/1", "another-host|boot|ipc");
-  EXPECT_FALSE(world_shares_host(TcpWorld{0, 2, "elsewhere"}, *store, seconds(10)));
+  EXPECT_EQ(ranks_on_this_host(TcpWorld{0, 2, "elsewhere"}, *store, seconds(10)), 1);
 }
 
 }  // namespace

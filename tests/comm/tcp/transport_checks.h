@@ -31,10 +31,10 @@ inline std::vector<uint8_t> pattern(size_t bytes, uint64_t seed) {
   return data;
 }
 
-// A recv first reads the link itself (CommOptions::poll, for messages up to poll_max_bytes or shm_poll_max_bytes), then
+// A recv first reads the link itself (CommOptions::poll, for messages up to poll_max_bytes), then
 // sleeps and leaves it to the reader thread; several recvs on one peer take each other's
 // messages. Four threads of `to` each receive their own tag (sizes 1 B .. 2 KB, and 4 KB .. 1 MB,
-// past the sockets' polling limit) while `from` pauses at random, so recvs find their message while
+// past the default polling limit) while `from` pauses at random, so recvs find their message while
 // polling, after going to sleep, in the mailbox (read by another thread's poll), or posted and
 // filled by the reader thread. Every message must arrive whole and in order.
 inline void check_concurrent_recvs_that_poll_and_sleep(Transport& from, Transport& to, uint64_t context) {
