@@ -58,8 +58,7 @@ int cores_on_this_host() {
 std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, const CommOptions& options) {
   const int here = world.size > 1 ? ranks_on_this_host(world, store, options.timeout) : 1;
   CommOptions tuned = options;
-  if (options.poll_every_size_when_cores_suffice && here <= cores_on_this_host())
-    tuned.poll_max_bytes = std::numeric_limits<size_t>::max();
+  tuned.poll_max_bytes = polled_recv_limit(options, here, cores_on_this_host());
   if (world.size > 1 && shm_enabled() && here == world.size) {
     try {
       return std::make_shared<ShmTransport>(world, store, tuned);
@@ -71,6 +70,11 @@ std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, c
 }
 
 }  // namespace
+
+size_t polled_recv_limit(const CommOptions& options, int ranks_here, int cores) {
+  return options.poll_every_size_when_cores_suffice && ranks_here <= cores ? std::numeric_limits<size_t>::max()
+                                                                           : options.poll_max_bytes;
+}
 
 std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::shared_ptr<Store> store,
                                                     const CommOptions& options) {

@@ -7,6 +7,7 @@
 
 #include <exception>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <thread>
@@ -90,6 +91,16 @@ TEST_P(TcpCollectives, SixteenMegabyteAllreduceMatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, TcpCollectives, ::testing::Values(2, 3, 4),
                          [](const auto& info) { return "ranks" + std::to_string(info.param); });
+
+TEST(TcpCommunicator, RecvsOfEverySizePollOnlyWhileEachRankOnTheHostHasACore) {
+  CommOptions options;
+  options.poll_max_bytes = 1000;
+  EXPECT_EQ(polled_recv_limit(options, 2, 2), std::numeric_limits<size_t>::max());
+  EXPECT_EQ(polled_recv_limit(options, 1, 8), std::numeric_limits<size_t>::max());
+  EXPECT_EQ(polled_recv_limit(options, 4, 2), 1000u);
+  options.poll_every_size_when_cores_suffice = false;
+  EXPECT_EQ(polled_recv_limit(options, 2, 2), 1000u);
+}
 
 TEST(TcpCommunicator, SplitGroupsReduceSeparatelyOverTheSameConnections) {
   run_tcp(4, "split", [](Communicator& comm) {
