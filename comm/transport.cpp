@@ -1,5 +1,7 @@
 #include "comm/transport.h"
 
+#include <cstring>
+
 #include "comm/reduce.h"
 
 namespace tern {
@@ -20,8 +22,7 @@ class ScratchReducingRecv final : public PostedRecv {
 
   void wait(std::chrono::milliseconds timeout) override {
     recv_->wait(timeout);
-    reduce_into(data_, scratch_.get(), static_cast<int64_t>(bytes() / dtype_size(how_.dtype)), how_.dtype,
-                how_.op);
+    land_message(data_, scratch_.get(), bytes(), how_);
   }
 
  private:
@@ -37,6 +38,14 @@ void check_reducing_recv(size_t bytes, RecvReduction how) {
   check_reduce_dtype(how.dtype, "a reducing recv");
   TERN_CHECK(bytes % dtype_size(how.dtype) == 0, "a reducing recv of ", bytes, " bytes is not a whole number of ",
              dtype_name(how.dtype), " elements");
+}
+
+void land_message(void* data, const void* message, size_t bytes, const std::optional<RecvReduction>& how) {
+  if (how) {
+    reduce_into(data, message, static_cast<int64_t>(bytes / dtype_size(how->dtype)), how->dtype, how->op);
+  } else if (bytes > 0) {
+    std::memcpy(data, message, bytes);
+  }
 }
 
 std::unique_ptr<PostedRecv> Transport::post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data,

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "comm/communicator.h"
 #include "runtime/tensor/dtype.h"
@@ -20,6 +21,8 @@ struct RecvReduction {
 };
 // Throws (TERN_CHECK) unless `how` is a supported reduction and `bytes` whole elements of it.
 void check_reducing_recv(size_t bytes, RecvReduction how);
+// What completing a recv does with its message: copies it into data, or reduces it in with `how`.
+void land_message(void* data, const void* message, size_t bytes, const std::optional<RecvReduction>& how);
 
 // A receive posted ahead of time (Transport::post_recv): the transport may put the message
 // straight into the buffer as it arrives, instead of parking it in a mailbox and copying it again

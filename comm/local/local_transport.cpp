@@ -75,8 +75,8 @@ void LocalFabric::deliver(int src, int dst, uint64_t context, uint64_t tag, cons
       target->state_ = Post::State::filling;
     }
   }
-  if (target != nullptr) {  // the recv is waiting: one copy, outside the lock
-    if (bytes > 0) std::memcpy(target->data_, data, bytes);
+  if (target != nullptr) {  // the recv is waiting: one copy (or reduction), outside the lock
+    land_message(target->data_, data, bytes, target->reduce_);
     {
       std::lock_guard lock(box.mu);
       target->state_ = Post::State::filled;  // the recv may return from here on
@@ -148,7 +148,7 @@ void LocalFabric::wait(Post& post, std::chrono::milliseconds timeout) {
                              " bytes but the message has ", message.size(),
                              " bytes (do the ranks disagree on the size or order of operations?)"));
         }
-        if (post.bytes_ > 0) std::memcpy(post.data_, message.data(), post.bytes_);
+        land_message(post.data_, message.data(), post.bytes_, post.reduce_);
         return;
       }
       case Post::State::filling:  // the sender is copying: it finishes without waiting for anyone
@@ -229,8 +229,11 @@ namespace {
 class LocalRecv final : public PostedRecv {
  public:
   LocalRecv(LocalFabric& fabric, std::atomic<uint64_t>& received, int dst, int src, uint64_t context,
-            uint64_t tag, void* data, size_t bytes)
-      : PostedRecv(bytes), fabric_(fabric), received_(received), post_(dst, src, context, tag, data, bytes) {
+            uint64_t tag, void* data, size_t bytes, std::optional<RecvReduction> reduce = {})
+      : PostedRecv(bytes),
+        fabric_(fabric),
+        received_(received),
+        post_(dst, src, context, tag, data, bytes, reduce) {
     fabric_.post(post_);
   }
   ~LocalRecv() override { fabric_.cancel(post_); }
@@ -250,6 +253,12 @@ class LocalRecv final : public PostedRecv {
 std::unique_ptr<PostedRecv> LocalTransport::post_recv(int src, uint64_t context, uint64_t tag, void* data,
                                                       size_t bytes) {
   return std::make_unique<LocalRecv>(*fabric_, received_, rank_, src, context, tag, data, bytes);
+}
+
+std::unique_ptr<PostedRecv> LocalTransport::post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data,
+                                                             size_t bytes, RecvReduction how) {
+  check_reducing_recv(bytes, how);
+  return std::make_unique<LocalRecv>(*fabric_, received_, rank_, src, context, tag, data, bytes, how);
 }
 
 std::vector<std::shared_ptr<LocalTransport>> make_local_transports(int n,

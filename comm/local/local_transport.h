@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -32,8 +33,10 @@ class LocalFabric {
   // cancel().
   class Post {
    public:
-    Post(int dst, int src, uint64_t context, uint64_t tag, void* data, size_t bytes)
-        : dst_(dst), src_(src), context_(context), tag_(tag), data_(data), bytes_(bytes) {}
+    // With `reduce`, the message is reduced into data instead of copied (a reducing recv).
+    Post(int dst, int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
+         std::optional<RecvReduction> reduce = {})
+        : dst_(dst), src_(src), context_(context), tag_(tag), data_(data), bytes_(bytes), reduce_(reduce) {}
     Post(const Post&) = delete;
     Post& operator=(const Post&) = delete;
 
@@ -48,12 +51,13 @@ class LocalFabric {
     uint64_t tag_;
     void* data_;
     size_t bytes_;
+    std::optional<RecvReduction> reduce_;
     State state_ = State::unposted;
     std::vector<char> message_;  // when arrived
   };
 
-  // Copies the message straight into the buffer of the first recv posted for it when it has the
-  // message's length; else queues a copy (or attaches it to that recv, which reports the mismatch).
+  // Copies (or reduces) the message straight into the buffer of the first recv posted for it when it
+  // has the message's length; else queues a copy (or attaches it to that recv, which reports the mismatch).
   void deliver(int src, int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes);
   // Takes the post's place in the order of its messages; a queued message is attached at once.
   void post(Post& post);
@@ -110,6 +114,9 @@ class LocalTransport : public Transport {
   // The sender copies the message straight into the posted buffer (one copy instead of two).
   std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,
                                         size_t bytes) override;
+  // The sender reduces the message straight into the posted buffer (no copy of it at all).
+  std::unique_ptr<PostedRecv> post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
+                                               RecvReduction how) override;
   uint64_t bytes_sent() const override { return sent_.load(std::memory_order_relaxed); }
   uint64_t bytes_received() const override { return received_.load(std::memory_order_relaxed); }
 

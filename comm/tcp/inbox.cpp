@@ -190,13 +190,7 @@ void Inbox::wait(Post& post, std::chrono::milliseconds timeout, Poller* poller) 
                           std::to_string(post.tag_) + ") expected " + std::to_string(post.bytes_) +
                           " bytes but the message has " + std::to_string(post.message_bytes_));
         }
-        if (post.reduce_) {
-          const RecvReduction& how = *post.reduce_;
-          reduce_into(post.data_, message.get(), static_cast<int64_t>(post.bytes_ / dtype_size(how.dtype)), how.dtype,
-                      how.op);
-        } else if (post.bytes_) {
-          std::memcpy(post.data_, message.get(), post.bytes_);
-        }
+        land_message(post.data_, message.get(), post.bytes_, post.reduce_);
         return;
       }
       case Post::State::filling:

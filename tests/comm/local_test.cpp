@@ -120,10 +120,30 @@ TEST(LocalTransport, APostedRecvThatTimesOutLeavesTheMessageToTheNextRecv) {
                                                                                   *transports[1], 4);
 }
 
-// The default reducing recv: scratch of its own, reduced in wait().
+// The sender reduces into a posted reducing recv; Transport's default (scratch of its own, reduced in
+// wait()) over the same fabric.
 TEST(LocalTransport, ReducingRecvsFoldEachMessageIntoTheirBuffer) {
   auto transports = make_local_transports(2);
   testing::check_reducing_recvs_fold_each_message_into_the_buffer(*transports[0], *transports[1], 4);
+  testing::check_reducing_recvs_fold_each_message_into_the_buffer(*transports[1], *transports[1], 5);
+  auto plain = make_local_transports(2);
+  struct DefaultReducing final : Transport {
+    explicit DefaultReducing(Transport& t) : inner(t) {}
+    int rank() const override { return inner.rank(); }
+    int size() const override { return inner.size(); }
+    void send(int dst, uint64_t c, uint64_t t, const void* d, size_t b) override { inner.send(dst, c, t, d, b); }
+    void recv(int src, uint64_t c, uint64_t t, void* d, size_t b, std::chrono::milliseconds ms) override {
+      inner.recv(src, c, t, d, b, ms);
+    }
+    std::unique_ptr<PostedRecv> post_recv(int src, uint64_t c, uint64_t t, void* d, size_t b) override {
+      return inner.post_recv(src, c, t, d, b);
+    }
+    uint64_t bytes_sent() const override { return inner.bytes_sent(); }
+    uint64_t bytes_received() const override { return inner.bytes_received(); }
+    Transport& inner;
+  };
+  DefaultReducing from(*plain[0]), to(*plain[1]);
+  testing::check_reducing_recvs_fold_each_message_into_the_buffer(from, to, 6);
 }
 
 TEST(LocalTransport, APostedRecvOfTheWrongLengthFailsNamingBothLengths) {
