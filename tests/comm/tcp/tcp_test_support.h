@@ -1,5 +1,5 @@
-// Helpers for the tcp backend's tests: a world of TcpTransports as threads of this process over
-// one store, and raw sockets that speak (or abuse) the wire protocol the way a stranger would.
+// Helpers for the tcp backend's tests: a world of TcpTransports (or ShmTransports) as threads of this
+// process over one store, and raw sockets that speak (or abuse) the wire protocol the way a stranger would.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -14,6 +14,7 @@
 #include "comm/tcp/asio.h"
 #include "comm/tcp/frame.h"
 #include "comm/tcp/host_port.h"
+#include "comm/tcp/shm_transport.h"
 #include "comm/tcp/tcp_mesh.h"
 #include "comm/tcp/tcp_transport.h"
 #include "tests/support/threads.h"
@@ -34,6 +35,20 @@ inline std::vector<std::unique_ptr<TcpTransport>> make_tcp_world(
   testing::run_on_threads(n, [&](int r) {
     world[static_cast<size_t>(r)] =
         std::make_unique<TcpTransport>(TcpWorld{r, n, job_id}, store, options);
+  });
+  return world;
+}
+
+// Small rings, so that every large message wraps around many times.
+constexpr size_t kTestRingBytes = size_t{64} << 10;
+
+// The same world over shared-memory rings.
+inline std::vector<std::unique_ptr<ShmTransport>> make_shm_world(int n, Store& store, const std::string& job_id,
+                                                                 const CommOptions& options = short_timeouts(),
+                                                                 size_t ring_bytes = kTestRingBytes) {
+  std::vector<std::unique_ptr<ShmTransport>> world(static_cast<size_t>(n));
+  testing::run_on_threads(n, [&](int r) {
+    world[static_cast<size_t>(r)] = std::make_unique<ShmTransport>(TcpWorld{r, n, job_id}, store, options, ring_bytes);
   });
   return world;
 }
