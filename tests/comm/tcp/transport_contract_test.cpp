@@ -27,6 +27,14 @@ constexpr milliseconds kRecvTimeout = seconds(10);
 
 enum class Link { sockets, shared_memory };
 
+// Test options with recvs that poll for `poll_us` (recvs of up to `poll_max_bytes`).
+CommOptions polling(int64_t poll_us, size_t poll_max_bytes = CommOptions{}.poll_max_bytes) {
+  CommOptions options = short_timeouts();
+  options.poll = std::chrono::microseconds(poll_us);
+  options.poll_max_bytes = poll_max_bytes;
+  return options;
+}
+
 std::string link_name(const ::testing::TestParamInfo<Link>& info) {
   return info.param == Link::sockets ? "Sockets" : "SharedMemory";
 }
@@ -130,9 +138,7 @@ TEST_P(TransportContract, ARecvWaitingBeforeTheSendGetsALargeMessageWhole) {
 
 // A recv that stopped polling is asleep; the message that comes much later must still reach it.
 TEST_P(TransportContract, ARecvThatStoppedPollingGetsALateMessage) {
-  CommOptions options = short_timeouts();
-  options.poll = std::chrono::microseconds(100);
-  auto ranks = world(2, "late", options);
+  auto ranks = world(2, "late", polling(100));
   for (int round = 0; round < 3; ++round) {
     int got = 0;
     std::thread receiver([&] { ranks[1]->recv(0, 0, 1, &got, sizeof(got), kRecvTimeout); });
@@ -190,10 +196,8 @@ TEST_P(TransportContract, UnclaimedMessagesAreDrainedRightAfterAPollingRecv) {
 TEST_P(TransportContract, ConcurrentRecvsThatPollAndSleepEachGetTheirOwnMessagesInOrder) {
   for (const int64_t poll_us : {int64_t{0}, int64_t{50}, int64_t{100000}}) {
     for (const size_t poll_max_bytes : {size_t{64} << 10, std::numeric_limits<size_t>::max()}) {
-      CommOptions options = short_timeouts();
-      options.poll = std::chrono::microseconds(poll_us);
-      options.poll_max_bytes = poll_max_bytes;
-      auto ranks = world(2, "poll-" + std::to_string(poll_us) + "-" + std::to_string(poll_max_bytes), options);
+      auto ranks =
+          world(2, "poll-" + std::to_string(poll_us) + "-" + std::to_string(poll_max_bytes), polling(poll_us, poll_max_bytes));
       SCOPED_TRACE("poll " + std::to_string(poll_us) + " us, up to " + std::to_string(poll_max_bytes) + " bytes");
       testing::check_concurrent_recvs_that_poll_and_sleep(*ranks[0], *ranks[1], 4);
     }
@@ -214,9 +218,7 @@ TEST_P(TransportContract, PostedRecvsFromItselfTakeItsMessagesInOrder) {
 
 TEST_P(TransportContract, AWindowOfPostedRecvsKeepsUpWithAStream) {
   for (const int64_t poll_us : {int64_t{0}, int64_t{200}}) {
-    CommOptions options = short_timeouts();
-    options.poll = std::chrono::microseconds(poll_us);
-    auto ranks = world(2, "post-window-" + std::to_string(poll_us), options);
+    auto ranks = world(2, "post-window-" + std::to_string(poll_us), polling(poll_us));
     SCOPED_TRACE("poll " + std::to_string(poll_us) + " us");
     testing::check_a_window_of_posted_recvs_keeps_up_with_a_stream(*ranks[0], *ranks[1], 4);
   }
