@@ -61,6 +61,7 @@ class ShmRing {
   size_t peek(const uint8_t** at) const;
   void consume(size_t bytes);
   size_t readable() const;
+  size_t capacity() const { return static_cast<size_t>(control_->capacity); }
 
   // Wait until the ring may have changed for this end (data to read / space to write, or a close),
   // or `slice` passed. Spins briefly, then sleeps on a futex: idle ranks use no CPU. A producer

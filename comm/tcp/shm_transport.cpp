@@ -421,8 +421,16 @@ void ShmTransport::receive_messages(Peer& peer) {
       std::unique_lock lock(peer.read_mu, std::try_to_lock);  // else a polling recv is reading
       if (lock.owns_lock()) {
         if (peer.inbox.dead()) return;
+        // Records are taken while a recv sleeps on this peer (its message may be behind them), or
+        // while the ring is half full (its sender may be waiting for space). Otherwise they stay
+        // in the ring for the recvs that will be posted for them: taken now they would go through
+        // the mailbox (an allocation and a second copy).
+        auto needed = [&] {
+          return peer.sleepers.load(std::memory_order_seq_cst) > 0 || peer.in.readable() >= peer.in.capacity() / 2 ||
+                 peer.in.producer_closed();
+        };
         bool took = false;
-        while (peer.in.readable() > 0) {
+        while (peer.in.readable() > 0 && needed()) {
           if (!take_record(peer, Clock::time_point::max())) return;
           took = true;
         }
