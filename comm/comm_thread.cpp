@@ -50,7 +50,9 @@ WorkPtr CommThread::enqueue(std::function<void()> op) {
     std::lock_guard lock(mu_);
     queue_.push_back(item);
   }
-  cv_.notify_one();
+  // A blocking call's caller runs it itself when it is next; else whoever runs the operation
+  // before it wakes the thread when done (execute), so it is never left waiting.
+  if (!detail::starting_blocking_call()) cv_.notify_one();
   return item;
 }
 
@@ -74,11 +76,13 @@ void CommThread::execute(const std::shared_ptr<Item>& item) {
     error = std::current_exception();
   }
   item->op = nullptr;  // release captured tensors before reporting
+  bool more = false;
   {
     std::lock_guard lock(mu_);
     busy_ = false;
+    more = !queue_.empty() || stopping_;
   }
-  cv_.notify_all();  // the thread may take the next operation now
+  if (more) cv_.notify_all();  // the thread may take the next operation now (none waits otherwise)
   item->finish(error);
 }
 

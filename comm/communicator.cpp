@@ -2,6 +2,11 @@
 
 namespace tern {
 
+bool& detail::starting_blocking_call() {
+  thread_local bool starting = false;
+  return starting;
+}
+
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
     case ReduceOp::sum: return "sum";
