@@ -175,8 +175,8 @@ int main(int argc, char** argv) {
   f.add_int("poll-us", CommOptions{}.poll.count(),
             "tcp: microseconds a waiting recv polls the socket or shared-memory ring before sleeping (0: never)");
   f.add_int("poll-max-bytes", static_cast<int64_t>(CommOptions{}.poll_max_bytes),
-            "tcp: recvs of at most this many bytes poll (with --poll-every-size 0, or more ranks on this host than cores)");
-  f.add_int("poll-every-size", 1, "tcp: 1 = recvs of every size poll while this host has a core per rank; 0 = only up to --poll-max-bytes");
+            "tcp: recvs of at most this many bytes poll (with --poll-every-size 0, or on sockets with more ranks on this host than cores)");
+  f.add_int("poll-every-size", 1, "tcp: 1 = recvs of every size poll (shared memory always, sockets while this host has a core per rank); 0 = only up to --poll-max-bytes");
   f.add_int("socket-buffer-bytes", static_cast<int64_t>(CommOptions{}.socket_buffer_bytes),
             "tcp on sockets: SO_SNDBUF/SO_RCVBUF of each connection (0: the kernel's default and autotuning)");
   return run_program(f, argc, argv, [&] {
@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
     options.ring_chunk_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("ring-chunk-bytes")));
     options.poll = std::chrono::microseconds(std::max<int64_t>(0, f.get_int("poll-us")));
     options.poll_max_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("poll-max-bytes")));
-    options.poll_every_size_when_cores_suffice = f.get_int("poll-every-size") != 0;
+    options.poll_every_size = f.get_int("poll-every-size") != 0;
     options.socket_buffer_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("socket-buffer-bytes")));
     if (f.get_string("comm") == "local") {
       run_local(

@@ -46,16 +46,17 @@ struct CommOptions {
   // Longer: lower latency for replies that take a while; shorter: less CPU spent waiting.
   std::chrono::microseconds poll{200};
   // Which recvs poll (the others sleep at once and leave the link to the reader thread): those of
-  // at most poll_max_bytes, and, with poll_every_size_when_cores_suffice, every size while this
-  // host has a core for each of the world's ranks on it (make_tcp_communicator counts them). A
-  // send that cannot write meanwhile reads incoming messages itself, so no one waits on a reader
-  // thread. Measured (bench/allreduce, medians of 3-5 runs, 64 KB limit vs every size polling):
-  // 2 ranks on 2 cores, shared memory 1 MB 0.23 -> 0.09 ms, 4 MB 0.94 -> 0.37, 16 MB 5.2 -> 3.3;
-  // sockets 1 MB 0.33 -> 0.25, 4 MB 2.3 -> 1.5, 16 MB 11.3 -> 8.1. 4 ranks on 2 cores, where a
-  // large recv that polls takes the core its sender needs: sockets 1 MB 1.11 -> 1.46 ms, shared
-  // memory 4-16 MB 4.1-14.6 -> 4.7-15.7 ms.
+  // at most poll_max_bytes, and, with poll_every_size, every size over shared memory and over
+  // sockets while this host has a core for each of the world's ranks on it (make_tcp_communicator
+  // counts them). A send that cannot write meanwhile reads incoming messages itself, so no one
+  // waits on a reader thread. Measured (bench/allreduce, medians of 3-7 alternated runs, 64 KB
+  // limit vs every size polling): 2 ranks on 2 cores, shared memory 1 MB 0.23 -> 0.09 ms, 4 MB
+  // 0.94 -> 0.37, 16 MB 5.2 -> 3.3; sockets 1 MB 0.33 -> 0.25, 4 MB 2.3 -> 1.5, 16 MB 11.3 -> 8.1.
+  // 4 ranks on 2 cores: shared memory 256 KB 0.32 -> 0.19 ms, 1 MB 0.77-0.87 -> 0.56, 4 MB 4.9-6.3
+  // -> 4.7-6.4, 16 MB 19.2 -> 17.8 (3 ranks, 1 MB: 0.54 -> 0.28); sockets 1 MB 1.34 -> 2.65 ms (a
+  // recv polling a socket takes the core its sender needs), hence sockets only with a core per rank.
   size_t poll_max_bytes = size_t{64} << 10;
-  bool poll_every_size_when_cores_suffice = true;
+  bool poll_every_size = true;
   // tcp backend on sockets: each connection's send and receive buffer (SO_SNDBUF/SO_RCVBUF), so a
   // ring chunk or two fit in flight; 0 leaves the kernel's default and autotuning. Measured
   // (bench/allreduce --socket-buffer-bytes, TERN_SHM=0, medians of alternated runs on 2 busy cores):

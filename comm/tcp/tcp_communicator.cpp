@@ -53,27 +53,28 @@ int cores_on_this_host() {
 }
 
 // Ranks that all share this host talk through shared-memory rings; any other world, or one whose
-// segments cannot be created (every rank learns that together), uses the TCP mesh. Recvs of every
-// size poll the link when this host has a core for each of its ranks (CommOptions::poll_max_bytes).
+// segments cannot be created (every rank learns that together), uses the TCP mesh. Which recvs
+// poll the link: polled_recv_limit.
 std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, const CommOptions& options) {
   const int here = world.size > 1 ? ranks_on_this_host(world, store, options.timeout) : 1;
   CommOptions tuned = options;
-  tuned.poll_max_bytes = polled_recv_limit(options, here, cores_on_this_host());
   if (world.size > 1 && shm_enabled() && here == world.size) {
+    tuned.poll_max_bytes = polled_recv_limit(options, true, here, cores_on_this_host());
     try {
       return std::make_shared<ShmTransport>(world, store, tuned);
     } catch (const ShmUnavailable& e) {
       std::cerr << "tern tcp: rank " << world.rank << ": " << e.what() << "; using TCP\n";
     }
   }
+  tuned.poll_max_bytes = polled_recv_limit(options, false, here, cores_on_this_host());
   return std::make_shared<TcpTransport>(world, store, tuned);
 }
 
 }  // namespace
 
-size_t polled_recv_limit(const CommOptions& options, int ranks_here, int cores) {
-  return options.poll_every_size_when_cores_suffice && ranks_here <= cores ? std::numeric_limits<size_t>::max()
-                                                                           : options.poll_max_bytes;
+size_t polled_recv_limit(const CommOptions& options, bool shared_memory, int ranks_here, int cores) {
+  const bool every_size = options.poll_every_size && (shared_memory || ranks_here <= cores);
+  return every_size ? std::numeric_limits<size_t>::max() : options.poll_max_bytes;
 }
 
 std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::shared_ptr<Store> store,

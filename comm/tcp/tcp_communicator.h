@@ -21,10 +21,10 @@ struct TcpWorld {
 // From TERN_RANK, TERN_WORLD_SIZE, TERN_STORE_ADDR, TERN_JOB_ID; a missing or malformed variable
 // is an Error naming it.
 std::unique_ptr<Communicator> make_tcp_communicator_from_env(const CommOptions& options = {});
-// The largest recv that polls the link on a host with `cores` cores running `ranks_here` of the
-// world's ranks: every size when each rank has a core (and the option allows), else
-// options.poll_max_bytes (see CommOptions::poll_every_size_when_cores_suffice).
-size_t polled_recv_limit(const CommOptions& options, int ranks_here, int cores);
+// The largest recv that polls the link: every size over shared memory, and over sockets while the
+// host (with `cores` cores) runs at most that many of the world's ranks (`ranks_here`), when
+// options.poll_every_size allows; else options.poll_max_bytes.
+size_t polled_recv_limit(const CommOptions& options, bool shared_memory, int ranks_here, int cores);
 // Explicit form (tests run ranks as threads against one store).
 std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::shared_ptr<Store> store,
                                                     const CommOptions& options = {});

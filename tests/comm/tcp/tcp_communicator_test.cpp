@@ -52,14 +52,17 @@ TEST(TcpCommunicator, BuildsATcpBackendCommunicatorWhoseAllreduceMatchesTheRefer
   });
 }
 
-TEST(TcpCommunicator, RecvsOfEverySizePollOnlyWhileEachRankOnTheHostHasACore) {
+TEST(TcpCommunicator, RecvsOfEverySizePollSharedMemoryAndSocketsOnlyWhileEachRankHasACore) {
   CommOptions options;
   options.poll_max_bytes = 1000;
-  EXPECT_EQ(polled_recv_limit(options, 2, 2), std::numeric_limits<size_t>::max());
-  EXPECT_EQ(polled_recv_limit(options, 1, 8), std::numeric_limits<size_t>::max());
-  EXPECT_EQ(polled_recv_limit(options, 4, 2), 1000u);
-  options.poll_every_size_when_cores_suffice = false;
-  EXPECT_EQ(polled_recv_limit(options, 2, 2), 1000u);
+  constexpr size_t kEvery = std::numeric_limits<size_t>::max();
+  EXPECT_EQ(polled_recv_limit(options, false, 2, 2), kEvery);
+  EXPECT_EQ(polled_recv_limit(options, false, 1, 8), kEvery);
+  EXPECT_EQ(polled_recv_limit(options, false, 4, 2), 1000u);
+  EXPECT_EQ(polled_recv_limit(options, true, 4, 2), kEvery);
+  options.poll_every_size = false;
+  EXPECT_EQ(polled_recv_limit(options, false, 2, 2), 1000u);
+  EXPECT_EQ(polled_recv_limit(options, true, 2, 2), 1000u);
 }
 
 TEST(TcpCommunicator, SplitGroupsReduceSeparatelyOverTheSameConnections) {
