@@ -27,13 +27,13 @@ using ErrorCode = boost::system::error_code;
 
 namespace {
 
-// Waits until fd is ready for `events` or `deadline` passes; false on timeout.
 // Bytes the socket holds for reading now (0 when none or on error).
 size_t readable_bytes(int fd) {
   int n = 0;
   return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0 ? static_cast<size_t>(n) : 0;
 }
 
+// Waits until fd is ready for `events` or `deadline` passes; false on timeout.
 bool wait_ready(int fd, short events, Clock::time_point deadline) {
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
