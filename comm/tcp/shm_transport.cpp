@@ -38,6 +38,8 @@ struct RecordHeader {
   uint64_t context = 0;
   uint64_t tag = 0;
   uint64_t bytes = 0;
+  // To a cache line, so that payloads of whole cache lines (ring chunks) start aligned in the ring,
+  // where reducing recvs read them in place (no difference measured on this machine).
   uint64_t padding[3] = {};
 };
 static_assert(sizeof(RecordHeader) == 64);
