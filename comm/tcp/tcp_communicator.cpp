@@ -52,11 +52,10 @@ int cores_on_this_host() {
   return online > 0 ? static_cast<int>(online) : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
-// Ranks that all share this host talk through shared-memory rings; any other world, or one whose
-// segments cannot be created (every rank learns that together), uses the TCP mesh. Which recvs
-// poll the link: polled_recv_limit.
-std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, const CommOptions& options) {
-  const int here = world.size > 1 ? ranks_on_this_host(world, store, options.timeout) : 1;
+// Ranks that all share this host (`here` of them) talk through shared-memory rings; any other world,
+// or one whose segments cannot be created (every rank learns that together), uses the TCP mesh.
+// Which recvs poll the link: polled_recv_limit.
+std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, const CommOptions& options, int here) {
   CommOptions tuned = options;
   if (world.size > 1 && shm_enabled() && here == world.size) {
     tuned.poll_max_bytes = polled_recv_limit(options, true, here, cores_on_this_host());
@@ -77,13 +76,21 @@ size_t polled_recv_limit(const CommOptions& options, bool shared_memory, int ran
   return every_size ? std::numeric_limits<size_t>::max() : options.poll_max_bytes;
 }
 
+size_t ring_chunk_for_host(const CommOptions& options, int ranks_here, int cores) {
+  if (options.ring_chunk_bytes != 0 || ranks_here <= cores) return options.ring_chunk_bytes;
+  return kOversubscribedRingChunkBytes;
+}
+
 std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::shared_ptr<Store> store,
                                                     const CommOptions& options) {
   TERN_CHECK(store != nullptr, "make_tcp_communicator: no store");
-  auto transport = make_transport(world, *store, options);
+  const int here = world.size > 1 ? ranks_on_this_host(world, *store, options.timeout) : 1;
+  CommOptions tuned = options;
+  tuned.ring_chunk_bytes = ring_chunk_for_host(options, here, cores_on_this_host());
+  auto transport = make_transport(world, *store, tuned, here);
   std::vector<int> group(static_cast<size_t>(world.size));
   std::iota(group.begin(), group.end(), 0);
-  return std::make_unique<TransportCommunicator>(std::move(transport), std::move(group), 0, "tcp", options);
+  return std::make_unique<TransportCommunicator>(std::move(transport), std::move(group), 0, "tcp", tuned);
 }
 
 std::unique_ptr<Communicator> make_tcp_communicator_from_env(const CommOptions& options) {

@@ -65,6 +65,15 @@ TEST(TcpCommunicator, RecvsOfEverySizePollSharedMemoryAndSocketsOnlyWhileEachRan
   EXPECT_EQ(polled_recv_limit(options, true, 2, 2), 1000u);
 }
 
+TEST(TcpCommunicator, RingChunksGrowOnlyWithMoreRanksThanCoresUnlessChosen) {
+  CommOptions options;
+  EXPECT_EQ(ring_chunk_for_host(options, 2, 2), 0u);  // comm/algorithms.h's default
+  EXPECT_EQ(ring_chunk_for_host(options, 4, 2), kOversubscribedRingChunkBytes);
+  options.ring_chunk_bytes = 4096;
+  EXPECT_EQ(ring_chunk_for_host(options, 4, 2), 4096u);
+  EXPECT_EQ(ring_chunk_for_host(options, 1, 8), 4096u);
+}
+
 TEST(TcpCommunicator, SplitGroupsReduceSeparatelyOverTheSameConnections) {
   run_tcp(4, "split", [](Communicator& comm) {
     auto half = comm.split(comm.rank() % 2, comm.rank());
