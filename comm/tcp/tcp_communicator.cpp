@@ -52,21 +52,31 @@ int cores_on_this_host() {
   return online > 0 ? static_cast<int>(online) : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
-// Ranks that all share this host (`here` of them) talk through shared-memory rings; any other world,
-// or one whose segments cannot be created (every rank learns that together), uses the TCP mesh.
-// Which recvs poll the link: polled_recv_limit.
-std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, const CommOptions& options, int here) {
-  CommOptions tuned = options;
-  if (world.size > 1 && shm_enabled() && here == world.size) {
-    tuned.poll_max_bytes = polled_recv_limit(options, true, here, cores_on_this_host());
-    try {
-      return std::make_shared<ShmTransport>(world, store, tuned);
-    } catch (const ShmUnavailable& e) {
-      std::cerr << "tern tcp: rank " << world.rank << ": " << e.what() << "; using TCP\n";
+// Ranks that all share this host talk through shared-memory rings; any other world, or one whose
+// segments cannot be created (every rank learns that together), uses the TCP mesh. Sets `here` to
+// the number of the world's ranks on this host. Shared memory has to know that before any link
+// is made; with it off (TERN_SHM=0) the ranks are counted once the mesh stands, so that setting up
+// the mesh waits for no rank that is not yet there (a rank accepts connections while later ranks
+// arrive). Which recvs poll the link: polled_recv_limit.
+std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, const CommOptions& options, int cores,
+                                          int& here) {
+  here = 1;
+  if (world.size > 1 && shm_enabled()) {
+    here = ranks_on_this_host(world, store, options.timeout);
+    if (here == world.size) {
+      CommOptions tuned = options;
+      tuned.poll_max_bytes = polled_recv_limit(options, true, here, cores);
+      try {
+        return std::make_shared<ShmTransport>(world, store, tuned);
+      } catch (const ShmUnavailable& e) {
+        std::cerr << "tern tcp: rank " << world.rank << ": " << e.what() << "; using TCP\n";
+      }
     }
   }
-  tuned.poll_max_bytes = polled_recv_limit(options, false, here, cores_on_this_host());
-  return std::make_shared<TcpTransport>(world, store, tuned);
+  auto transport = std::make_shared<TcpTransport>(world, store, options);
+  if (world.size > 1 && !shm_enabled()) here = ranks_on_this_host(world, store, options.timeout);
+  transport->set_poll_max_bytes(polled_recv_limit(options, false, here, cores));
+  return transport;
 }
 
 }  // namespace
@@ -84,10 +94,11 @@ size_t ring_chunk_for_host(const CommOptions& options, int ranks_here, int cores
 std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::shared_ptr<Store> store,
                                                     const CommOptions& options) {
   TERN_CHECK(store != nullptr, "make_tcp_communicator: no store");
-  const int here = world.size > 1 ? ranks_on_this_host(world, *store, options.timeout) : 1;
+  const int cores = cores_on_this_host();
+  int here = 1;
+  auto transport = make_transport(world, *store, options, cores, here);
   CommOptions tuned = options;
-  tuned.ring_chunk_bytes = ring_chunk_for_host(options, here, cores_on_this_host());
-  auto transport = make_transport(world, *store, tuned, here);
+  tuned.ring_chunk_bytes = ring_chunk_for_host(options, here, cores);
   std::vector<int> group(static_cast<size_t>(world.size));
   std::iota(group.begin(), group.end(), 0);
   return std::make_unique<TransportCommunicator>(std::move(transport), std::move(group), 0, "tcp", tuned);

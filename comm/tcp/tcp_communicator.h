@@ -28,7 +28,7 @@ size_t polled_recv_limit(const CommOptions& options, bool shared_memory, int ran
 // The ring's chunk on a host with `cores` cores running `ranks_here` of the world's ranks:
 // options.ring_chunk_bytes when set (0 keeps comm/algorithms.h's 256 KB), else 256 KB with a core
 // per rank and kOversubscribedRingChunkBytes with more ranks than cores, where every chunk costs a
-// context switch (a recv sleeps for it) and fewer, larger ones win; with a core per rank the
+// context switch (its sender and its receiver take turns on a core) and fewer, larger ones win; with a core per rank the
 // smaller ones pipeline better. Measured (bench/allreduce --ring-chunk-bytes, medians of 5-7
 // alternated runs): 4 ranks on 2 cores, sockets 4 MB 7.7-8.0 -> 5.8-6.3 ms, 16 MB 34.5 -> 33.3 ms,
 // shared memory 4 MB 4.6 -> 4.1 ms, 16 MB 15.2 -> 14.6 ms; 2 ranks, sockets 16 MB 8.2 -> 13.1 ms.

@@ -46,6 +46,10 @@ class TcpTransport final : public Transport {
   // The same, reducing the message into `data` as it is read off the socket, a piece at a time.
   std::unique_ptr<PostedRecv> post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
                                                RecvReduction how) override;
+  // Recvs posted from now on poll the socket up to this size (CommOptions::poll_max_bytes):
+  // make_tcp_communicator sets it once the mesh stands and it knows how many ranks share the host.
+  // Call it before any recv.
+  void set_poll_max_bytes(size_t bytes) { options_.poll_max_bytes = bytes; }
   uint64_t bytes_sent() const override { return bytes_sent_; }
   uint64_t bytes_received() const override { return bytes_received_; }
   // The kernel's send and receive buffer sizes (SO_SNDBUF, SO_RCVBUF) of the connection to `peer`,
