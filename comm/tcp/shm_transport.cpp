@@ -322,8 +322,10 @@ std::string ShmTransport::ring_death(Peer& peer, Clock::time_point* next_livenes
 // "" when `bytes` of a message have been taken from the ring, else why not: take(done) takes what
 // it can of the rest (after the first `done`) and returns how much. A recv's deadline passing in
 // the middle of the bytes ends it (the peer is then dead: the stream cannot be resynchronised).
-std::string ShmTransport::read_payload(Peer& peer, size_t bytes, Clock::time_point deadline,
-                                       const std::function<size_t(size_t done)>& take) {
+// A template, not a std::function: it runs once per message, and the copying and reducing takers
+// capture more than a std::function holds without allocating.
+template <typename Take>
+std::string ShmTransport::read_payload(Peer& peer, size_t bytes, Clock::time_point deadline, Take&& take) {
   size_t done = 0;
   Clock::time_point next_liveness = Clock::now() + kLivenessPeriod;
   // The rest of a message is usually being written right now: wait for it as a polling recv
@@ -468,8 +470,9 @@ void ShmTransport::poll_messages(Peer& peer, Clock::time_point deadline) {
   relax();
 }
 
-// A recv on one peer's inbox. Until it ends, it is either polling the ring in wait() (small
-// messages) or counted among the peer's sleepers, so that the receiver thread reads the ring for it.
+// A recv on one peer's inbox. Until it ends, it is either polling the ring in wait() (recvs of up to
+// options.poll_max_bytes, every size by default) or counted among the peer's sleepers, so that the
+// receiver thread reads the ring for it.
 class ShmTransport::PeerRecv final : public PostedRecv {
  public:
   PeerRecv(ShmTransport& transport, Peer& peer, uint64_t context, uint64_t tag, void* data, size_t bytes,

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <atomic>
-#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -76,8 +75,8 @@ class ShmTransport final : public Transport {
   bool take_any_record();
   bool take_record(Peer& peer, std::chrono::steady_clock::time_point deadline);
   std::string ring_death(Peer& peer, std::chrono::steady_clock::time_point* next_liveness);
-  std::string read_payload(Peer& peer, size_t bytes, std::chrono::steady_clock::time_point deadline,
-                           const std::function<size_t(size_t done)>& take);
+  template <typename Take>  // size_t take(size_t done); defined and used in shm_transport.cpp only
+  std::string read_payload(Peer& peer, size_t bytes, std::chrono::steady_clock::time_point deadline, Take&& take);
   std::string read_exact(Peer& peer, void* data, size_t bytes, std::chrono::steady_clock::time_point deadline);
   std::string read_reducing(Peer& peer, void* data, size_t bytes, const RecvReduction& how,
                             std::chrono::steady_clock::time_point deadline);

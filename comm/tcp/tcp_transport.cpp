@@ -229,7 +229,8 @@ bool TcpTransport::take_any_frame() {
 // Sleeps until `to` can take more bytes or any peer's socket has bytes to read, for at most a
 // millisecond (a frame may be read by another thread of ours meanwhile: then look again soon).
 void TcpTransport::wait_writable_or_readable(Peer& to) {
-  std::vector<pollfd> entries{{to.fd, POLLOUT, 0}};
+  thread_local std::vector<pollfd> entries;  // reused: a large send waits here many times
+  entries.assign(1, pollfd{to.fd, POLLOUT, 0});
   for (auto& peer : peers_) {
     if (peer->socket) entries.push_back({peer->fd, POLLIN, 0});
   }
