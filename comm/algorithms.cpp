@@ -20,6 +20,11 @@ void Group::send(int peer, uint64_t tag, const void* data, size_t bytes) {
   sent_.fetch_add(bytes, std::memory_order_relaxed);
 }
 
+void Group::count(uint64_t sent, uint64_t received) {
+  sent_.fetch_add(sent, std::memory_order_relaxed);
+  received_.fetch_add(received, std::memory_order_relaxed);
+}
+
 void Group::recv(int peer, uint64_t tag, void* data, size_t bytes) {
   transport_.recv(members_[static_cast<size_t>(peer)], context_, tag, data, bytes, timeout_);
   received_.fetch_add(bytes, std::memory_order_relaxed);
@@ -209,7 +214,11 @@ void allreduce(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, R
                const AlgorithmOptions& options) {
   if (n == 0) return;
   const size_t bytes = static_cast<size_t>(n) * dtype_size(dtype);
-  if (bytes < options.small_message_bytes) {
+  if (options.world_allreduce != nullptr && bytes <= options.world_allreduce_max_bytes && group.size() > 1) {
+    const WorldAllreduce::Moved moved = options.world_allreduce->allreduce(
+        data, n, dtype, op == ReduceOp::avg ? ReduceOp::sum : op, group.timeout());
+    group.count(moved.sent, moved.received);
+  } else if (bytes < options.small_message_bytes) {
     allreduce_recursive_doubling(group, tag, data, n, dtype, op);
   } else {
     allreduce_ring(group, tag, data, n, dtype, op, options);

@@ -38,6 +38,10 @@ constexpr size_t kDefaultRingWindowBytes = size_t{8} << 20;
 constexpr size_t kMaxPostedRecvs = 64;
 
 struct AlgorithmOptions {
+  // The transport's own allreduce over its whole world (Transport::world_allreduce), for groups
+  // that are that world, and the size up to which allreduce uses it; null: message passing only.
+  WorldAllreduce* world_allreduce = nullptr;
+  size_t world_allreduce_max_bytes = 0;
   size_t small_message_bytes = kDefaultSmallMessageBytes;
   size_t ring_chunk_bytes = kDefaultRingChunkBytes;  // 0 means one chunk per block
   size_t ring_window_bytes = kDefaultRingWindowBytes;  // at least one chunk is always posted
@@ -76,6 +80,8 @@ class Group {
   // The same, reducing the message into data (Transport::post_recv_reduce).
   std::unique_ptr<PostedRecv> post_recv_reduce(int peer, uint64_t tag, void* data, size_t bytes, RecvReduction how);
   void wait(PostedRecv& recv);
+  // Adds bytes moved by other means than send and recv (a transport's world allreduce).
+  void count(uint64_t sent, uint64_t received);
 
   uint64_t bytes_sent() const { return sent_.load(std::memory_order_relaxed); }
   uint64_t bytes_received() const { return received_.load(std::memory_order_relaxed); }
@@ -94,8 +100,9 @@ class Group {
 // dtype, op and counts. One tag per call is enough, because messages between one pair of ranks are
 // delivered in order and each algorithm sends them in an order both sides know.
 
-// data (n elements) becomes op over all members' data; avg divides once at the end. Picks recursive
-// doubling below options.small_message_bytes, the ring from it up.
+// data (n elements) becomes op over all members' data; avg divides once at the end. Picks the
+// transport's world allreduce up to options.world_allreduce_max_bytes when the options carry one,
+// else recursive doubling below options.small_message_bytes and the ring from it up.
 void allreduce(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, ReduceOp op,
                const AlgorithmOptions& options = {});
 // The two allreduce algorithms, for tests and benchmarks. Neither divides for avg (they sum).

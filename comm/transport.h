@@ -49,6 +49,24 @@ class PostedRecv {
   size_t bytes_;
 };
 
+// An allreduce a transport runs itself over its whole world, through memory every rank maps (the
+// shared-memory transport's segment): a couple of synchronisations per piece instead of messages.
+class WorldAllreduce {
+ public:
+  virtual ~WorldAllreduce() = default;
+  // data (n elements of dtype; sum or max — avg sums, the caller divides) becomes op over every
+  // rank's data. Collective over all the transport's ranks, each calling it in the same order from
+  // one thread at a time. A rank that dies or does not come within `timeout` is a CommError naming
+  // it; after any error every later call fails at once (the ranks no longer agree where they are).
+  // Returns the bytes this rank's data gave the others and took from theirs (each 2(P-1)/P of the
+  // buffer, as for the ring), for the communicator's byte counters.
+  struct Moved {
+    uint64_t sent = 0;
+    uint64_t received = 0;
+  };
+  virtual Moved allreduce(void* data, int64_t n, DType dtype, ReduceOp op, std::chrono::milliseconds timeout) = 0;
+};
+
 // Messages are matched by (source rank, context, tag) and delivered in order for each such
 // triple: the k-th message goes to the k-th recv of that triple, counting posted recvs from their
 // post_recv and plain recvs from their call. `context` separates communicators (the world and
@@ -83,6 +101,9 @@ class Transport {
   // copy of it is kept); the default receives into scratch of its own and reduces in wait().
   virtual std::unique_ptr<PostedRecv> post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data,
                                                        size_t bytes, RecvReduction how);
+
+  // The transport's own allreduce over its whole world, or null when it has none (the default).
+  virtual WorldAllreduce* world_allreduce() { return nullptr; }
 
   virtual uint64_t bytes_sent() const = 0;
   virtual uint64_t bytes_received() const = 0;

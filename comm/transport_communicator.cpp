@@ -16,13 +16,23 @@ namespace tern {
 // traffic is not counted in its parent.
 struct TransportCommunicator::State {
   State(std::shared_ptr<Transport> transport_in, std::vector<int> members, int rank, uint64_t context,
-        std::string backend_in, CommOptions options_in)
+        std::string backend_in, CommOptions options_in, bool world)
       : transport(std::move(transport_in)),
         backend(std::move(backend_in)),
         options(options_in),
         group(*transport, std::move(members), rank, context, options.timeout) {
     if (options.small_message_bytes) algorithms.small_message_bytes = options.small_message_bytes;
     if (options.ring_chunk_bytes) algorithms.ring_chunk_bytes = options.ring_chunk_bytes;
+    if (world) {
+      TERN_CHECK(group.size() == transport->size(), "TransportCommunicator: a world of ", group.size(),
+                 " ranks over a transport of ", transport->size());
+      for (int r = 0; r < group.size(); ++r) {
+        TERN_CHECK(group.members()[static_cast<size_t>(r)] == r, "TransportCommunicator: the world's rank ", r,
+                   " is transport rank ", group.members()[static_cast<size_t>(r)]);
+      }
+      algorithms.world_allreduce = transport->world_allreduce();
+      algorithms.world_allreduce_max_bytes = options.shm_allreduce_max_bytes;
+    }
   }
 
   std::shared_ptr<Transport> transport;
@@ -77,11 +87,12 @@ void check_peer(int peer, int size, const char* op, const char* role) {
 }  // namespace
 
 TransportCommunicator::TransportCommunicator(std::shared_ptr<Transport> transport, std::vector<int> group,
-                                             uint64_t context, std::string backend, CommOptions options) {
+                                             uint64_t context, std::string backend, CommOptions options,
+                                             bool world) {
   TERN_CHECK(transport != nullptr, "TransportCommunicator: no transport");
   const int rank = index_of(group, transport->rank());
   state_ = std::make_unique<State>(std::move(transport), std::move(group), rank, context, std::move(backend),
-                                   options);
+                                   options, world);
 }
 
 TransportCommunicator::~TransportCommunicator() = default;

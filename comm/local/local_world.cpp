@@ -20,7 +20,7 @@ std::vector<std::unique_ptr<Communicator>> make_world(int n, const CommOptions& 
   std::vector<std::unique_ptr<Communicator>> world;
   for (auto& transport : make_local_transports(n, fabric)) {
     world.push_back(std::make_unique<TransportCommunicator>(std::move(transport), members, kLocalWorldContext,
-                                                            backend, options));
+                                                            backend, options, /*world=*/true));
   }
   return world;
 }

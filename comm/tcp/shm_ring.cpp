@@ -1,17 +1,11 @@
 #include "comm/tcp/shm_ring.h"
 
-#include <fcntl.h>
-#include <linux/futex.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <new>
-#include <system_error>
 #include <utility>
 
 #include "comm/communicator.h"
@@ -27,20 +21,6 @@ static_assert(sizeof(RingControl) <= kControlBytes);
 // while the producer copies in the next one.
 constexpr size_t kPublishBytes = size_t{128} << 10;
 constexpr int kSpinRounds = 200;
-
-std::string system_reason() { return std::system_category().message(errno); }
-
-void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, std::chrono::milliseconds slice) {
-  timespec relative{};
-  relative.tv_sec = static_cast<time_t>(slice.count() / 1000);
-  relative.tv_nsec = static_cast<long>((slice.count() % 1000) * 1000000);
-  // Shared (not FUTEX_PRIVATE): the word lives in memory mapped by another process.
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT, expected, &relative, nullptr, 0);
-}
-
-void futex_wake_all(std::atomic<uint32_t>& word) {
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
-}
 
 // Bumps the futex word after the state it guards changed, and wakes a sleeper if there is one.
 // Both sides use seq_cst on (sleeping, seq) so a sleeper either sees the change or is woken.
@@ -77,85 +57,44 @@ std::string ring_name(const std::string& job_id, int64_t generation, int src, in
          std::to_string(dst) + "-" + std::to_string(creator_pid);
 }
 
-ShmRing::~ShmRing() { release(); }
-
 ShmRing::ShmRing(ShmRing&& other) noexcept
-    : control_(std::exchange(other.control_, nullptr)),
-      data_(std::exchange(other.data_, nullptr)),
-      mapping_bytes_(std::exchange(other.mapping_bytes_, 0)) {}
+    : segment_(std::move(other.segment_)),
+      control_(std::exchange(other.control_, nullptr)),
+      data_(std::exchange(other.data_, nullptr)) {}
 
 ShmRing& ShmRing::operator=(ShmRing&& other) noexcept {
   if (this != &other) {
-    release();
+    segment_ = std::move(other.segment_);
     control_ = std::exchange(other.control_, nullptr);
     data_ = std::exchange(other.data_, nullptr);
-    mapping_bytes_ = std::exchange(other.mapping_bytes_, 0);
   }
   return *this;
 }
 
-void ShmRing::release() {
-  if (control_ != nullptr) ::munmap(control_, mapping_bytes_);
-  control_ = nullptr;
-  data_ = nullptr;
-  mapping_bytes_ = 0;
-}
-
 ShmRing ShmRing::create(const std::string& name, size_t capacity) {
-  int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-  if (fd < 0 && errno == EEXIST) {  // left by a crashed job that had the same id
-    ::shm_unlink(name.c_str());
-    fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-  }
-  if (fd < 0) throw CommError("shared memory: cannot create segment " + name + ": " + system_reason());
   ShmRing ring;
-  ring.mapping_bytes_ = kControlBytes + capacity;
-  if (::ftruncate(fd, static_cast<off_t>(ring.mapping_bytes_)) != 0) {
-    const std::string reason = system_reason();
-    ::close(fd);
-    ::shm_unlink(name.c_str());
-    throw CommError("shared memory: cannot size segment " + name + " to " +
-                    std::to_string(ring.mapping_bytes_) + " bytes: " + reason);
-  }
-  void* base = ::mmap(nullptr, ring.mapping_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const std::string reason = system_reason();
-  ::close(fd);
-  if (base == MAP_FAILED) {
-    ::shm_unlink(name.c_str());
-    throw CommError("shared memory: cannot map segment " + name + ": " + reason);
-  }
-  ring.control_ = new (base) RingControl();
+  ring.segment_ = Segment::create(name, kControlBytes + capacity);
+  ring.control_ = new (ring.segment_.base()) RingControl();
   ring.control_->capacity = capacity;
-  ring.data_ = static_cast<uint8_t*>(base) + kControlBytes;
+  ring.data_ = ring.segment_.base() + kControlBytes;
   // Published last: the opener checks it before trusting capacity.
   std::atomic_ref<uint64_t>(ring.control_->magic).store(kRingMagic, std::memory_order_release);
   return ring;
 }
 
 ShmRing ShmRing::open(const std::string& name) {
-  const int fd = ::shm_open(name.c_str(), O_RDWR, 0600);
-  if (fd < 0) throw CommError("shared memory: cannot open segment " + name + ": " + system_reason());
-  struct stat info {};
-  if (::fstat(fd, &info) != 0 || static_cast<size_t>(info.st_size) <= kControlBytes) {
-    ::close(fd);
-    throw CommError("shared memory: segment " + name + " is not a ring (too small)");
-  }
   ShmRing ring;
-  ring.mapping_bytes_ = static_cast<size_t>(info.st_size);
-  void* base = ::mmap(nullptr, ring.mapping_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const std::string reason = system_reason();
-  ::close(fd);
-  if (base == MAP_FAILED) throw CommError("shared memory: cannot map segment " + name + ": " + reason);
-  ring.control_ = static_cast<RingControl*>(base);
-  ring.data_ = static_cast<uint8_t*>(base) + kControlBytes;
+  ring.segment_ = Segment::open(name, kControlBytes + 1);
+  ring.control_ = reinterpret_cast<RingControl*>(ring.segment_.base());
+  ring.data_ = ring.segment_.base() + kControlBytes;
   const uint64_t magic = std::atomic_ref<uint64_t>(ring.control_->magic).load(std::memory_order_acquire);
-  if (magic != kRingMagic || ring.control_->capacity + kControlBytes != ring.mapping_bytes_) {
+  if (magic != kRingMagic || ring.control_->capacity + kControlBytes != ring.segment_.bytes()) {
     throw CommError("shared memory: segment " + name + " is not a ring of this version");
   }
   return ring;
 }
 
-void ShmRing::unlink(const std::string& name) { ::shm_unlink(name.c_str()); }
+void ShmRing::unlink(const std::string& name) { Segment::unlink(name); }
 
 size_t ShmRing::write_some(const void* data, size_t bytes) {
   const uint64_t capacity = control_->capacity;

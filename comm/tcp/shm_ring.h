@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "comm/tcp/shm_segment.h"
+
 namespace tern::shm {
 
 // Lives at the start of the mapping. Counters only grow (bytes ever written / read), so
@@ -37,7 +39,6 @@ std::string ring_name(const std::string& job_id, int64_t generation, int src, in
 class ShmRing {
  public:
   ShmRing() = default;
-  ~ShmRing();
   ShmRing(ShmRing&& other) noexcept;
   ShmRing& operator=(ShmRing&& other) noexcept;
   ShmRing(const ShmRing&) = delete;
@@ -86,11 +87,9 @@ class ShmRing {
   bool consumer_closed() const;
 
  private:
-  void release();
-
+  Segment segment_;
   RingControl* control_ = nullptr;
   uint8_t* data_ = nullptr;
-  size_t mapping_bytes_ = 0;
 };
 
 }  // namespace tern::shm

@@ -14,6 +14,7 @@
 
 #include "comm/reduce.h"
 #include "comm/tcp/inbox.h"
+#include "comm/tcp/shm_allreduce.h"
 #include "comm/tcp/shm_ring.h"
 
 namespace tern {
@@ -58,16 +59,6 @@ std::string host_identity() {
   const ssize_t n = ::readlink("/proc/self/ns/ipc", ipc_namespace, sizeof(ipc_namespace) - 1);
   if (n < 0) ipc_namespace[0] = '\0';
   return std::string(hostname) + "|" + first_line("/proc/sys/kernel/random/boot_id") + "|" + ipc_namespace;
-}
-
-// False once the process is gone (or a zombie: it died and its parent has not reaped it yet).
-bool process_alive(pid_t pid) {
-  if (pid == ::getpid()) return true;  // ranks as threads of this process
-  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
-  const std::string stat = first_line(("/proc/" + std::to_string(pid) + "/stat").c_str());
-  const size_t paren = stat.rfind(')');
-  if (stat.empty()) return true;  // no /proc to ask: kill() said it exists
-  return !(paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z');
 }
 
 std::string setup_key(const TcpWorld& world, int64_t generation, const char* what, int rank) {
@@ -166,10 +157,14 @@ void ShmTransport::setup(const TcpWorld& world, Store& store, size_t ring_bytes)
   const int64_t generation =
       store.add("tern/" + world.job_id + "/shm/worlds_created_by/" + std::to_string(rank_), 1);
   const Clock::time_point deadline = Clock::now() + options_.timeout;
+  // The world's allreduce segment: rank 0 creates it with its rings, the others map it with theirs.
+  // No ring joins a rank to itself, so "ring" 0 -> 0 names it.
+  auto world_name = [&](long creator_pid) { return shm::ring_name(world.job_id, generation, 0, 0, creator_pid); };
   auto unlink_incoming = [&] {
     for (auto& peer : peers_) {
       if (!peer->in_name.empty()) shm::ShmRing::unlink(peer->in_name);
     }
+    if (rank_ == 0 && world_allreduce_) shm::Segment::unlink(world_name(::getpid()));
   };
   auto round = [&](const char* what, const std::string& status) {
     store.set(setup_key(world, generation, what, rank_), status);
@@ -197,8 +192,13 @@ void ShmTransport::setup(const TcpWorld& world, Store& store, size_t ring_bytes)
     }
   };
 
+  const bool world_segment = size_ <= kMaxWorldAllreduceRanks && options_.shm_allreduce_max_bytes > 0;
   std::string status = "ok " + std::to_string(::getpid());
   try {
+    if (world_segment && rank_ == 0) {
+      world_allreduce_ = std::make_unique<ShmWorldAllreduce>(ShmWorldAllreduce::create(
+          world_name(::getpid()), size_, ShmWorldAllreduce::kDefaultSlotBytes, options_.poll));
+    }
     for (auto& peer : peers_) {
       if (peer->rank == rank_) continue;
       peer->in_name =
@@ -211,6 +211,10 @@ void ShmTransport::setup(const TcpWorld& world, Store& store, size_t ring_bytes)
   round("created", status);
 
   try {
+    if (world_segment && rank_ != 0) {
+      world_allreduce_ = std::make_unique<ShmWorldAllreduce>(
+          ShmWorldAllreduce::open(world_name(static_cast<long>(peers_[0]->pid)), rank_, size_, options_.poll));
+    }
     for (auto& peer : peers_) {
       if (peer->rank == rank_) continue;
       // The creator's pid (from its "created" status) is in the name: two jobs on one host that
@@ -277,7 +281,7 @@ void ShmTransport::send(int dst, uint64_t context, uint64_t tag, const void* dat
       } else if (Clock::now() >= deadline) {
         death = "stopped reading for " + duration_text(options_.timeout) + " (a send could not complete)";
       } else if (Clock::now() >= next_liveness) {
-        if (!process_alive(peer.pid)) death = "(process " + std::to_string(peer.pid) + ") exited";
+        if (!shm::process_alive(peer.pid)) death = "(process " + std::to_string(peer.pid) + ") exited";
         next_liveness = Clock::now() + kLivenessPeriod;
       }
       if (!death.empty()) {
@@ -314,7 +318,7 @@ std::string ShmTransport::ring_death(Peer& peer, Clock::time_point* next_livenes
   if (peer.in.producer_closed() && peer.in.readable() == 0) return "closed its transport";
   if (next_liveness != nullptr && Clock::now() >= *next_liveness) {
     *next_liveness = Clock::now() + kLivenessPeriod;
-    if (!process_alive(peer.pid)) return "(process " + std::to_string(peer.pid) + ") exited";
+    if (!shm::process_alive(peer.pid)) return "(process " + std::to_string(peer.pid) + ") exited";
   }
   return "";
 }

@@ -101,7 +101,8 @@ std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::
   tuned.ring_chunk_bytes = ring_chunk_for_host(options, here, cores);
   std::vector<int> group(static_cast<size_t>(world.size));
   std::iota(group.begin(), group.end(), 0);
-  return std::make_unique<TransportCommunicator>(std::move(transport), std::move(group), 0, "tcp", tuned);
+  return std::make_unique<TransportCommunicator>(std::move(transport), std::move(group), 0, "tcp", tuned,
+                                                 /*world=*/true);
 }
 
 std::unique_ptr<Communicator> make_tcp_communicator_from_env(const CommOptions& options) {

@@ -1,0 +1,231 @@
+#include "comm/tcp/shm_allreduce.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <new>
+#include <thread>
+#include <utility>
+
+#include "comm/reduce.h"
+#include "comm/tcp/inbox.h"
+
+namespace tern {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr uint64_t kWorldMagic = 0x4C52574E'52455431;  // "1TERNWRL"
+constexpr size_t kLineBytes = 64;
+constexpr size_t kPageBytes = 4096;
+// How long one futex sleep lasts before the waiter looks at its deadline and the peers' liveness.
+constexpr std::chrono::milliseconds kWaitSlice{20};
+constexpr std::chrono::milliseconds kLivenessPeriod{100};
+
+size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+}  // namespace
+
+// The segment starts with this, then a RankLine per rank, then (page-aligned) size+1 slots.
+struct ShmWorldAllreduce::Header {
+  uint64_t magic = 0;
+  uint64_t ranks = 0;
+  uint64_t slot_bytes = 0;
+  // Bumped after any rank's flags move; waiters sleep on it (a futex word) once polling is over.
+  alignas(kLineBytes) std::atomic<uint32_t> bell{0};
+  std::atomic<uint32_t> sleepers{0};
+};
+
+// One rank's flags, in a cache line of its own. Sequence numbers of pieces, counted alike on every
+// rank: in_ready = q once its input for piece q is in its slot, out_ready = q once its share of
+// piece q is reduced into the result slot.
+struct ShmWorldAllreduce::RankLine {
+  alignas(kLineBytes) std::atomic<uint32_t> in_ready{0};
+  std::atomic<uint32_t> out_ready{0};
+  std::atomic<uint32_t> closed{0};
+  std::atomic<int32_t> pid{0};
+};
+
+namespace {
+constexpr size_t kHeaderBytes = 2 * kLineBytes;
+size_t slots_offset(int ranks) {
+  return round_up(kHeaderBytes + kLineBytes * static_cast<size_t>(ranks), kPageBytes);
+}
+// q is at or past `target` (sequence numbers wrap: compare by difference).
+bool reached(uint32_t q, uint32_t target) { return static_cast<int32_t>(q - target) >= 0; }
+}  // namespace
+
+size_t ShmWorldAllreduce::segment_bytes(int ranks, size_t slot_bytes) {
+  return slots_offset(ranks) + (static_cast<size_t>(ranks) + 1) * slot_bytes;
+}
+
+ShmWorldAllreduce::ShmWorldAllreduce(shm::Segment segment, int rank, std::chrono::microseconds poll)
+    : segment_(std::move(segment)), rank_(rank), poll_(poll) {
+  static_assert(sizeof(Header) <= kHeaderBytes && sizeof(RankLine) == kLineBytes);
+  size_ = static_cast<int>(header().ranks);
+  slot_bytes_ = static_cast<size_t>(header().slot_bytes);
+  line(rank_).pid.store(static_cast<int32_t>(::getpid()), std::memory_order_release);
+}
+
+ShmWorldAllreduce ShmWorldAllreduce::create(const std::string& name, int ranks, size_t slot_bytes,
+                                            std::chrono::microseconds poll) {
+  TERN_CHECK(ranks >= 1 && ranks <= 64, "shared-memory allreduce: ", ranks, " ranks (at most 64)");
+  slot_bytes = round_up(std::max<size_t>(slot_bytes, kPageBytes), kPageBytes);
+  shm::Segment segment = shm::Segment::create(name, segment_bytes(ranks, slot_bytes));
+  auto* header = new (segment.base()) Header();
+  header->ranks = static_cast<uint64_t>(ranks);
+  header->slot_bytes = slot_bytes;
+  for (int r = 0; r < ranks; ++r) new (segment.base() + kHeaderBytes + kLineBytes * static_cast<size_t>(r)) RankLine();
+  // Published last: an opener checks it before trusting the rest.
+  std::atomic_ref<uint64_t>(header->magic).store(kWorldMagic, std::memory_order_release);
+  return ShmWorldAllreduce(std::move(segment), 0, poll);
+}
+
+ShmWorldAllreduce ShmWorldAllreduce::open(const std::string& name, int rank, int ranks,
+                                          std::chrono::microseconds poll) {
+  shm::Segment segment = shm::Segment::open(name, slots_offset(ranks));
+  const auto* header = reinterpret_cast<const Header*>(segment.base());
+  const uint64_t magic = std::atomic_ref<const uint64_t>(header->magic).load(std::memory_order_acquire);
+  if (magic != kWorldMagic || header->ranks != static_cast<uint64_t>(ranks) ||
+      segment.bytes() != segment_bytes(ranks, static_cast<size_t>(header->slot_bytes))) {
+    throw CommError("shared memory: segment " + name + " is not an allreduce segment of this version for " +
+                    std::to_string(ranks) + " ranks");
+  }
+  TERN_CHECK(rank > 0 && rank < ranks, "shared-memory allreduce: rank ", rank, " opens a world of ", ranks);
+  return ShmWorldAllreduce(std::move(segment), rank, poll);
+}
+
+ShmWorldAllreduce::~ShmWorldAllreduce() {
+  if (!segment_.mapped()) return;  // moved from
+  line(rank_).closed.store(1, std::memory_order_release);
+  ring_bell();
+}
+
+ShmWorldAllreduce::Header& ShmWorldAllreduce::header() const {
+  return *reinterpret_cast<Header*>(segment_.base());
+}
+ShmWorldAllreduce::RankLine& ShmWorldAllreduce::line(int rank) const {
+  return *reinterpret_cast<RankLine*>(segment_.base() + kHeaderBytes + kLineBytes * static_cast<size_t>(rank));
+}
+uint8_t* ShmWorldAllreduce::slot(int rank) const {
+  return segment_.base() + slots_offset(size_) + static_cast<size_t>(rank) * slot_bytes_;
+}
+
+void ShmWorldAllreduce::ring_bell() const {
+  Header& h = header();
+  h.bell.fetch_add(1, std::memory_order_seq_cst);
+  if (h.sleepers.load(std::memory_order_seq_cst) != 0) shm::futex_wake_all(h.bell);
+}
+
+// Polls (yielding the core: on a host with fewer cores than ranks the rank we wait for needs it)
+// for poll_, then sleeps on the bell in slices, checking the deadline and that the ranks it waits
+// for still exist.
+template <typename Ready>
+int ShmWorldAllreduce::wait_any(uint64_t pending, Ready&& ready, const char* stage, std::chrono::milliseconds timeout) {
+  auto find = [&]() -> int {
+    for (int k = 0; k < size_; ++k) {
+      if ((pending >> k & 1) != 0 && ready(k)) return k;
+    }
+    return -1;
+  };
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point poll_until = start + poll_;
+  const Clock::time_point deadline = start + timeout;
+  Clock::time_point next_liveness = start + kLivenessPeriod;
+  Header& h = header();
+  for (;;) {
+    const int k = find();
+    if (k >= 0) return k;
+    const Clock::time_point now = Clock::now();
+    if (now < poll_until) {
+      std::this_thread::yield();
+      continue;
+    }
+    for (int r = 0; r < size_; ++r) {
+      if ((pending >> r & 1) == 0) continue;
+      std::string problem;
+      if (line(r).closed.load(std::memory_order_acquire) != 0) {
+        problem = detail::concat(": rank ", r, " closed its transport");
+      } else if (now >= next_liveness && !shm::process_alive(line(r).pid.load(std::memory_order_acquire))) {
+        problem = detail::concat(": rank ", r, " (process ", line(r).pid.load(), ") exited");
+      } else if (now >= deadline) {
+        problem = detail::concat(" timed out after ", duration_text(timeout), " waiting for rank ", r, "'s ", stage);
+      }
+      if (!problem.empty()) {
+        broken_ = true;
+        throw CommError(detail::concat("rank ", rank_, ": shared-memory allreduce", problem));
+      }
+    }
+    if (now >= next_liveness) next_liveness = now + kLivenessPeriod;
+    h.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const uint32_t seen = h.bell.load(std::memory_order_seq_cst);
+    if (find() < 0) shm::futex_wait(h.bell, seen, kWaitSlice);
+    h.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+WorldAllreduce::Moved ShmWorldAllreduce::allreduce(void* data, int64_t n, DType dtype, ReduceOp op, std::chrono::milliseconds timeout) {
+  if (broken_) {
+    throw CommError(detail::concat("rank ", rank_, ": shared-memory allreduce: an earlier one failed, so the ",
+                                   "ranks no longer agree where they are"));
+  }
+  Moved moved;
+  if (size_ == 1 || n <= 0) return moved;
+  const size_t elem = dtype_size(dtype);
+  auto* bytes = static_cast<uint8_t*>(data);
+  const auto piece = static_cast<int64_t>(slot_bytes_ / elem);
+  // Shares start on cache lines, so no two ranks write one line of the result slot.
+  const auto align = static_cast<int64_t>(kLineBytes / elem);
+  const uint64_t everyone = size_ == 64 ? ~uint64_t{0} : (uint64_t{1} << size_) - 1;
+  const uint64_t others = everyone & ~(uint64_t{1} << rank_);
+  for (int64_t offset = 0; offset < n; offset += piece) {
+    const int64_t m = std::min(piece, n - offset);
+    uint8_t* mine = bytes + static_cast<size_t>(offset) * elem;
+    const uint32_t q = ++sequence_;
+    const int64_t share = (m + size_ - 1) / size_ + align - 1;
+    const int64_t per = share - share % align;
+    auto lo = [&](int r) { return std::min<int64_t>(m, per * r); };
+    auto hi = [&](int r) { return std::min<int64_t>(m, per * (r + 1)); };
+
+    // Safe to overwrite our slot: every rank finished reducing piece q-1 (we waited for all
+    // out_ready = q-1 before copying its result out).
+    std::memcpy(slot(rank_), mine, static_cast<size_t>(m) * elem);
+    line(rank_).in_ready.store(q, std::memory_order_release);
+    ring_bell();
+
+    // Our share: reduce each rank's input in as soon as it is there.
+    const size_t share_at = static_cast<size_t>(lo(rank_)) * elem;
+    const int64_t share_n = hi(rank_) - lo(rank_);
+    for (uint64_t pending = others; pending != 0;) {
+      const int k = wait_any(
+          pending, [&](int r) { return reached(line(r).in_ready.load(std::memory_order_acquire), q); },
+          "input", timeout);
+      pending &= ~(uint64_t{1} << k);
+      if (share_n > 0) reduce_into(mine + share_at, slot(k) + share_at, share_n, dtype, op);
+    }
+    // Every rank wrote piece q's input, so every rank finished copying piece q-1's result out:
+    // the result slot is ours to write.
+    std::memcpy(slot(size_) + share_at, mine + share_at, static_cast<size_t>(share_n) * elem);
+    line(rank_).out_ready.store(q, std::memory_order_release);
+    ring_bell();
+    // Others read our input but our share, and our share of the result; we read theirs alike.
+    moved.sent += static_cast<uint64_t>((m - share_n) + (size_ - 1) * share_n) * elem;
+    moved.received += static_cast<uint64_t>((size_ - 1) * share_n + (m - share_n)) * elem;
+
+    // Every other share, as each is ready.
+    for (uint64_t pending = others; pending != 0;) {
+      const int k = wait_any(
+          pending, [&](int r) { return reached(line(r).out_ready.load(std::memory_order_acquire), q); },
+          "share of the result", timeout);
+      pending &= ~(uint64_t{1} << k);
+      const size_t at = static_cast<size_t>(lo(k)) * elem;
+      std::memcpy(mine + at, slot(size_) + at, static_cast<size_t>(hi(k) - lo(k)) * elem);
+    }
+  }
+  return moved;
+}
+
+}  // namespace tern
