@@ -172,6 +172,8 @@ int main(int argc, char** argv) {
   f.add_string("json", "", "rank 0 writes one JSON line per row here");
   f.add_int("shm-allreduce-max-bytes", -1,
             "tcp on shared memory: allreduces up to this size use the world segment (0: never; -1: default)");
+  f.add_int("halving-doubling-max-bytes", -1,
+            "local/tcp: power-of-two worlds of 4+ ranks use halving-doubling up to this size (0: never; -1: the host's rule)");
   f.add_int("small-message-bytes", 0, "local/tcp: allreduce switches from recursive doubling to ring here (0: default)");
   f.add_int("ring-chunk-bytes", 0, "local/tcp: ring pipelining chunk (0: default)");
   f.add_int("poll-us", CommOptions{}.poll.count(),
@@ -187,6 +189,7 @@ int main(int argc, char** argv) {
     if (f.get_int("step-factor") < 2) throw UsageError("--step-factor must be >= 2");
     CommOptions options;
     options.small_message_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("small-message-bytes")));
+    options.halving_doubling_max_bytes = f.get_int("halving-doubling-max-bytes");
     if (f.get_int("shm-allreduce-max-bytes") >= 0)
       options.shm_allreduce_max_bytes = static_cast<size_t>(f.get_int("shm-allreduce-max-bytes"));
     options.ring_chunk_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("ring-chunk-bytes")));

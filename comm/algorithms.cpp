@@ -163,6 +163,44 @@ void allreduce_ring(Group& group, uint64_t tag, void* data, int64_t n, DType dty
   ring_pass(group, tag, buffer, blocks, elem_size, 0, {}, options);
 }
 
+void allreduce_halving_doubling(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, ReduceOp op) {
+  const int size = group.size();
+  const int rank = group.rank();
+  TERN_CHECK((size & (size - 1)) == 0, "allreduce_halving_doubling: a group of ", size,
+             " ranks (a power of two is needed)");
+  if (size == 1 || n == 0) return;
+  const size_t elem = dtype_size(dtype);
+  auto* buffer = static_cast<char*>(data);
+  auto at = [&](int64_t i) { return buffer + static_cast<size_t>(i) * elem; };
+  auto bytes = [&](int64_t lo, int64_t hi) { return static_cast<size_t>(hi - lo) * elem; };
+  struct Step {
+    int partner;
+    int64_t kept_lo, kept_hi, sent_lo, sent_hi;
+  };
+  std::vector<Step> steps;
+  // Recursive halving: with the partner at distance d, keep one half of the current range (the
+  // lower one if our bit d is clear) and reduce the partner's copy of it in; send the other half.
+  int64_t lo = 0, hi = n;
+  for (int d = size / 2; d >= 1; d /= 2) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    const bool lower = (rank & d) == 0;
+    const Step step{rank ^ d, lower ? lo : mid, lower ? mid : hi, lower ? mid : lo, lower ? hi : mid};
+    const auto recv = group.post_recv_reduce(step.partner, tag, at(step.kept_lo), bytes(step.kept_lo, step.kept_hi),
+                                             {dtype, op});
+    group.send(step.partner, tag, at(step.sent_lo), bytes(step.sent_lo, step.sent_hi));
+    group.wait(*recv);
+    steps.push_back(step);
+    lo = step.kept_lo;
+    hi = step.kept_hi;
+  }
+  // Recursive doubling, the steps in reverse: swap the reduced halves back.
+  for (auto step = steps.rbegin(); step != steps.rend(); ++step) {
+    const auto recv = group.post_recv(step->partner, tag, at(step->sent_lo), bytes(step->sent_lo, step->sent_hi));
+    group.send(step->partner, tag, at(step->kept_lo), bytes(step->kept_lo, step->kept_hi));
+    group.wait(*recv);
+  }
+}
+
 void allreduce_recursive_doubling(Group& group, uint64_t tag, void* data, int64_t n, DType dtype,
                                   ReduceOp op) {
   const int size = group.size();
@@ -220,6 +258,9 @@ void allreduce(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, R
     group.count(moved.sent, moved.received);
   } else if (bytes < options.small_message_bytes) {
     allreduce_recursive_doubling(group, tag, data, n, dtype, op);
+  } else if (bytes <= options.halving_doubling_max_bytes && group.size() >= 4 &&
+             (group.size() & (group.size() - 1)) == 0) {
+    allreduce_halving_doubling(group, tag, data, n, dtype, op);
   } else {
     allreduce_ring(group, tag, data, n, dtype, op, options);
   }

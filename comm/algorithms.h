@@ -45,6 +45,9 @@ struct AlgorithmOptions {
   size_t small_message_bytes = kDefaultSmallMessageBytes;
   size_t ring_chunk_bytes = kDefaultRingChunkBytes;  // 0 means one chunk per block
   size_t ring_window_bytes = kDefaultRingWindowBytes;  // at least one chunk is always posted
+  // Power-of-two groups of 4 or more: allreduce from small_message_bytes up to this uses recursive
+  // halving and doubling (2 log2 P exchanges) instead of the ring (2(P-1) steps); 0: never.
+  size_t halving_doubling_max_bytes = 0;
 };
 
 // Transport tags of collective operations have the top bit set; user send/recv tags (>= 0) map to
@@ -102,14 +105,18 @@ class Group {
 
 // data (n elements) becomes op over all members' data; avg divides once at the end. Picks the
 // transport's world allreduce up to options.world_allreduce_max_bytes when the options carry one,
-// else recursive doubling below options.small_message_bytes and the ring from it up.
+// else recursive doubling below options.small_message_bytes, halving-doubling from it up to
+// options.halving_doubling_max_bytes (power-of-two groups of 4 or more), and the ring above.
 void allreduce(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, ReduceOp op,
                const AlgorithmOptions& options = {});
-// The two allreduce algorithms, for tests and benchmarks. Neither divides for avg (they sum).
+// The allreduce algorithms, for tests and benchmarks. None divides for avg (they sum).
 void allreduce_ring(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, ReduceOp op,
                     const AlgorithmOptions& options = {});
 void allreduce_recursive_doubling(Group& group, uint64_t tag, void* data, int64_t n, DType dtype,
                                   ReduceOp op);
+// Rabenseifner's: reduce-scatter by recursive halving, allgather by recursive doubling; the
+// ring's bytes in log2 P steps each way. Groups whose size is a power of two only.
+void allreduce_halving_doubling(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, ReduceOp op);
 
 // out (even_counts(n, P)[rank] elements) = this rank's block of op over all members' in (n elements).
 void reduce_scatter(Group& group, uint64_t tag, const void* in, void* out, int64_t n, DType dtype,

@@ -23,6 +23,8 @@ struct TransportCommunicator::State {
         group(*transport, std::move(members), rank, context, options.timeout) {
     if (options.small_message_bytes) algorithms.small_message_bytes = options.small_message_bytes;
     if (options.ring_chunk_bytes) algorithms.ring_chunk_bytes = options.ring_chunk_bytes;
+    if (options.halving_doubling_max_bytes > 0)
+      algorithms.halving_doubling_max_bytes = static_cast<size_t>(options.halving_doubling_max_bytes);
     if (world) {
       TERN_CHECK(group.size() == transport->size(), "TransportCommunicator: a world of ", group.size(),
                  " ranks over a transport of ", transport->size());

@@ -112,17 +112,20 @@ size_t ShmRing::write_some(const void* data, size_t bytes) {
 }
 
 size_t ShmRing::read_some(void* data, size_t bytes) {
+  const size_t n = copy_out(data, bytes);
+  if (n > 0) consume(n);
+  return n;
+}
+
+size_t ShmRing::copy_out(void* data, size_t bytes) const {
   const uint64_t capacity = control_->capacity;
   const uint64_t tail = control_->tail.load(std::memory_order_relaxed);
   const uint64_t head = control_->head.load(std::memory_order_acquire);
   const size_t n = std::min(bytes, static_cast<size_t>(head - tail));
-  if (n == 0) return 0;
   const size_t at = static_cast<size_t>(tail % capacity);
   const size_t first = std::min(n, static_cast<size_t>(capacity) - at);
   std::memcpy(data, data_ + at, first);
   if (first < n) std::memcpy(static_cast<uint8_t*>(data) + first, data_, n - first);
-  control_->tail.store(tail + n, std::memory_order_release);
-  signal(control_->tail_seq, control_->producer_sleeping);
   return n;
 }
 

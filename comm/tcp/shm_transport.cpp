@@ -303,7 +303,13 @@ bool ShmTransport::take_any_record() {
   for (auto& peer : peers_) {
     if (!peer->in.mapped() || peer->in.readable() < sizeof(RecordHeader)) continue;
     std::unique_lock lock(peer->read_mu, std::try_to_lock);
-    if (!lock.owns_lock() || peer->inbox.dead() || peer->in.readable() < sizeof(RecordHeader)) continue;
+    if (!lock.owns_lock() || peer->inbox.dead()) continue;
+    // Only a record that is all in the ring: waiting in the middle of one for bytes its sender
+    // cannot write — because that sender is stuck the same way, reading ours — would deadlock.
+    RecordHeader header;
+    if (peer->in.copy_out(&header, sizeof(header)) < sizeof(header)) continue;
+    const bool bad = header.magic != kRecordMagic || header.sequence != peer->expected_sequence;
+    if (!bad && peer->in.readable() < sizeof(header) + header.bytes) continue;
     take_record(*peer, Clock::now() + options_.timeout);
     return true;
   }

@@ -91,6 +91,11 @@ size_t ring_chunk_for_host(const CommOptions& options, int ranks_here, int cores
   return kOversubscribedRingChunkBytes;
 }
 
+int64_t halving_doubling_for_host(const CommOptions& options, int ranks_here, int cores) {
+  if (options.halving_doubling_max_bytes >= 0) return options.halving_doubling_max_bytes;
+  return ranks_here > cores ? kOversubscribedHalvingDoublingBytes : 0;
+}
+
 std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::shared_ptr<Store> store,
                                                     const CommOptions& options) {
   TERN_CHECK(store != nullptr, "make_tcp_communicator: no store");
@@ -99,6 +104,7 @@ std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::
   auto transport = make_transport(world, *store, options, cores, here);
   CommOptions tuned = options;
   tuned.ring_chunk_bytes = ring_chunk_for_host(options, here, cores);
+  tuned.halving_doubling_max_bytes = halving_doubling_for_host(options, here, cores);
   std::vector<int> group(static_cast<size_t>(world.size));
   std::iota(group.begin(), group.end(), 0);
   return std::make_unique<TransportCommunicator>(std::move(transport), std::move(group), 0, "tcp", tuned,

@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -70,11 +71,11 @@ struct TcpTransport::Peer {
   // frames; it guards expected_sequence.
   std::mutex read_mu;
   uint64_t expected_sequence = 1;
-  // Recvs polling the socket now. While there are any the reader thread waits on park_cv instead
-  // of the socket, so arriving frames wake no thread: the pollers read them.
+  // Recvs waiting on the socket now (polling it or sleeping in poll() on it). While there are any
+  // the reader thread waits on park_cv instead of the socket: the waiting recvs read the frames.
   std::atomic<int> pollers{0};
-  // Recvs that wait for the reader thread to fill them (larger ones from their post on, polling
-  // ones once they stop polling). While there are none, the reader stays parked for a grace period
+  // Recvs that wait for the reader thread to fill them (all of them when polling is off, any
+  // other only if its deadline passes). While there are none, the reader stays parked for a grace period
   // after the last poller got its message (TcpTransport::kReaderGrace), so that a recv posted soon
   // after finds the next frame in the socket instead of a reader thread woken by it.
   std::atomic<int> sleepers{0};
@@ -179,6 +180,20 @@ std::string TcpTransport::write_frame(Peer& peer, const void* header, const void
   const auto* payload = static_cast<const uint8_t*>(data);
   Clock::time_point deadline = Clock::now() + options_.timeout;  // moves on with every byte written
   size_t done = 0;
+  // Once the socket is full, every reader thread reads (none waits out its grace period): the
+  // peer may be stuck sending to us the same way.
+  struct Stalled {
+    TcpTransport& transport;
+    explicit Stalled(TcpTransport& t) : transport(t) {
+      transport.stalled_sends_.fetch_add(1, std::memory_order_acq_rel);
+      for (auto& peer : transport.peers_) {
+        std::lock_guard park(peer->park_mu);
+        peer->park_cv.notify_all();
+      }
+    }
+    ~Stalled() { transport.stalled_sends_.fetch_sub(1, std::memory_order_acq_rel); }
+  };
+  std::optional<Stalled> stalled;
   while (done < total) {
     iovec parts[2];
     int count = 0;
@@ -200,6 +215,7 @@ std::string TcpTransport::write_frame(Peer& peer, const void* header, const void
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       if (take_any_frame()) continue;
+      if (!stalled) stalled.emplace(*this);
       if (Clock::now() >= deadline) {
         return "stopped reading for " + duration_text(options_.timeout) +
                " (a send could not complete) and was disconnected";
@@ -219,11 +235,25 @@ bool TcpTransport::take_any_frame() {
   for (auto& peer : peers_) {
     if (!peer->socket || readable_bytes(peer->fd) < net::kFrameHeaderBytes) continue;
     std::unique_lock lock(peer->read_mu, std::try_to_lock);
-    if (!lock.owns_lock() || peer->inbox.dead() || readable_bytes(peer->fd) < net::kFrameHeaderBytes) continue;
+    if (!lock.owns_lock() || peer->inbox.dead() || !whole_frame_readable(*peer)) continue;
     take_frame(*peer, Clock::now() + options_.timeout);
     return true;
   }
   return false;
+}
+
+// Whether the next frame is all in the socket (or is bad: take_frame rejects it without reading
+// on). A send that cannot write takes only such frames: waiting in the middle of one for bytes its
+// sender cannot write — because that sender is stuck the same way, reading ours — would deadlock.
+bool TcpTransport::whole_frame_readable(Peer& peer) {
+  net::EncodedHeader raw;
+  const ssize_t got = ::recv(peer.fd, raw.data(), raw.size(), MSG_PEEK | MSG_DONTWAIT);
+  if (got != static_cast<ssize_t>(raw.size())) return false;
+  const net::FrameHeader header = net::decode_header(raw.data());
+  if (!net::frame_problem(header, net::FrameKind::data, job_hash_, peer.expected_sequence,
+                          options_.max_message_bytes).empty())
+    return true;
+  return readable_bytes(peer.fd) >= net::kFrameHeaderBytes + header.payload_bytes;
 }
 
 // Sleeps until `to` can take more bytes or any peer's socket has bytes to read, for at most a
@@ -294,11 +324,12 @@ bool TcpTransport::take_frame(Peer& peer, Clock::time_point deadline) {
 // recv that is not posted yet), and notices EOF, errors and shutdown.
 void TcpTransport::read_frames(Peer& peer) {
   constexpr int kSliceMs = 20;  // how often a parked or idle reader looks at shutdown again
-  // Parked while a recv polls the socket, or within the grace period after one got its message
-  // unless a recv now waits for the reader.
+  // Parked while a recv waits on the socket, or within the grace period after one got its message
+  // unless a recv now waits for the reader or a send of ours for socket space.
   auto parked_until = [&]() -> Clock::time_point {
     if (peer.pollers.load(std::memory_order_acquire) > 0) return Clock::now() + std::chrono::milliseconds(kSliceMs);
-    if (peer.sleepers.load(std::memory_order_acquire) > 0) return Clock::time_point::min();
+    if (peer.sleepers.load(std::memory_order_acquire) > 0 || stalled_sends_.load(std::memory_order_acquire) > 0)
+      return Clock::time_point::min();
     return Clock::time_point(Clock::duration(peer.last_poll_end_ns.load(std::memory_order_acquire))) + kReaderGrace;
   };
   for (;;) {
@@ -308,8 +339,7 @@ void TcpTransport::read_frames(Peer& peer) {
     }
     pollfd entry{peer.fd, POLLIN, 0};
     if (::poll(&entry, 1, kSliceMs) == 0) continue;
-    if (peer.pollers.load(std::memory_order_acquire) > 0 ||
-        (peer.sleepers.load(std::memory_order_acquire) == 0 && Clock::now() < parked_until()))
+    if (peer.pollers.load(std::memory_order_acquire) > 0 || Clock::now() < parked_until())
       continue;  // a recv will read it
     std::lock_guard lock(peer.read_mu);
     if (peer.inbox.dead()) return;
@@ -327,9 +357,10 @@ void TcpTransport::read_frames(Peer& peer) {
 // (which may be its own: it lands in its buffer), or gives the core away for a moment when there is
 // none. One frame per look, as the shared-memory transport does: the frames behind this recv's own
 // wait in the socket for the recvs that will be posted for them.
-void TcpTransport::poll_frames(Peer& peer, Clock::time_point deadline) {
+void TcpTransport::poll_frames(Peer& peer, Clock::time_point deadline, bool sleep) {
   {
     std::unique_lock lock(peer.read_mu, std::try_to_lock);
+    if (!lock.owns_lock()) sleep = false;  // another thread of ours is reading: look again soon
     if (lock.owns_lock() && !peer.inbox.dead()) {
       if (readable_bytes(peer.fd) >= net::kFrameHeaderBytes) {
         take_frame(peer, deadline);
@@ -343,11 +374,16 @@ void TcpTransport::poll_frames(Peer& peer, Clock::time_point deadline) {
         return peer.inbox.mark_dead("disconnected (" + std::system_category().message(errno) + ")");
     }
   }
-  std::this_thread::yield();
+  if (!sleep) return std::this_thread::yield();
+  // Bounded: a frame may be taken by another thread of ours (a send that cannot write), and then
+  // the socket never becomes readable for us.
+  pollfd entry{peer.fd, POLLIN, 0};
+  ::poll(&entry, 1, 1);
 }
 
-// A recv on one peer's inbox. A small one polls the socket in wait() (the reader thread stands
-// aside meanwhile); any other is filled by the reader thread.
+// A recv on one peer's inbox. Its wait() reads the socket itself (the reader thread stands aside
+// meanwhile), polling first if it is small, then sleeping in poll() on the socket; the reader
+// thread fills it only between its post and its wait, or when polling is off (options.poll = 0).
 class TcpTransport::PeerRecv final : public PostedRecv {
  public:
   PeerRecv(TcpTransport& transport, Peer& peer, uint64_t context, uint64_t tag, void* data, size_t bytes,
@@ -356,17 +392,17 @@ class TcpTransport::PeerRecv final : public PostedRecv {
         transport_(transport),
         peer_(peer),
         post_(context, tag, data, bytes, reduce),
-        polls_(peer.socket && transport.options_.poll.count() > 0 &&
-               bytes <= transport.options_.poll_max_bytes) {
+        watches_(peer.socket && transport.options_.poll.count() > 0),
+        yields_(bytes <= transport.options_.poll_max_bytes) {
     peer_.inbox.post(post_);
-    if (peer_.socket && !polls_) sleeping_.start();  // the reader fills it, from now on
+    if (peer_.socket && !watches_) sleeping_.start();  // the reader fills it, from now on
   }
   ~PeerRecv() override {
     peer_.inbox.cancel(post_, transport_.options_.timeout);  // then sleeping_ uncounts this recv
   }
 
   void wait(std::chrono::milliseconds timeout) override {
-    if (!polls_) return peer_.inbox.wait(post_, timeout);
+    if (!watches_) return peer_.inbox.wait(post_, timeout);
     const Clock::time_point deadline = Clock::now() + timeout;
     struct Polling {  // counted from the first look until the recv sleeps or returns
       PeerRecv& recv;
@@ -381,8 +417,12 @@ class TcpTransport::PeerRecv final : public PostedRecv {
       }
       ~Polling() { stop(false); }
     } polling{*this};
-    Inbox::Poller poller{[&] { transport_.poll_frames(peer_, deadline); },
-                         Clock::now() + transport_.options_.poll, [&] { polling.stop(true); }};
+    // Looks, yielding the core between looks, for options.poll (recvs up to poll_max_bytes), then
+    // sleeps in poll() on the socket and reads what wakes it: never a hand-off to the reader thread.
+    const Clock::time_point yield_until =
+        Clock::now() + (yields_ ? transport_.options_.poll : std::chrono::microseconds(0));
+    Inbox::Poller poller{[&] { transport_.poll_frames(peer_, deadline, Clock::now() >= yield_until); }, deadline,
+                         [&] { polling.stop(true); }};
     peer_.inbox.wait(post_, timeout, &poller);
   }
 
@@ -390,7 +430,8 @@ class TcpTransport::PeerRecv final : public PostedRecv {
   TcpTransport& transport_;
   Peer& peer_;
   Inbox::Post post_;
-  const bool polls_;
+  const bool watches_;  // reads the socket itself in wait() (else the reader thread fills it)
+  const bool yields_;   // looks at the socket in a loop before sleeping on it
   // Counted among the peer's sleepers: the reader thread, woken from its park, reads for us.
   ReaderWaiter sleeping_{peer_.sleepers, [this] {
     std::lock_guard park(peer_.park_mu);

@@ -34,19 +34,21 @@ class TcpTransport final : public Transport {
   // the kernel has taken the bytes. Waits only for socket space, never for the receiver's recv.
   void send(int dst, uint64_t context, uint64_t tag, const void* data, size_t bytes) override;
   // A recv that times out while its message is half received closes that peer's connection:
-  // the rest of the message can no longer be told apart from what follows it. A recv of at most
-  // options.poll_max_bytes reads the socket itself for up to options.poll (the reader thread
-  // stands aside meanwhile), as the shared-memory transport does: no thread hand-off per message.
+  // the rest of the message can no longer be told apart from what follows it. A recv reads the
+  // socket itself while it waits (the reader thread stands aside meanwhile): one of at most
+  // options.poll_max_bytes polls it for up to options.poll, yielding the core between looks, then
+  // any recv sleeps in poll() on the socket — no thread hand-off per message.
   void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
             std::chrono::milliseconds timeout) override;
-  // The reader thread reads the message straight into the posted buffer whenever it comes; a
-  // posted recv of at most options.poll_max_bytes polls the socket in wait(), as recv does.
+  // Until wait() the reader thread reads the message straight into the posted buffer whenever it
+  // comes; wait() reads the socket itself, as recv does.
   std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,
                                         size_t bytes) override;
   // The same, reducing the message into `data` as it is read off the socket, a piece at a time.
   std::unique_ptr<PostedRecv> post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
                                                RecvReduction how) override;
-  // Recvs posted from now on poll the socket up to this size (CommOptions::poll_max_bytes):
+  // Recvs posted from now on poll the socket before sleeping on it up to this size
+  // (CommOptions::poll_max_bytes):
   // make_tcp_communicator sets it once the mesh stands and it knows how many ranks share the host.
   // Call it before any recv.
   void set_poll_max_bytes(size_t bytes) { options_.poll_max_bytes = bytes; }
@@ -68,8 +70,9 @@ class TcpTransport final : public Transport {
   void read_frames(Peer& peer);
   bool take_frame(Peer& peer, std::chrono::steady_clock::time_point deadline);
   bool take_any_frame();
+  bool whole_frame_readable(Peer& peer);
   void wait_writable_or_readable(Peer& to);
-  void poll_frames(Peer& peer, std::chrono::steady_clock::time_point deadline);
+  void poll_frames(Peer& peer, std::chrono::steady_clock::time_point deadline, bool sleep);
   std::string read_exact(Peer& peer, void* data, size_t bytes, std::chrono::steady_clock::time_point deadline);
   std::string write_frame(Peer& peer, const void* header, const void* data, size_t bytes);
 
@@ -80,6 +83,7 @@ class TcpTransport final : public Transport {
   boost::asio::io_context io_;  // owns the sockets' services: declared before the peers
   std::vector<std::unique_ptr<Peer>> peers_;
   std::atomic<bool> closing_{false};
+  std::atomic<int> stalled_sends_{0};  // sends waiting for socket space: the readers read meanwhile
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> bytes_received_{0};
 };

@@ -113,6 +113,42 @@ TEST(RecursiveDoublingAllreduce, MatchesReferenceIncludingFoldedNonPowerOfTwoWor
   }
 }
 
+// Power-of-two worlds; sizes smaller than the world (empty halves), odd ones (uneven halves), and
+// through allreduce's own choice (the ring below 4 ranks and above the limit).
+TEST(HalvingDoublingAllreduce, MatchesReferenceForPowerOfTwoWorlds) {
+  for (int world : {1, 2, 4, 8}) {
+    for (DType dtype : {DType::f32, DType::bf16, DType::i64}) {
+      for (ReduceOp op : {ReduceOp::sum, ReduceOp::max}) {
+        for (int64_t n : {1, 3, 7, 13, 1000, 100003}) {
+          const Tensor expected = reference_reduce(dtype, op, world, n);
+          run_group(world, [&](Group& group) {
+            Tensor t = rank_input(dtype, group.rank(), n);
+            allreduce_halving_doubling(group, algorithm_tag(0), t.raw(), n, dtype, op);
+            EXPECT_EQ(first_mismatch(t, expected), -1)
+                << "world " << world << " " << dtype_name(dtype) << "[" << n << "] " << reduce_op_name(op);
+          });
+        }
+      }
+    }
+  }
+  for (int world : {3, 4, 5}) {
+    for (int64_t n : {7, 3000, 30000}) {
+      const Tensor expected = reference_reduce(DType::f32, ReduceOp::avg, world, n);
+      run_group(world, [&](Group& group) {
+        Tensor t = rank_input(DType::f32, group.rank(), n);
+        AlgorithmOptions options = always_ring(1024);
+        options.halving_doubling_max_bytes = 20000;  // 3000 floats take it at 4 ranks, 30000 do not
+        allreduce(group, algorithm_tag(0), t.raw(), n, DType::f32, ReduceOp::avg, options);
+        EXPECT_EQ(first_mismatch(t, expected), -1) << "world " << world << " n " << n;
+      });
+    }
+  }
+  run_group(3, [&](Group& group) {
+    float x = 1;
+    EXPECT_THROW(allreduce_halving_doubling(group, algorithm_tag(0), &x, 1, DType::f32, ReduceOp::sum), Error);
+  });
+}
+
 TEST(Allreduce, ConsecutiveOperationsWithDistinctTagsDoNotMix) {
   // Small and ring allreduces back to back, without waiting for each other: each must use only
   // its own messages.

@@ -74,6 +74,16 @@ TEST(TcpCommunicator, RingChunksGrowOnlyWithMoreRanksThanCoresUnlessChosen) {
   EXPECT_EQ(ring_chunk_for_host(options, 1, 8), 4096u);
 }
 
+TEST(TcpCommunicator, HalvingDoublingOnlyWithMoreRanksThanCoresUnlessChosen) {
+  CommOptions options;
+  EXPECT_EQ(halving_doubling_for_host(options, 2, 2), 0);
+  EXPECT_EQ(halving_doubling_for_host(options, 4, 2), kOversubscribedHalvingDoublingBytes);
+  options.halving_doubling_max_bytes = 0;
+  EXPECT_EQ(halving_doubling_for_host(options, 4, 2), 0);
+  options.halving_doubling_max_bytes = 4096;
+  EXPECT_EQ(halving_doubling_for_host(options, 1, 8), 4096);
+}
+
 TEST(TcpCommunicator, SplitGroupsReduceSeparatelyOverTheSameConnections) {
   run_tcp(4, "split", [](Communicator& comm) {
     auto half = comm.split(comm.rank() % 2, comm.rank());

@@ -14,6 +14,7 @@
 #include "comm/tcp/tcp_store.h"
 #include "tests/comm/tcp/tcp_test_support.h"
 #include "tests/comm/tcp/transport_checks.h"
+#include "tests/support/threads.h"
 
 namespace tern {
 namespace {
@@ -92,6 +93,33 @@ TEST_P(TransportContract, EveryPairExchangesMessagesOfSizeZeroOneSevenAndSixteen
   for (auto& t : ranks) {
     EXPECT_EQ(t->bytes_sent(), payload * kRanks);
     EXPECT_EQ(t->bytes_received(), payload * kRanks);
+  }
+}
+
+// Steps of a ring (or of halving-doubling) with messages far larger than what the link holds:
+// every rank posts its recv from the previous rank, sends to the next, then waits — right after a
+// polled recv, while the reader threads still stand aside for it. A send that cannot write must
+// not wait in the middle of another rank's message for bytes that rank cannot write, because it is
+// stuck the same way (with 2 ranks: each reading the other's half-written message).
+TEST_P(TransportContract, SimultaneousStepsWithMessagesLargerThanTheLinkRightAfterAPolledRecvComplete) {
+  for (int n : {2, 3, 4}) {
+    auto ranks = world(n, "steps" + std::to_string(n));
+    const size_t big = size_t{12} << 20;
+    testing::run_on_threads(n, [&](int r) {
+      Transport& t = *ranks[static_cast<size_t>(r)];
+      const int next = (r + 1) % n, prev = (r + n - 1) % n;
+      for (int step = 0; step < 3; ++step) {
+        const auto data = pattern(big, static_cast<uint64_t>(r * 10 + step));
+        std::vector<uint8_t> got(big);
+        uint8_t token = 0;  // a small message first: the recv polls, the readers stand aside
+        t.send(next, 0, 1, &token, 1);
+        t.recv(prev, 0, 1, &token, 1, kRecvTimeout);
+        auto recv = t.post_recv(prev, 0, 2, got.data(), got.size());
+        t.send(next, 0, 2, data.data(), data.size());
+        recv->wait(kRecvTimeout);
+        EXPECT_TRUE(got == pattern(big, static_cast<uint64_t>(prev * 10 + step))) << "rank " << r << " step " << step;
+      }
+    });
   }
 }
 
