@@ -42,7 +42,7 @@ struct CommOptions {
   size_t ring_chunk_bytes = 0;     // ring pipelining granularity
   // Power-of-two worlds of 4+ ranks: allreduces from small_message_bytes up to this use recursive
   // halving/doubling instead of the ring. -1: the tcp backend's rule (halving_doubling_for_host in
-  // comm/tcp/tcp_communicator.h: up to 2 MB on a host with more ranks than cores, else never).
+  // comm/tcp/tcp_communicator.h: up to 4 MB on a host with more ranks than cores, else never).
   int64_t halving_doubling_max_bytes = -1;
   // tcp backend (sockets and shared memory): how long a waiting recv reads the link itself
   // (yielding the core between looks) before it sleeps — over shared memory leaving the ring to

@@ -38,9 +38,10 @@ size_t ring_chunk_for_host(const CommOptions& options, int ranks_here, int cores
 // options.halving_doubling_max_bytes when set (>= 0), else kOversubscribedHalvingDoublingBytes
 // with more ranks than cores — 2 log2 P exchanges instead of the ring's 2(P-1) steps, each a
 // context switch there — and 0 (the ring) with a core per rank. Measured (bench/allreduce, 4 ranks
-// on 2 cores, sockets, medians of 5-7 alternated runs, ring -> halving-doubling, us): 1 MB 1413 ->
-// 1088, 2 MB 3149 -> 2599, 4 MB 8605 -> 8617 and 7148 -> 7505, 16 MB 26176 -> 30121.
-constexpr int64_t kOversubscribedHalvingDoublingBytes = int64_t{2} << 20;
+// on 2 cores, sockets, medians of 5-9 alternated runs, ring -> halving-doubling, us): 1 MB 1413 ->
+// 1088, 2 MB 3149 -> 2599, 4 MB in four runs 8605 -> 8617, 7148 -> 7505, 6570 -> 6003, 7681 ->
+// 6625; 8 MB 17926 -> 18315, 16 MB 26176 -> 30121.
+constexpr int64_t kOversubscribedHalvingDoublingBytes = int64_t{4} << 20;
 int64_t halving_doubling_for_host(const CommOptions& options, int ranks_here, int cores);
 // Explicit form (tests run ranks as threads against one store).
 std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::shared_ptr<Store> store,
