@@ -170,8 +170,8 @@ int main(int argc, char** argv) {
   f.add_int("iters", 200, "timed repetitions at small sizes (fewer for large ones)");
   f.add_string("label", "", "backend label in the output (default: the backend's name)");
   f.add_string("json", "", "rank 0 writes one JSON line per row here");
-  f.add_int("shm-allreduce-max-bytes", -1,
-            "tcp on shared memory: allreduces up to this size use the world segment (0: never; -1: default)");
+  f.add_int("shm-collectives-max-bytes", -1,
+            "tcp on shared memory: allreduces/allgathers up to this size use the world segment (0: never; -1: default)");
   f.add_int("halving-doubling-max-bytes", -1,
             "local/tcp: power-of-two worlds of 4+ ranks use halving-doubling up to this size (0: never; -1: the host's rule)");
   f.add_int("small-message-bytes", 0, "local/tcp: allreduce switches from recursive doubling to ring here (0: default)");
@@ -190,8 +190,8 @@ int main(int argc, char** argv) {
     CommOptions options;
     options.small_message_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("small-message-bytes")));
     options.halving_doubling_max_bytes = f.get_int("halving-doubling-max-bytes");
-    if (f.get_int("shm-allreduce-max-bytes") >= 0)
-      options.shm_allreduce_max_bytes = static_cast<size_t>(f.get_int("shm-allreduce-max-bytes"));
+    if (f.get_int("shm-collectives-max-bytes") >= 0)
+      options.shm_collectives_max_bytes = static_cast<size_t>(f.get_int("shm-collectives-max-bytes"));
     options.ring_chunk_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("ring-chunk-bytes")));
     options.poll = std::chrono::microseconds(std::max<int64_t>(0, f.get_int("poll-us")));
     options.poll_max_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("poll-max-bytes")));

@@ -38,10 +38,11 @@ constexpr size_t kDefaultRingWindowBytes = size_t{8} << 20;
 constexpr size_t kMaxPostedRecvs = 64;
 
 struct AlgorithmOptions {
-  // The transport's own allreduce over its whole world (Transport::world_allreduce), for groups
-  // that are that world, and the size up to which allreduce uses it; null: message passing only.
-  WorldAllreduce* world_allreduce = nullptr;
-  size_t world_allreduce_max_bytes = 0;
+  // The transport's own collectives over its whole world (Transport::world_collectives), for
+  // groups that are that world, and the size up to which allreduce and allgather(v) use them
+  // (the buffer; allgatherv's whole output); null: message passing only.
+  WorldCollectives* world_collectives = nullptr;
+  size_t world_max_bytes = 0;
   size_t small_message_bytes = kDefaultSmallMessageBytes;
   size_t ring_chunk_bytes = kDefaultRingChunkBytes;  // 0 means one chunk per block
   size_t ring_window_bytes = kDefaultRingWindowBytes;  // at least one chunk is always posted
@@ -104,7 +105,7 @@ class Group {
 // delivered in order and each algorithm sends them in an order both sides know.
 
 // data (n elements) becomes op over all members' data; avg divides once at the end. Picks the
-// transport's world allreduce up to options.world_allreduce_max_bytes when the options carry one,
+// transport's world collectives up to options.world_max_bytes when the options carry them,
 // else recursive doubling below options.small_message_bytes, halving-doubling from it up to
 // options.halving_doubling_max_bytes (power-of-two groups of 4 or more), and the ring above.
 void allreduce(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, ReduceOp op,
@@ -126,7 +127,8 @@ void reduce_scatter(Group& group, uint64_t tag, const void* in, void* out, int64
 void allgather(Group& group, uint64_t tag, const void* in, void* out, size_t bytes,
                const AlgorithmOptions& options = {});
 // out = every member's in (counts[r] elements of elem_size bytes) in group-rank order; counts may
-// be zero.
+// be zero. The transport's world collectives up to options.world_max_bytes from 3 ranks up, else
+// the ring.
 void allgatherv(Group& group, uint64_t tag, const void* in, void* out, const std::vector<int64_t>& counts,
                 size_t elem_size, const AlgorithmOptions& options = {});
 // data (bytes) on every member becomes root's data: binomial tree below small_message_bytes, a

@@ -63,14 +63,14 @@ struct CommOptions {
   // recv polling a socket takes the core its sender needs), hence sockets only with a core per rank.
   size_t poll_max_bytes = size_t{64} << 10;
   bool poll_every_size = true;
-  // tcp backend on shared memory: allreduces of the world communicator up to this size go through
-  // one segment every rank maps (comm/tcp/shm_allreduce.h: two synchronisations per piece instead
-  // of the ring's 2(P-1) messages); larger ones, and splits, use recursive doubling or the ring. 0
-  // turns it off. It won at every size measured (bench/allreduce --shm-allreduce-max-bytes 0 vs
+  // tcp backend on shared memory: allreduces and allgather(v)s of the world communicator up to this
+  // size go through one segment every rank maps (comm/tcp/shm_collectives.h: two synchronisations
+  // per piece instead of the ring's 2(P-1) messages for an allreduce, one instead of P-1 for an
+  // allgather); larger ones, and splits, pass messages. 0 turns it off. The allreduce won at every size measured (bench/allreduce --shm-collectives-max-bytes 0 vs
   // 1G, medians of 5 alternated runs, us): 4 ranks on 2 cores 4 KB 56 -> 16, 256 KB 289 -> 106,
   // 1 MB 1330 -> 395, 4 MB 5559 -> 3013, 16 MB 16398 -> 8489; 2 ranks 4 KB 12.7 -> 4.4, 1 MB
   // 167 -> 163, 16 MB 4062 -> 2269. Hence every size by default.
-  size_t shm_allreduce_max_bytes = SIZE_MAX;
+  size_t shm_collectives_max_bytes = SIZE_MAX;
   // tcp backend on sockets: each connection's send and receive buffer (SO_SNDBUF/SO_RCVBUF), so a
   // ring chunk or two fit in flight; 0 leaves the kernel's default and autotuning. Measured
   // (bench/allreduce --socket-buffer-bytes, TERN_SHM=0, medians of alternated runs on 2 busy cores):

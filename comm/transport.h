@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "runtime/tensor/dtype.h"
@@ -49,22 +50,27 @@ class PostedRecv {
   size_t bytes_;
 };
 
-// An allreduce a transport runs itself over its whole world, through memory every rank maps (the
+// Collectives a transport runs itself over its whole world, through memory every rank maps (the
 // shared-memory transport's segment): a couple of synchronisations per piece instead of messages.
-class WorldAllreduce {
+// Each is collective over all the transport's ranks, called in the same order everywhere from one
+// thread at a time. A rank that dies or does not come within `timeout` is a CommError naming it;
+// after any error every later call fails at once (the ranks no longer agree where they are).
+class WorldCollectives {
  public:
-  virtual ~WorldAllreduce() = default;
-  // data (n elements of dtype; sum or max — avg sums, the caller divides) becomes op over every
-  // rank's data. Collective over all the transport's ranks, each calling it in the same order from
-  // one thread at a time. A rank that dies or does not come within `timeout` is a CommError naming
-  // it; after any error every later call fails at once (the ranks no longer agree where they are).
-  // Returns the bytes this rank's data gave the others and took from theirs (each 2(P-1)/P of the
-  // buffer, as for the ring), for the communicator's byte counters.
+  virtual ~WorldCollectives() = default;
+  // The bytes this rank's data gave the others and took from theirs, for the communicator's byte
+  // counters (what the ring would count: 2(P-1)/P of the buffer each way for an allreduce).
   struct Moved {
     uint64_t sent = 0;
     uint64_t received = 0;
   };
+  // data (n elements of dtype; sum or max — avg sums, the caller divides) becomes op over every
+  // rank's data.
   virtual Moved allreduce(void* data, int64_t n, DType dtype, ReduceOp op, std::chrono::milliseconds timeout) = 0;
+  // out = every rank's in (counts[r] elements of elem_size bytes, counts the same on every rank)
+  // in rank order; in may be out's own slot.
+  virtual Moved allgatherv(const void* in, void* out, const std::vector<int64_t>& counts, size_t elem_size,
+                           std::chrono::milliseconds timeout) = 0;
 };
 
 // Messages are matched by (source rank, context, tag) and delivered in order for each such
@@ -102,8 +108,8 @@ class Transport {
   virtual std::unique_ptr<PostedRecv> post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data,
                                                        size_t bytes, RecvReduction how);
 
-  // The transport's own allreduce over its whole world, or null when it has none (the default).
-  virtual WorldAllreduce* world_allreduce() { return nullptr; }
+  // The transport's own collectives over its whole world, or null when it has none (the default).
+  virtual WorldCollectives* world_collectives() { return nullptr; }
 
   virtual uint64_t bytes_sent() const = 0;
   virtual uint64_t bytes_received() const = 0;

@@ -32,8 +32,8 @@ struct TransportCommunicator::State {
         TERN_CHECK(group.members()[static_cast<size_t>(r)] == r, "TransportCommunicator: the world's rank ", r,
                    " is transport rank ", group.members()[static_cast<size_t>(r)]);
       }
-      algorithms.world_allreduce = transport->world_allreduce();
-      algorithms.world_allreduce_max_bytes = options.shm_allreduce_max_bytes;
+      algorithms.world_collectives = transport->world_collectives();
+      algorithms.world_max_bytes = options.shm_collectives_max_bytes;
     }
   }
 

@@ -19,7 +19,7 @@ class TransportCommunicator : public Communicator {
   // group: the transport ranks that form this communicator, in this communicator's rank order
   // (the world is 0..size-1). context: unique per communicator, the same on all its members.
   // world: this is the communicator over the transport's whole world (the backend's first), which
-  // alone may use the transport's own world allreduce (Transport::world_allreduce) — a split
+  // alone may use the transport's own world collectives (Transport::world_collectives) — a split
   // covering the same ranks runs its collectives in its own order, which would interleave there.
   TransportCommunicator(std::shared_ptr<Transport> transport, std::vector<int> group, uint64_t context,
                         std::string backend, CommOptions options, bool world = false);

@@ -14,7 +14,7 @@
 
 #include "comm/reduce.h"
 #include "comm/tcp/inbox.h"
-#include "comm/tcp/shm_allreduce.h"
+#include "comm/tcp/shm_collectives.h"
 #include "comm/tcp/shm_ring.h"
 
 namespace tern {
@@ -164,7 +164,7 @@ void ShmTransport::setup(const TcpWorld& world, Store& store, size_t ring_bytes)
     for (auto& peer : peers_) {
       if (!peer->in_name.empty()) shm::ShmRing::unlink(peer->in_name);
     }
-    if (rank_ == 0 && world_allreduce_) shm::Segment::unlink(world_name(::getpid()));
+    if (rank_ == 0 && world_collectives_) shm::Segment::unlink(world_name(::getpid()));
   };
   auto round = [&](const char* what, const std::string& status) {
     store.set(setup_key(world, generation, what, rank_), status);
@@ -192,12 +192,12 @@ void ShmTransport::setup(const TcpWorld& world, Store& store, size_t ring_bytes)
     }
   };
 
-  const bool world_segment = size_ <= kMaxWorldAllreduceRanks && options_.shm_allreduce_max_bytes > 0;
+  const bool world_segment = size_ <= kMaxWorldCollectivesRanks && options_.shm_collectives_max_bytes > 0;
   std::string status = "ok " + std::to_string(::getpid());
   try {
     if (world_segment && rank_ == 0) {
-      world_allreduce_ = std::make_unique<ShmWorldAllreduce>(ShmWorldAllreduce::create(
-          world_name(::getpid()), size_, ShmWorldAllreduce::kDefaultSlotBytes, options_.poll));
+      world_collectives_ = std::make_unique<ShmCollectives>(ShmCollectives::create(
+          world_name(::getpid()), size_, ShmCollectives::kDefaultSlotBytes, options_.poll));
     }
     for (auto& peer : peers_) {
       if (peer->rank == rank_) continue;
@@ -212,8 +212,8 @@ void ShmTransport::setup(const TcpWorld& world, Store& store, size_t ring_bytes)
 
   try {
     if (world_segment && rank_ != 0) {
-      world_allreduce_ = std::make_unique<ShmWorldAllreduce>(
-          ShmWorldAllreduce::open(world_name(static_cast<long>(peers_[0]->pid)), rank_, size_, options_.poll));
+      world_collectives_ = std::make_unique<ShmCollectives>(
+          ShmCollectives::open(world_name(static_cast<long>(peers_[0]->pid)), rank_, size_, options_.poll));
     }
     for (auto& peer : peers_) {
       if (peer->rank == rank_) continue;

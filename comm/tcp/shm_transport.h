@@ -61,10 +61,10 @@ class ShmTransport final : public Transport {
   // The same, reducing straight out of the ring into `data` (no copy of the message is made).
   std::unique_ptr<PostedRecv> post_recv_reduce(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
                                                RecvReduction how) override;
-  // Allreduce through one segment all ranks map (shm_allreduce.h); null when turned off
-  // (CommOptions::shm_allreduce_max_bytes = 0) or the world has more than kMaxWorldAllreduceRanks.
-  WorldAllreduce* world_allreduce() override { return world_allreduce_.get(); }
-  static constexpr int kMaxWorldAllreduceRanks = 64;
+  // Allreduce and allgather through one segment all ranks map (shm_collectives.h); null when off
+  // (CommOptions::shm_collectives_max_bytes = 0) or the world has more than kMaxWorldCollectivesRanks.
+  WorldCollectives* world_collectives() override { return world_collectives_.get(); }
+  static constexpr int kMaxWorldCollectivesRanks = 64;
   uint64_t bytes_sent() const override { return bytes_sent_; }
   uint64_t bytes_received() const override { return bytes_received_; }
 
@@ -89,7 +89,7 @@ class ShmTransport final : public Transport {
   int size_;
   CommOptions options_;
   std::vector<std::unique_ptr<Peer>> peers_;
-  std::unique_ptr<WorldAllreduce> world_allreduce_;
+  std::unique_ptr<WorldCollectives> world_collectives_;
   std::atomic<bool> closing_{false};
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> bytes_received_{0};

@@ -1,4 +1,4 @@
-#include "comm/tcp/shm_allreduce.h"
+#include "comm/tcp/shm_collectives.h"
 
 #include <unistd.h>
 
@@ -30,7 +30,7 @@ size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 }  // namespace
 
 // The segment starts with this, then a RankLine per rank, then (page-aligned) size+1 slots.
-struct ShmWorldAllreduce::Header {
+struct ShmCollectives::Header {
   uint64_t magic = 0;
   uint64_t ranks = 0;
   uint64_t slot_bytes = 0;
@@ -40,9 +40,10 @@ struct ShmWorldAllreduce::Header {
 };
 
 // One rank's flags, in a cache line of its own. Sequence numbers of pieces, counted alike on every
-// rank: in_ready = q once its input for piece q is in its slot, out_ready = q once its share of
-// piece q is reduced into the result slot.
-struct ShmWorldAllreduce::RankLine {
+// rank: in_ready = q once its input for piece q is in its slot; out_ready = q once it is done with
+// the others' slots for piece q (an allreduce: its share of the result is published; an allgather:
+// it has copied every other piece out).
+struct ShmCollectives::RankLine {
   alignas(kLineBytes) std::atomic<uint32_t> in_ready{0};
   std::atomic<uint32_t> out_ready{0};
   std::atomic<uint32_t> closed{0};
@@ -58,11 +59,11 @@ size_t slots_offset(int ranks) {
 bool reached(uint32_t q, uint32_t target) { return static_cast<int32_t>(q - target) >= 0; }
 }  // namespace
 
-size_t ShmWorldAllreduce::segment_bytes(int ranks, size_t slot_bytes) {
+size_t ShmCollectives::segment_bytes(int ranks, size_t slot_bytes) {
   return slots_offset(ranks) + (static_cast<size_t>(ranks) + 1) * slot_bytes;
 }
 
-ShmWorldAllreduce::ShmWorldAllreduce(shm::Segment segment, int rank, std::chrono::microseconds poll)
+ShmCollectives::ShmCollectives(shm::Segment segment, int rank, std::chrono::microseconds poll)
     : segment_(std::move(segment)), rank_(rank), poll_(poll) {
   static_assert(sizeof(Header) <= kHeaderBytes && sizeof(RankLine) == kLineBytes);
   size_ = static_cast<int>(header().ranks);
@@ -70,9 +71,9 @@ ShmWorldAllreduce::ShmWorldAllreduce(shm::Segment segment, int rank, std::chrono
   line(rank_).pid.store(static_cast<int32_t>(::getpid()), std::memory_order_release);
 }
 
-ShmWorldAllreduce ShmWorldAllreduce::create(const std::string& name, int ranks, size_t slot_bytes,
+ShmCollectives ShmCollectives::create(const std::string& name, int ranks, size_t slot_bytes,
                                             std::chrono::microseconds poll) {
-  TERN_CHECK(ranks >= 1 && ranks <= 64, "shared-memory allreduce: ", ranks, " ranks (at most 64)");
+  TERN_CHECK(ranks >= 1 && ranks <= 64, "shared-memory collectives: ", ranks, " ranks (at most 64)");
   slot_bytes = round_up(std::max<size_t>(slot_bytes, kPageBytes), kPageBytes);
   shm::Segment segment = shm::Segment::create(name, segment_bytes(ranks, slot_bytes));
   auto* header = new (segment.base()) Header();
@@ -81,10 +82,10 @@ ShmWorldAllreduce ShmWorldAllreduce::create(const std::string& name, int ranks, 
   for (int r = 0; r < ranks; ++r) new (segment.base() + kHeaderBytes + kLineBytes * static_cast<size_t>(r)) RankLine();
   // Published last: an opener checks it before trusting the rest.
   std::atomic_ref<uint64_t>(header->magic).store(kWorldMagic, std::memory_order_release);
-  return ShmWorldAllreduce(std::move(segment), 0, poll);
+  return ShmCollectives(std::move(segment), 0, poll);
 }
 
-ShmWorldAllreduce ShmWorldAllreduce::open(const std::string& name, int rank, int ranks,
+ShmCollectives ShmCollectives::open(const std::string& name, int rank, int ranks,
                                           std::chrono::microseconds poll) {
   shm::Segment segment = shm::Segment::open(name, slots_offset(ranks));
   const auto* header = reinterpret_cast<const Header*>(segment.base());
@@ -94,27 +95,27 @@ ShmWorldAllreduce ShmWorldAllreduce::open(const std::string& name, int rank, int
     throw CommError("shared memory: segment " + name + " is not an allreduce segment of this version for " +
                     std::to_string(ranks) + " ranks");
   }
-  TERN_CHECK(rank > 0 && rank < ranks, "shared-memory allreduce: rank ", rank, " opens a world of ", ranks);
-  return ShmWorldAllreduce(std::move(segment), rank, poll);
+  TERN_CHECK(rank > 0 && rank < ranks, "shared-memory collectives: rank ", rank, " opens a world of ", ranks);
+  return ShmCollectives(std::move(segment), rank, poll);
 }
 
-ShmWorldAllreduce::~ShmWorldAllreduce() {
+ShmCollectives::~ShmCollectives() {
   if (!segment_.mapped()) return;  // moved from
   line(rank_).closed.store(1, std::memory_order_release);
   ring_bell();
 }
 
-ShmWorldAllreduce::Header& ShmWorldAllreduce::header() const {
+ShmCollectives::Header& ShmCollectives::header() const {
   return *reinterpret_cast<Header*>(segment_.base());
 }
-ShmWorldAllreduce::RankLine& ShmWorldAllreduce::line(int rank) const {
+ShmCollectives::RankLine& ShmCollectives::line(int rank) const {
   return *reinterpret_cast<RankLine*>(segment_.base() + kHeaderBytes + kLineBytes * static_cast<size_t>(rank));
 }
-uint8_t* ShmWorldAllreduce::slot(int rank) const {
+uint8_t* ShmCollectives::slot(int rank) const {
   return segment_.base() + slots_offset(size_) + static_cast<size_t>(rank) * slot_bytes_;
 }
 
-void ShmWorldAllreduce::ring_bell() const {
+void ShmCollectives::ring_bell() const {
   Header& h = header();
   h.bell.fetch_add(1, std::memory_order_seq_cst);
   if (h.sleepers.load(std::memory_order_seq_cst) != 0) shm::futex_wake_all(h.bell);
@@ -124,7 +125,7 @@ void ShmWorldAllreduce::ring_bell() const {
 // for poll_, then sleeps on the bell in slices, checking the deadline and that the ranks it waits
 // for still exist.
 template <typename Ready>
-int ShmWorldAllreduce::wait_any(uint64_t pending, Ready&& ready, const char* stage, std::chrono::milliseconds timeout) {
+int ShmCollectives::wait_any(uint64_t pending, Ready&& ready, const char* stage, std::chrono::milliseconds timeout) {
   auto find = [&]() -> int {
     for (int k = 0; k < size_; ++k) {
       if ((pending >> k & 1) != 0 && ready(k)) return k;
@@ -156,7 +157,7 @@ int ShmWorldAllreduce::wait_any(uint64_t pending, Ready&& ready, const char* sta
       }
       if (!problem.empty()) {
         broken_ = true;
-        throw CommError(detail::concat("rank ", rank_, ": shared-memory allreduce", problem));
+        throw CommError(detail::concat("rank ", rank_, ": shared-memory ", operation_, problem));
       }
     }
     if (now >= next_liveness) next_liveness = now + kLivenessPeriod;
@@ -167,12 +168,68 @@ int ShmWorldAllreduce::wait_any(uint64_t pending, Ready&& ready, const char* sta
   }
 }
 
-WorldAllreduce::Moved ShmWorldAllreduce::allreduce(void* data, int64_t n, DType dtype, ReduceOp op, std::chrono::milliseconds timeout) {
+void ShmCollectives::begin_piece(uint32_t q, std::chrono::milliseconds timeout) {
   if (broken_) {
-    throw CommError(detail::concat("rank ", rank_, ": shared-memory allreduce: an earlier one failed, so the ",
+    throw CommError(detail::concat("rank ", rank_, ": shared-memory ", operation_, ": an earlier collective failed, so the ",
                                    "ranks no longer agree where they are"));
   }
+  const uint64_t everyone = size_ == 64 ? ~uint64_t{0} : (uint64_t{1} << size_) - 1;
+  for (uint64_t pending = everyone & ~(uint64_t{1} << rank_); pending != 0;) {
+    const int k = wait_any(
+        pending, [&](int r) { return reached(line(r).out_ready.load(std::memory_order_acquire), q - 1); },
+        "previous piece", timeout);
+    pending &= ~(uint64_t{1} << k);
+  }
+}
+
+WorldCollectives::Moved ShmCollectives::allgatherv(const void* in, void* out, const std::vector<int64_t>& counts,
+                                                   size_t elem_size, std::chrono::milliseconds timeout) {
+  TERN_CHECK(static_cast<int>(counts.size()) == size_, "shared-memory allgatherv: ", counts.size(),
+             " counts for ", size_, " ranks");
+  operation_ = "allgather";
   Moved moved;
+  std::vector<size_t> offset(counts.size() + 1, 0);
+  size_t largest = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    const size_t bytes = static_cast<size_t>(counts[r]) * elem_size;
+    offset[r + 1] = offset[r] + bytes;
+    largest = std::max(largest, bytes);
+  }
+  auto* result = static_cast<uint8_t*>(out);
+  const auto* mine = static_cast<const uint8_t*>(in);
+  const size_t my_bytes = offset[static_cast<size_t>(rank_) + 1] - offset[static_cast<size_t>(rank_)];
+  if (result + offset[static_cast<size_t>(rank_)] != mine) std::memmove(result + offset[static_cast<size_t>(rank_)], mine, my_bytes);
+  if (size_ == 1) return moved;
+  const uint64_t everyone = size_ == 64 ? ~uint64_t{0} : (uint64_t{1} << size_) - 1;
+  // Every rank takes part in every piece, up to the largest contribution's last one.
+  for (size_t at = 0; at < largest; at += slot_bytes_) {
+    const uint32_t q = ++sequence_;
+    begin_piece(q, timeout);
+    if (at < my_bytes) std::memcpy(slot(rank_), mine + at, std::min(slot_bytes_, my_bytes - at));
+    line(rank_).in_ready.store(q, std::memory_order_release);
+    ring_bell();
+    for (uint64_t pending = everyone & ~(uint64_t{1} << rank_); pending != 0;) {
+      const int k = wait_any(
+          pending, [&](int r) { return reached(line(r).in_ready.load(std::memory_order_acquire), q); }, "input",
+          timeout);
+      pending &= ~(uint64_t{1} << k);
+      const size_t bytes = offset[static_cast<size_t>(k) + 1] - offset[static_cast<size_t>(k)];
+      if (at >= bytes) continue;
+      const size_t n = std::min(slot_bytes_, bytes - at);
+      std::memcpy(result + offset[static_cast<size_t>(k)] + at, slot(k), n);
+      moved.received += n;
+    }
+    line(rank_).out_ready.store(q, std::memory_order_release);
+    ring_bell();
+    if (at < my_bytes) moved.sent += std::min(slot_bytes_, my_bytes - at) * static_cast<uint64_t>(size_ - 1);
+  }
+  return moved;
+}
+
+WorldCollectives::Moved ShmCollectives::allreduce(void* data, int64_t n, DType dtype, ReduceOp op, std::chrono::milliseconds timeout) {
+  operation_ = "allreduce";
+  Moved moved;
+  if (broken_) begin_piece(sequence_ + 1, timeout);  // throws
   if (size_ == 1 || n <= 0) return moved;
   const size_t elem = dtype_size(dtype);
   auto* bytes = static_cast<uint8_t*>(data);
@@ -185,13 +242,12 @@ WorldAllreduce::Moved ShmWorldAllreduce::allreduce(void* data, int64_t n, DType 
     const int64_t m = std::min(piece, n - offset);
     uint8_t* mine = bytes + static_cast<size_t>(offset) * elem;
     const uint32_t q = ++sequence_;
+    begin_piece(q, timeout);  // after an allreduce's piece a no-op: its last wait saw every rank done
     const int64_t share = (m + size_ - 1) / size_ + align - 1;
     const int64_t per = share - share % align;
     auto lo = [&](int r) { return std::min<int64_t>(m, per * r); };
     auto hi = [&](int r) { return std::min<int64_t>(m, per * (r + 1)); };
 
-    // Safe to overwrite our slot: every rank finished reducing piece q-1 (we waited for all
-    // out_ready = q-1 before copying its result out).
     std::memcpy(slot(rank_), mine, static_cast<size_t>(m) * elem);
     line(rank_).in_ready.store(q, std::memory_order_release);
     ring_bell();

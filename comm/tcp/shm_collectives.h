@@ -1,8 +1,9 @@
-// ShmWorldAllreduce: the shared-memory transport's allreduce over the whole world, through one
-// segment every rank maps — a slot per rank for its input and one for the result. Each rank
-// copies its piece in, reduces its share of all ranks' pieces, and copies every share out: two
-// synchronisations per piece where the ring needs 2(P-1) messages, which is what costs on a host
-// with fewer cores than ranks (every step waits for a peer to be scheduled).
+// ShmCollectives: the shared-memory transport's allreduce and allgather(v) over the whole world,
+// through one segment every rank maps — a slot per rank for its input and one for a result. For
+// an allreduce each rank copies its piece in, reduces its share of all ranks' pieces, and copies
+// every share out; for an allgather each copies its piece in and every other piece out. Two (one)
+// synchronisations per piece where the ring needs 2(P-1) (P-1) messages in a row, which is what
+// costs on a host with fewer cores than ranks (every step waits for a peer to be scheduled).
 #pragma once
 
 #include <sys/types.h>
@@ -10,36 +11,39 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "comm/tcp/shm_segment.h"
 #include "comm/transport.h"
 
 namespace tern {
 
-class ShmWorldAllreduce final : public WorldAllreduce {
+class ShmCollectives final : public WorldCollectives {
  public:
-  // Input bytes per rank handled at once; larger allreduces go piece by piece.
+  // Input bytes per rank handled at once; larger operations go piece by piece.
   static constexpr size_t kDefaultSlotBytes = size_t{1} << 20;
 
   static size_t segment_bytes(int ranks, size_t slot_bytes);
   // Rank 0 creates the segment (the name carries its pid, as the rings' do), the others open it
   // once it has; the creator unlinks the name when all have mapped it. `poll`: how long a wait
   // looks at the flags (yielding the core between looks) before it sleeps on a futex.
-  static ShmWorldAllreduce create(const std::string& name, int ranks, size_t slot_bytes,
+  static ShmCollectives create(const std::string& name, int ranks, size_t slot_bytes,
                                   std::chrono::microseconds poll);
-  static ShmWorldAllreduce open(const std::string& name, int rank, int ranks, std::chrono::microseconds poll);
+  static ShmCollectives open(const std::string& name, int rank, int ranks, std::chrono::microseconds poll);
   // Tells the other ranks this one is gone: their waits for it fail at once instead of at timeout.
-  ~ShmWorldAllreduce() override;
-  ShmWorldAllreduce(ShmWorldAllreduce&&) = default;
+  ~ShmCollectives() override;
+  ShmCollectives(ShmCollectives&&) = default;
 
   Moved allreduce(void* data, int64_t n, DType dtype, ReduceOp op, std::chrono::milliseconds timeout) override;
+  Moved allgatherv(const void* in, void* out, const std::vector<int64_t>& counts, size_t elem_size,
+                   std::chrono::milliseconds timeout) override;
   int rank() const { return rank_; }
   int size() const { return size_; }
 
  private:
   struct Header;
   struct RankLine;
-  ShmWorldAllreduce(shm::Segment segment, int rank, std::chrono::microseconds poll);
+  ShmCollectives(shm::Segment segment, int rank, std::chrono::microseconds poll);
 
   Header& header() const;
   RankLine& line(int rank) const;
@@ -48,6 +52,9 @@ class ShmWorldAllreduce final : public WorldAllreduce {
   // Waits until ready(k) holds for some k still pending in `pending` (a bit per rank), returns it.
   template <typename Ready>
   int wait_any(uint64_t pending, Ready&& ready, const char* stage, std::chrono::milliseconds timeout);
+  // Starts piece q: fails at once after an earlier error, then waits until every rank has finished
+  // reading piece q-1 (so this rank's slot may be overwritten).
+  void begin_piece(uint32_t q, std::chrono::milliseconds timeout);
 
   shm::Segment segment_;
   int rank_ = 0;
@@ -56,6 +63,7 @@ class ShmWorldAllreduce final : public WorldAllreduce {
   std::chrono::microseconds poll_{0};
   uint32_t sequence_ = 0;  // pieces done, the same on every rank
   bool broken_ = false;
+  const char* operation_ = "allreduce";  // the one running, for errors
 };
 
 }  // namespace tern

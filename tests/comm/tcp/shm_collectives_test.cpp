@@ -1,4 +1,4 @@
-#include "comm/tcp/shm_allreduce.h"
+#include "comm/tcp/shm_collectives.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -28,20 +28,20 @@ constexpr std::chrono::microseconds kPoll{200};
 
 // n ranks of one segment as threads of this process: rank 0 creates it, the others open it, and the
 // name is unlinked once all have mapped it (as ShmTransport does).
-std::vector<std::unique_ptr<ShmWorldAllreduce>> make_world(int n, size_t slot_bytes) {
+std::vector<std::unique_ptr<ShmCollectives>> make_world(int n, size_t slot_bytes) {
   static int serial = 0;
   const std::string name = "/tern-test-world-" + std::to_string(::getpid()) + "-" + std::to_string(++serial);
-  std::vector<std::unique_ptr<ShmWorldAllreduce>> world;
-  world.push_back(std::make_unique<ShmWorldAllreduce>(ShmWorldAllreduce::create(name, n, slot_bytes, kPoll)));
+  std::vector<std::unique_ptr<ShmCollectives>> world;
+  world.push_back(std::make_unique<ShmCollectives>(ShmCollectives::create(name, n, slot_bytes, kPoll)));
   for (int r = 1; r < n; ++r) {
-    world.push_back(std::make_unique<ShmWorldAllreduce>(ShmWorldAllreduce::open(name, r, n, kPoll)));
+    world.push_back(std::make_unique<ShmCollectives>(ShmCollectives::open(name, r, n, kPoll)));
   }
   shm::Segment::unlink(name);
   return world;
 }
 
 // Every rank reduces rank_input(dtype, rank, n) with `op` (avg is the caller's: it sums here).
-std::string check_allreduce(std::vector<std::unique_ptr<ShmWorldAllreduce>>& world, DType dtype, ReduceOp op,
+std::string check_allreduce(std::vector<std::unique_ptr<ShmCollectives>>& world, DType dtype, ReduceOp op,
                             int64_t n, milliseconds timeout = seconds(30)) {
   const int size = static_cast<int>(world.size());
   const Tensor expected = reference_reduce(dtype, op, size, n);
@@ -58,7 +58,7 @@ std::string check_allreduce(std::vector<std::unique_ptr<ShmWorldAllreduce>>& wor
   return "";
 }
 
-TEST(ShmWorldAllreduce, MatchesTheReferenceForEveryDtypeOpSizeAndWorldSize) {
+TEST(ShmCollectives, MatchesTheReferenceForEveryDtypeOpSizeAndWorldSize) {
   // 4 KB slots: the larger sizes go through many pieces, and shares of a piece end mid-way.
   for (int ranks = 1; ranks <= 4; ++ranks) {
     auto world = make_world(ranks, 4096);
@@ -73,13 +73,13 @@ TEST(ShmWorldAllreduce, MatchesTheReferenceForEveryDtypeOpSizeAndWorldSize) {
   }
 }
 
-TEST(ShmWorldAllreduce, ABufferOfManyDefaultSlotsMatchesTheReference) {
-  auto world = make_world(3, ShmWorldAllreduce::kDefaultSlotBytes);
+TEST(ShmCollectives, ABufferOfManyDefaultSlotsMatchesTheReference) {
+  auto world = make_world(3, ShmCollectives::kDefaultSlotBytes);
   // 17 MB of f32: 17 pieces, the last one partial.
   EXPECT_EQ(check_allreduce(world, DType::f32, ReduceOp::sum, (int64_t{17} << 20) / 4 + 5), "");
 }
 
-TEST(ShmWorldAllreduce, ManyConsecutiveAllreducesOfVaryingSizesStayInStep) {
+TEST(ShmCollectives, ManyConsecutiveAllreducesOfVaryingSizesStayInStep) {
   auto world = make_world(4, 8192);
   for (int i = 0; i < 60; ++i) {
     const int64_t n = (i * 7919) % 5000;  // 0 .. 4999 elements: 0 to 3 pieces each
@@ -87,9 +87,69 @@ TEST(ShmWorldAllreduce, ManyConsecutiveAllreducesOfVaryingSizesStayInStep) {
   }
 }
 
-TEST(ShmWorldAllreduce, CountsTwoTimesPMinusOneOverPOfTheBufferEachWay) {
+// Each rank contributes counts[r] bytes of its own pattern; out must hold them all in rank order.
+std::string check_allgatherv(std::vector<std::unique_ptr<ShmCollectives>>& world, const std::vector<int64_t>& counts,
+                             bool in_place) {
+  const int size = static_cast<int>(world.size());
+  std::vector<int64_t> offset(counts.size() + 1, 0);
+  for (size_t r = 0; r < counts.size(); ++r) offset[r + 1] = offset[r] + counts[r];
+  auto byte = [](int r, int64_t i) { return static_cast<uint8_t>((r * 131 + i * 7 + i / 251) & 0xFF); };
+  std::vector<std::string> problems(static_cast<size_t>(size));
+  testing::run_on_threads(size, [&](int r) {
+    std::vector<uint8_t> in(static_cast<size_t>(counts[static_cast<size_t>(r)]));
+    for (size_t i = 0; i < in.size(); ++i) in[i] = byte(r, static_cast<int64_t>(i));
+    std::vector<uint8_t> out(static_cast<size_t>(offset.back()), 0xEE);
+    const void* from = in.data();
+    if (in_place) {
+      std::copy(in.begin(), in.end(), out.begin() + offset[static_cast<size_t>(r)]);
+      from = out.data() + offset[static_cast<size_t>(r)];
+    }
+    world[static_cast<size_t>(r)]->allgatherv(from, out.data(), counts, 1, seconds(30));
+    for (int k = 0; k < size && problems[static_cast<size_t>(r)].empty(); ++k) {
+      for (int64_t i = 0; i < counts[static_cast<size_t>(k)]; ++i) {
+        if (out[static_cast<size_t>(offset[static_cast<size_t>(k)] + i)] != byte(k, i)) {
+          problems[static_cast<size_t>(r)] = "rank " + std::to_string(r) + ": rank " + std::to_string(k) +
+                                             "'s byte " + std::to_string(i) + " differs";
+          break;
+        }
+      }
+    }
+  });
+  for (const std::string& p : problems) {
+    if (!p.empty()) return p;
+  }
+  return "";
+}
+
+TEST(ShmCollectives, AllgathervDeliversEveryRanksBytesWhateverTheCounts) {
+  for (int ranks = 1; ranks <= 4; ++ranks) {
+    auto world = make_world(ranks, 4096);
+    std::vector<std::vector<int64_t>> cases = {std::vector<int64_t>(static_cast<size_t>(ranks), 0),
+                                               std::vector<int64_t>(static_cast<size_t>(ranks), 1),
+                                               std::vector<int64_t>(static_cast<size_t>(ranks), 16411)};
+    std::vector<int64_t> uneven;  // zero, one, a slot and a bit, many slots
+    for (int r = 0; r < ranks; ++r) uneven.push_back(std::vector<int64_t>{0, 1, 4097, 50021}[static_cast<size_t>(r)]);
+    cases.push_back(uneven);
+    for (const auto& counts : cases) {
+      for (bool in_place : {false, true}) {
+        EXPECT_EQ(check_allgatherv(world, counts, in_place), "")
+            << ranks << " ranks, counts[last] " << counts.back() << (in_place ? ", in place" : "");
+      }
+    }
+  }
+}
+
+TEST(ShmCollectives, AllreducesAndAllgathersInterleavedStayInStep) {
+  auto world = make_world(3, 4096);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(check_allreduce(world, DType::f32, ReduceOp::sum, (i * 977) % 3000), "") << i;
+    ASSERT_EQ(check_allgatherv(world, {(i * 131) % 9000, 0, (i * 7919) % 12000}, i % 2 == 0), "") << i;
+  }
+}
+
+TEST(ShmCollectives, CountsTwoTimesPMinusOneOverPOfTheBufferEachWay) {
   auto world = make_world(4, 4096);
-  std::vector<WorldAllreduce::Moved> moved(4);
+  std::vector<WorldCollectives::Moved> moved(4);
   const int64_t n = 4096;  // 16 KB: 4 pieces of 1024 floats, shares of 256
   testing::run_on_threads(4, [&](int r) {
     Tensor t = rank_input(DType::f32, r, n);
@@ -101,7 +161,7 @@ TEST(ShmWorldAllreduce, CountsTwoTimesPMinusOneOverPOfTheBufferEachWay) {
   }
 }
 
-TEST(ShmWorldAllreduce, ARankThatNeverComesFailsTheOthersByTheTimeoutNamingItAndLaterCallsFailAtOnce) {
+TEST(ShmCollectives, ARankThatNeverComesFailsTheOthersByTheTimeoutNamingItAndLaterCallsFailAtOnce) {
   auto world = make_world(3, 4096);
   std::vector<std::string> errors(2);
   testing::run_on_threads(2, [&](int r) {  // rank 2 never calls
@@ -124,12 +184,12 @@ TEST(ShmWorldAllreduce, ARankThatNeverComesFailsTheOthersByTheTimeoutNamingItAnd
     world[0]->allreduce(t.raw(), 100, DType::f32, ReduceOp::sum, seconds(30));
     ADD_FAILURE() << "an allreduce after a failed one succeeded";
   } catch (const CommError& e) {
-    EXPECT_NE(std::string(e.what()).find("an earlier one failed"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("an earlier collective failed"), std::string::npos) << e.what();
   }
   EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(1));
 }
 
-TEST(ShmWorldAllreduce, ARankThatLeavesFailsTheOthersPromptlyNamingIt) {
+TEST(ShmCollectives, ARankThatLeavesFailsTheOthersPromptlyNamingIt) {
   auto world = make_world(3, 4096);
   world[1].reset();  // rank 1 closes its mapping, as a transport being destroyed does
   std::vector<std::string> errors(3);
@@ -150,22 +210,22 @@ TEST(ShmWorldAllreduce, ARankThatLeavesFailsTheOthersPromptlyNamingIt) {
   }
 }
 
-TEST(ShmWorldAllreduce, ASegmentThatIsNotOneForThisWorldIsRefused) {
+TEST(ShmCollectives, ASegmentThatIsNotOneForThisWorldIsRefused) {
   auto world = make_world(2, 4096);
   const std::string name = "/tern-test-world-mismatch-" + std::to_string(::getpid());
-  auto three = ShmWorldAllreduce::create(name, 3, 4096, kPoll);
-  EXPECT_THROW(ShmWorldAllreduce::open(name, 1, 2, kPoll), CommError);  // made for 3 ranks
+  auto three = ShmCollectives::create(name, 3, 4096, kPoll);
+  EXPECT_THROW(ShmCollectives::open(name, 1, 2, kPoll), CommError);  // made for 3 ranks
   shm::Segment::unlink(name);
-  EXPECT_THROW(ShmWorldAllreduce::open(name, 1, 3, kPoll), CommError);  // gone
+  EXPECT_THROW(ShmCollectives::open(name, 1, 3, kPoll), CommError);  // gone
 }
 
 // The shared-memory transport gives its world one, and the world communicator uses it: its
-// allreduces (every op, avg included) match the reference, and a split of the same ranks — which
-// must not use it — runs its own allreduces in between without disturbing them.
-TEST(ShmWorldAllreduce, TheWorldCommunicatorOfASharedMemoryWorldUsesItAndSplitsDoNot) {
+// allreduces (every op, avg included) and allgathers match the reference, and a split of the same
+// ranks — which must not use it — runs its own collectives in between without disturbing them.
+TEST(ShmCollectives, TheWorldCommunicatorOfASharedMemoryWorldUsesItAndSplitsDoNot) {
   auto store = make_memory_store();
   auto transports = testing::make_shm_world(3, *store, "shm-world-allreduce");
-  for (auto& t : transports) ASSERT_NE(t->world_allreduce(), nullptr);
+  for (auto& t : transports) ASSERT_NE(t->world_collectives(), nullptr);
   std::vector<std::string> problems(3);
   testing::run_on_threads(3, [&](int r) {
     std::shared_ptr<Transport> transport = std::move(transports[static_cast<size_t>(r)]);
@@ -184,6 +244,24 @@ TEST(ShmWorldAllreduce, TheWorldCommunicatorOfASharedMemoryWorldUsesItAndSplitsD
             first_mismatch(b, reference_reduce(DType::bf16, op, 3, n)) >= 0)
           problems[static_cast<size_t>(r)] += std::string(reduce_op_name(op)) + " n=" + std::to_string(n) + "; ";
       }
+    }
+    for (int64_t n : {int64_t{3}, int64_t{300007}}) {  // allgather through the segment, allgatherv in a split
+      Tensor in = rank_input(DType::i32, r, n);
+      Tensor all = Tensor::empty({3 * n}, DType::i32);
+      Tensor some = Tensor::empty({n + 2}, DType::i32);
+      const std::vector<int64_t> counts = {n, 0, 2};
+      Tensor mine = rank_input(DType::i32, r, counts[static_cast<size_t>(r)]);
+      auto wa = world.allgather_async(in, all);
+      auto wb = split->allgatherv_async(mine, some, counts);
+      wa->wait();
+      wb->wait();
+      for (int k = 0; k < 3; ++k) {
+        if (first_mismatch(all.slice(k * n, (k + 1) * n), rank_input(DType::i32, k, n)) >= 0)
+          problems[static_cast<size_t>(r)] += "allgather from " + std::to_string(k) + "; ";
+      }
+      if (first_mismatch(some.slice(0, n), rank_input(DType::i32, 0, n)) >= 0 ||
+          first_mismatch(some.slice(n, n + 2), rank_input(DType::i32, 2, 2)) >= 0)
+        problems[static_cast<size_t>(r)] += "allgatherv; ";
     }
     const uint64_t floor = 2 * 70001 * 4 * 2 / 3;  // the 70001-element f32 sum alone
     if (world.bytes_sent() < floor || world.bytes_received() < floor) problems[static_cast<size_t>(r)] += "bytes";
