@@ -40,6 +40,13 @@ std::vector<std::unique_ptr<ShmCollectives>> make_world(int n, size_t slot_bytes
   return world;
 }
 
+std::string first_problem(const std::vector<std::string>& problems) {
+  for (const std::string& p : problems) {
+    if (!p.empty()) return p;
+  }
+  return "";
+}
+
 // Every rank reduces rank_input(dtype, rank, n) with `op` (avg is the caller's: it sums here).
 std::string check_allreduce(std::vector<std::unique_ptr<ShmCollectives>>& world, DType dtype, ReduceOp op,
                             int64_t n, milliseconds timeout = seconds(30)) {
@@ -52,10 +59,7 @@ std::string check_allreduce(std::vector<std::unique_ptr<ShmCollectives>>& world,
     const int64_t bad = first_mismatch(t, expected);
     if (bad >= 0) problems[static_cast<size_t>(r)] = "rank " + std::to_string(r) + " differs at " + std::to_string(bad);
   });
-  for (const std::string& p : problems) {
-    if (!p.empty()) return p;
-  }
-  return "";
+  return first_problem(problems);
 }
 
 TEST(ShmCollectives, MatchesTheReferenceForEveryDtypeOpSizeAndWorldSize) {
@@ -115,10 +119,7 @@ std::string check_allgatherv(std::vector<std::unique_ptr<ShmCollectives>>& world
       }
     }
   });
-  for (const std::string& p : problems) {
-    if (!p.empty()) return p;
-  }
-  return "";
+  return first_problem(problems);
 }
 
 TEST(ShmCollectives, AllgathervDeliversEveryRanksBytesWhateverTheCounts) {
