@@ -29,13 +29,15 @@ constexpr size_t kDefaultRingChunkBytes = size_t{256} << 10;
 // A ring pass (and the broadcast chain) posts the recvs of the chunks to come ahead of need
 // (Transport::post_recv), so that chunks arriving while this rank is still sending land where they
 // are needed instead of in the transport's mailbox (an allocation and a copy more per chunk). A
-// reducing pass receives into scratch, a chunk per posted recv, and keeps at most this much of it:
-// at 256 KB chunks, 32 posted recvs, all of a 2-rank 16 MB allreduce's first block. Measured
-// (bench/tern_allreduce_bench, 2 ranks, f32, ms at 16 MB, scratch of 4 / 16 / 64 chunks): shared
-// memory 4.58 / 4.58 / 4.30, sockets 9.5 / 9.1 / 9.1; at 1 and 4 MB the three were within noise.
-constexpr size_t kDefaultRingWindowBytes = size_t{8} << 20;
-// Copying passes need no scratch; they, too, keep at most this many recvs posted at once.
-constexpr size_t kMaxPostedRecvs = 64;
+// reducing pass may receive into scratch, a chunk per posted recv (Transport::post_recv_reduce's
+// default; the shared-memory, tcp and local transports reduce in place and need none), and keeps at
+// most this much posted: at 256 KB chunks 256 recvs, all of a 2-rank 64 MB allreduce's first block.
+// Copying passes keep at most kMaxPostedRecvs. Measured (bench/tern_allreduce_bench, 2 ranks, 64
+// MB, medians of 5 alternated runs, 8 MB / 64 recvs -> 64 MB / 256 recvs): sockets allreduce 59.7
+// -> 48.5 ms, allgather 32.1 -> 27.3 ms, shared-memory allgather 19.2 -> 13.9 ms (4 ranks, sockets,
+// allgather 68.9 -> 60.9 ms, 3 runs); from 16 MB down every recv fit either way.
+constexpr size_t kDefaultRingWindowBytes = size_t{64} << 20;
+constexpr size_t kMaxPostedRecvs = 256;
 
 struct AlgorithmOptions {
   // The transport's own collectives over its whole world (Transport::world_collectives), for

@@ -85,7 +85,7 @@ TEST(RingAllreduce, MatchesReferenceWithManySmallChunksPerBlock) {
 TEST(RingAllreduce, MatchesReferenceWhateverHowManyRecvsAreKeptPosted) {
   for (int world = 2; world <= 5; ++world) {
     for (const size_t window_bytes : {size_t{0}, size_t{8}, size_t{24}, kDefaultRingWindowBytes}) {
-      const int64_t n = 1000;  // 2-element chunks: 100+ per block, past kMaxPostedRecvs
+      const int64_t n = 2600;  // 2-element chunks: 260+ per block, past kMaxPostedRecvs
       const Tensor expected = reference_reduce(DType::f32, ReduceOp::sum, world, n);
       run_group(world, [&](Group& group) {
         Tensor t = rank_input(DType::f32, group.rank(), n);
@@ -227,7 +227,7 @@ TEST(Broadcast, TreeAndChunkedChainDeliverTheRootsBytesFromEveryRoot) {
 
 TEST(Broadcast, ChainWithMoreChunksThanRecvsKeptPostedDeliversEveryChunkInPlace) {
   for (int world : {2, 3, 5}) {
-    const int64_t n = 1000;  // 167 chunks of 24 bytes: the window of posted recvs slides
+    const int64_t n = 2000;  // 334 chunks of 24 bytes, more than kMaxPostedRecvs: the window slides
     run_group(world, [&](Group& group) {
       Tensor t = rank_input(DType::f32, group.rank(), n);
       broadcast(group, algorithm_tag(0), t.raw(), t.nbytes(), 1, always_ring(24));
