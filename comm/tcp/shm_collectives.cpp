@@ -68,6 +68,8 @@ ShmCollectives::ShmCollectives(shm::Segment segment, int rank, std::chrono::micr
   static_assert(sizeof(Header) <= kHeaderBytes && sizeof(RankLine) == kLineBytes);
   size_ = static_cast<int>(header().ranks);
   slot_bytes_ = static_cast<size_t>(header().slot_bytes);
+  const uint64_t everyone = size_ == 64 ? ~uint64_t{0} : (uint64_t{1} << size_) - 1;
+  others_ = everyone & ~(uint64_t{1} << rank_);
   line(rank_).pid.store(static_cast<int32_t>(::getpid()), std::memory_order_release);
 }
 
@@ -115,10 +117,33 @@ uint8_t* ShmCollectives::slot(int rank) const {
   return segment_.base() + slots_offset(size_) + static_cast<size_t>(rank) * slot_bytes_;
 }
 
+auto ShmCollectives::in_ready(uint32_t q) const {
+  return [this, q](int r) { return reached(line(r).in_ready.load(std::memory_order_acquire), q); };
+}
+auto ShmCollectives::out_ready(uint32_t q) const {
+  return [this, q](int r) { return reached(line(r).out_ready.load(std::memory_order_acquire), q); };
+}
+
+void ShmCollectives::publish(std::atomic<uint32_t>& flag, uint32_t q) const {
+  flag.store(q, std::memory_order_release);
+  ring_bell();
+}
+
 void ShmCollectives::ring_bell() const {
   Header& h = header();
   h.bell.fetch_add(1, std::memory_order_seq_cst);
   if (h.sleepers.load(std::memory_order_seq_cst) != 0) shm::futex_wake_all(h.bell);
+}
+
+template <typename Ready, typename Body>
+void ShmCollectives::for_each_other_when(Ready&& ready, const char* stage, std::chrono::milliseconds timeout,
+                                         Body&& body) {
+  uint64_t pending = others_;
+  while (pending != 0) {
+    const int k = wait_any(pending, ready, stage, timeout);
+    pending &= ~(uint64_t{1} << k);
+    body(k);
+  }
 }
 
 // Polls (yielding the core: on a host with fewer cores than ranks the rank we wait for needs it)
@@ -173,13 +198,7 @@ void ShmCollectives::begin_piece(uint32_t q, std::chrono::milliseconds timeout) 
     throw CommError(detail::concat("rank ", rank_, ": shared-memory ", operation_, ": an earlier collective failed, so the ",
                                    "ranks no longer agree where they are"));
   }
-  const uint64_t everyone = size_ == 64 ? ~uint64_t{0} : (uint64_t{1} << size_) - 1;
-  for (uint64_t pending = everyone & ~(uint64_t{1} << rank_); pending != 0;) {
-    const int k = wait_any(
-        pending, [&](int r) { return reached(line(r).out_ready.load(std::memory_order_acquire), q - 1); },
-        "previous piece", timeout);
-    pending &= ~(uint64_t{1} << k);
-  }
+  for_each_other_when(out_ready(q - 1), "previous piece", timeout, [](int) {});
 }
 
 WorldCollectives::Moved ShmCollectives::allgatherv(const void* in, void* out, const std::vector<int64_t>& counts,
@@ -200,27 +219,20 @@ WorldCollectives::Moved ShmCollectives::allgatherv(const void* in, void* out, co
   const size_t my_bytes = offset[static_cast<size_t>(rank_) + 1] - offset[static_cast<size_t>(rank_)];
   if (result + offset[static_cast<size_t>(rank_)] != mine) std::memmove(result + offset[static_cast<size_t>(rank_)], mine, my_bytes);
   if (size_ == 1) return moved;
-  const uint64_t everyone = size_ == 64 ? ~uint64_t{0} : (uint64_t{1} << size_) - 1;
   // Every rank takes part in every piece, up to the largest contribution's last one.
   for (size_t at = 0; at < largest; at += slot_bytes_) {
     const uint32_t q = ++sequence_;
     begin_piece(q, timeout);
     if (at < my_bytes) std::memcpy(slot(rank_), mine + at, std::min(slot_bytes_, my_bytes - at));
-    line(rank_).in_ready.store(q, std::memory_order_release);
-    ring_bell();
-    for (uint64_t pending = everyone & ~(uint64_t{1} << rank_); pending != 0;) {
-      const int k = wait_any(
-          pending, [&](int r) { return reached(line(r).in_ready.load(std::memory_order_acquire), q); }, "input",
-          timeout);
-      pending &= ~(uint64_t{1} << k);
+    publish(line(rank_).in_ready, q);
+    for_each_other_when(in_ready(q), "input", timeout, [&](int k) {
       const size_t bytes = offset[static_cast<size_t>(k) + 1] - offset[static_cast<size_t>(k)];
-      if (at >= bytes) continue;
+      if (at >= bytes) return;
       const size_t n = std::min(slot_bytes_, bytes - at);
       std::memcpy(result + offset[static_cast<size_t>(k)] + at, slot(k), n);
       moved.received += n;
-    }
-    line(rank_).out_ready.store(q, std::memory_order_release);
-    ring_bell();
+    });
+    publish(line(rank_).out_ready, q);
     if (at < my_bytes) moved.sent += std::min(slot_bytes_, my_bytes - at) * static_cast<uint64_t>(size_ - 1);
   }
   return moved;
@@ -236,8 +248,6 @@ WorldCollectives::Moved ShmCollectives::allreduce(void* data, int64_t n, DType d
   const auto piece = static_cast<int64_t>(slot_bytes_ / elem);
   // Shares start on cache lines, so no two ranks write one line of the result slot.
   const auto align = static_cast<int64_t>(kLineBytes / elem);
-  const uint64_t everyone = size_ == 64 ? ~uint64_t{0} : (uint64_t{1} << size_) - 1;
-  const uint64_t others = everyone & ~(uint64_t{1} << rank_);
   for (int64_t offset = 0; offset < n; offset += piece) {
     const int64_t m = std::min(piece, n - offset);
     uint8_t* mine = bytes + static_cast<size_t>(offset) * elem;
@@ -249,37 +259,27 @@ WorldCollectives::Moved ShmCollectives::allreduce(void* data, int64_t n, DType d
     auto hi = [&](int r) { return std::min<int64_t>(m, per * (r + 1)); };
 
     std::memcpy(slot(rank_), mine, static_cast<size_t>(m) * elem);
-    line(rank_).in_ready.store(q, std::memory_order_release);
-    ring_bell();
+    publish(line(rank_).in_ready, q);
 
     // Our share: reduce each rank's input in as soon as it is there.
     const size_t share_at = static_cast<size_t>(lo(rank_)) * elem;
     const int64_t share_n = hi(rank_) - lo(rank_);
-    for (uint64_t pending = others; pending != 0;) {
-      const int k = wait_any(
-          pending, [&](int r) { return reached(line(r).in_ready.load(std::memory_order_acquire), q); },
-          "input", timeout);
-      pending &= ~(uint64_t{1} << k);
+    for_each_other_when(in_ready(q), "input", timeout, [&](int k) {
       if (share_n > 0) reduce_into(mine + share_at, slot(k) + share_at, share_n, dtype, op);
-    }
+    });
     // Every rank wrote piece q's input, so every rank finished copying piece q-1's result out:
     // the result slot is ours to write.
     std::memcpy(slot(size_) + share_at, mine + share_at, static_cast<size_t>(share_n) * elem);
-    line(rank_).out_ready.store(q, std::memory_order_release);
-    ring_bell();
+    publish(line(rank_).out_ready, q);
     // Others read our input but our share, and our share of the result; we read theirs alike.
     moved.sent += static_cast<uint64_t>((m - share_n) + (size_ - 1) * share_n) * elem;
     moved.received += static_cast<uint64_t>((size_ - 1) * share_n + (m - share_n)) * elem;
 
     // Every other share, as each is ready.
-    for (uint64_t pending = others; pending != 0;) {
-      const int k = wait_any(
-          pending, [&](int r) { return reached(line(r).out_ready.load(std::memory_order_acquire), q); },
-          "share of the result", timeout);
-      pending &= ~(uint64_t{1} << k);
+    for_each_other_when(out_ready(q), "share of the result", timeout, [&](int k) {
       const size_t at = static_cast<size_t>(lo(k)) * elem;
       std::memcpy(mine + at, slot(size_) + at, static_cast<size_t>(hi(k) - lo(k)) * elem);
-    }
+    });
   }
   return moved;
 }

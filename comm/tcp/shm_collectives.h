@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -37,8 +38,6 @@ class ShmCollectives final : public WorldCollectives {
   Moved allreduce(void* data, int64_t n, DType dtype, ReduceOp op, std::chrono::milliseconds timeout) override;
   Moved allgatherv(const void* in, void* out, const std::vector<int64_t>& counts, size_t elem_size,
                    std::chrono::milliseconds timeout) override;
-  int rank() const { return rank_; }
-  int size() const { return size_; }
 
  private:
   struct Header;
@@ -49,6 +48,13 @@ class ShmCollectives final : public WorldCollectives {
   RankLine& line(int rank) const;
   uint8_t* slot(int rank) const;  // rank == size_: the result slot
   void ring_bell() const;
+  void publish(std::atomic<uint32_t>& flag, uint32_t q) const;  // flag = q, then ring the bell
+  // Whether rank r's in_ready / out_ready has reached q.
+  auto in_ready(uint32_t q) const;
+  auto out_ready(uint32_t q) const;
+  // Runs body(k) for every other rank k, each as soon as ready(k) holds.
+  template <typename Ready, typename Body>
+  void for_each_other_when(Ready&& ready, const char* stage, std::chrono::milliseconds timeout, Body&& body);
   // Waits until ready(k) holds for some k still pending in `pending` (a bit per rank), returns it.
   template <typename Ready>
   int wait_any(uint64_t pending, Ready&& ready, const char* stage, std::chrono::milliseconds timeout);
@@ -60,6 +66,7 @@ class ShmCollectives final : public WorldCollectives {
   int rank_ = 0;
   int size_ = 1;
   size_t slot_bytes_ = 0;
+  uint64_t others_ = 0;  // a bit per rank but this one
   std::chrono::microseconds poll_{0};
   uint32_t sequence_ = 0;  // pieces done, the same on every rank
   bool broken_ = false;

@@ -101,14 +101,12 @@ void futex_wake_all(std::atomic<uint32_t>& word) {
   ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
 }
 
-namespace {
 std::string first_line(const std::string& path) {
   std::ifstream in(path);
   std::string line;
   std::getline(in, line);
   return line;
 }
-}  // namespace
 
 bool process_alive(pid_t pid) {
   if (pid == ::getpid()) return true;  // ranks as threads of this process

@@ -49,6 +49,9 @@ class Segment {
 void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, std::chrono::milliseconds slice);
 void futex_wake_all(std::atomic<uint32_t>& word);
 
+// The first line of a text file, "" when it cannot be read (for /proc and /sys entries).
+std::string first_line(const std::string& path);
+
 // False once the process is gone (or a zombie: it died and its parent has not reaped it yet).
 bool process_alive(pid_t pid);
 

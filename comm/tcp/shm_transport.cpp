@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -16,6 +15,7 @@
 #include "comm/tcp/inbox.h"
 #include "comm/tcp/shm_collectives.h"
 #include "comm/tcp/shm_ring.h"
+#include "comm/tcp/shm_segment.h"
 
 namespace tern {
 
@@ -45,20 +45,13 @@ struct RecordHeader {
 };
 static_assert(sizeof(RecordHeader) == 64);
 
-std::string first_line(const char* path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
-
 std::string host_identity() {
   char hostname[256] = {};
   ::gethostname(hostname, sizeof(hostname) - 1);
   char ipc_namespace[128] = {};
   const ssize_t n = ::readlink("/proc/self/ns/ipc", ipc_namespace, sizeof(ipc_namespace) - 1);
   if (n < 0) ipc_namespace[0] = '\0';
-  return std::string(hostname) + "|" + first_line("/proc/sys/kernel/random/boot_id") + "|" + ipc_namespace;
+  return std::string(hostname) + "|" + shm::first_line("/proc/sys/kernel/random/boot_id") + "|" + ipc_namespace;
 }
 
 std::string setup_key(const TcpWorld& world, int64_t generation, const char* what, int rank) {
@@ -157,7 +150,7 @@ void ShmTransport::setup(const TcpWorld& world, Store& store, size_t ring_bytes)
   const int64_t generation =
       store.add("tern/" + world.job_id + "/shm/worlds_created_by/" + std::to_string(rank_), 1);
   const Clock::time_point deadline = Clock::now() + options_.timeout;
-  // The world's allreduce segment: rank 0 creates it with its rings, the others map it with theirs.
+  // The world's collectives segment: rank 0 creates it with its rings, the others map it with theirs.
   // No ring joins a rank to itself, so "ring" 0 -> 0 names it.
   auto world_name = [&](long creator_pid) { return shm::ring_name(world.job_id, generation, 0, 0, creator_pid); };
   auto unlink_incoming = [&] {
