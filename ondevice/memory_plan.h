@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/io/byte_sizes.h"
+
 namespace tern::ondevice {
 
 // What a buffer holds; the per-layer memory table has one column per kind.
@@ -72,12 +74,6 @@ void validate(const MemoryPlan& plan);
 
 // The most bytes live at any one operator: no placement can use a smaller arena.
 size_t live_bytes_lower_bound(std::span<const Buffer> buffers);
-
-// "300000", "256KB", "256K", "256KiB", "1.5MB", "2M" (K = 1024 bytes, M = 1024 K; case-insensitive).
-// Throws tern::Error for anything else, a negative or fractional byte count, or an overflow.
-size_t parse_bytes(std::string_view text);
-// "812 B", "63.5 KB", "1.25 MB".
-std::string format_bytes(size_t bytes);
 
 // The per-layer memory table: bytes of each kind charged to each layer (sums of buffer sizes, which
 // can exceed the arena since buffers that never live together share bytes).

@@ -5,15 +5,18 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <limits>
 #include <fstream>
 #include <system_error>
 #include <utility>
 
 #include "comm/communicator.h"
+#include "runtime/io/byte_sizes.h"
 
 namespace tern::shm {
 namespace {
@@ -21,6 +24,17 @@ namespace {
 std::string system_reason() { return std::system_category().message(errno); }
 
 }  // namespace
+
+std::string free_text() {
+  const size_t free = free_bytes();
+  return free == std::numeric_limits<size_t>::max() ? "free space unknown" : format_bytes(free) + " free there";
+}
+
+size_t free_bytes() {
+  struct statvfs info {};
+  if (::statvfs(kDirectory, &info) != 0) return std::numeric_limits<size_t>::max();
+  return static_cast<size_t>(info.f_bavail) * static_cast<size_t>(info.f_frsize);
+}
 
 Segment::~Segment() { release(); }
 
@@ -49,12 +63,15 @@ Segment Segment::create(const std::string& name, size_t bytes) {
     fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
   }
   if (fd < 0) throw CommError("shared memory: cannot create segment " + name + ": " + system_reason());
-  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-    const std::string reason = system_reason();
+  // Reserved, not just sized: a tmpfs segment sized by ftruncate gets its pages on first touch,
+  // and a /dev/shm too small for them (64 MB in a default Docker container) kills the process
+  // with SIGBUS in the middle of a transfer. posix_fallocate fails here instead, by name.
+  if (const int error = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)); error != 0) {
+    const std::string reason = std::system_category().message(error);
     ::close(fd);
     ::shm_unlink(name.c_str());
-    throw CommError("shared memory: cannot size segment " + name + " to " + std::to_string(bytes) +
-                    " bytes: " + reason);
+    throw CommError("shared memory: cannot reserve " + format_bytes(bytes) + " for segment " + name + " in " +
+                    kDirectory + " (" + reason + "; " + free_text() + ")");
   }
   void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const std::string reason = system_reason();

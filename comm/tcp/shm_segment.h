@@ -13,6 +13,14 @@
 
 namespace tern::shm {
 
+// Where POSIX shared memory lives (shm_open's files) on Linux.
+inline constexpr const char* kDirectory = "/dev/shm";
+
+// Bytes kDirectory can still give this process (SIZE_MAX when it cannot be asked).
+size_t free_bytes();
+// "12.0 MB free there" (or that it is unknown): for messages about kDirectory.
+std::string free_text();
+
 // One process's mapping of a segment. Move-only; unmaps on destruction. The name is unlinked
 // separately, as soon as every process that needs it has mapped it, so a crash later leaves
 // nothing behind in /dev/shm.
@@ -25,8 +33,9 @@ class Segment {
   Segment(const Segment&) = delete;
   Segment& operator=(const Segment&) = delete;
 
-  // Creates and maps a fresh zeroed segment of `bytes` (a stale one of the same name, left by a
-  // crash, is replaced). Throws CommError naming the segment and the system's reason.
+  // Creates and maps a fresh zeroed segment of `bytes`, reserved in kDirectory up front (a stale
+  // one of the same name, left by a crash, is replaced). Throws CommError naming the segment and
+  // the system's reason — also when kDirectory has no room for it.
   static Segment create(const std::string& name, size_t bytes);
   // Maps a segment another process created; throws CommError if it is missing or smaller than
   // `min_bytes`.

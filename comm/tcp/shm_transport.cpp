@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iostream>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -16,6 +17,7 @@
 #include "comm/tcp/shm_collectives.h"
 #include "comm/tcp/shm_ring.h"
 #include "comm/tcp/shm_segment.h"
+#include "runtime/io/byte_sizes.h"
 
 namespace tern {
 
@@ -69,6 +71,23 @@ namespace {
 void relax() { std::this_thread::yield(); }
 
 }  // namespace
+
+size_t shm_bytes_needed(int world_size, ShmSizes sizes) {
+  const auto ranks = static_cast<size_t>(std::max(world_size, 1));
+  constexpr size_t kPage = 4096;  // each ring's control block, the segment's header: a page at most
+  const size_t rings = ranks * (ranks - 1) * (sizes.ring_bytes + kPage);
+  return rings + (sizes.slot_bytes == 0 ? 0 : (ranks + 1) * sizes.slot_bytes + kPage);
+}
+
+std::optional<ShmSizes> shm_sizes_for_space(size_t free_bytes, int world_size, ShmSizes wanted) {
+  ShmSizes sizes = wanted;
+  while (shm_bytes_needed(world_size, sizes) > free_bytes / 2) {
+    if (sizes.ring_bytes <= ShmTransport::kMinRingBytes) return std::nullopt;
+    sizes.ring_bytes = std::max(sizes.ring_bytes / 2, ShmTransport::kMinRingBytes);
+    if (sizes.slot_bytes != 0) sizes.slot_bytes = std::max(sizes.slot_bytes / 2, ShmTransport::kMinSlotBytes);
+  }
+  return sizes;
+}
 
 int ranks_on_this_host(const TcpWorld& world, Store& store, std::chrono::milliseconds timeout) {
   if (world.size == 1) return 1;
@@ -188,15 +207,30 @@ void ShmTransport::setup(const TcpWorld& world, Store& store, size_t ring_bytes)
   const bool world_segment = size_ <= kMaxWorldCollectivesRanks && options_.shm_collectives_max_bytes > 0;
   std::string status = "ok " + std::to_string(::getpid());
   try {
+    const ShmSizes wanted{ring_bytes, world_segment ? ShmCollectives::kDefaultSlotBytes : 0};
+    const size_t free = shm::free_bytes();
+    const std::optional<ShmSizes> sizes = shm_sizes_for_space(free, size_, wanted);
+    if (!sizes) {
+      const ShmSizes least{std::min(ring_bytes, kMinRingBytes), wanted.slot_bytes == 0 ? 0 : kMinSlotBytes};
+      throw CommError(std::string(shm::kDirectory) + " has " + format_bytes(free) + " free; " +
+                      std::to_string(size_) + " ranks need at least " +
+                      format_bytes(2 * shm_bytes_needed(size_, least)) +
+                      " there for shared memory (a container's --shm-size sets it)");
+    }
+    if (rank_ == 0 && sizes->ring_bytes < ring_bytes) {
+      std::cerr << "tern tcp: " << shm::kDirectory << " has " << format_bytes(free) << " free: shared-memory rings of "
+                << format_bytes(sizes->ring_bytes) << " instead of " << format_bytes(ring_bytes)
+                << ", which may slow large messages (a container's --shm-size sets it)\n";
+    }
     if (world_segment && rank_ == 0) {
-      world_collectives_ = std::make_unique<ShmCollectives>(ShmCollectives::create(
-          world_name(::getpid()), size_, ShmCollectives::kDefaultSlotBytes, options_.poll));
+      world_collectives_ = std::make_unique<ShmCollectives>(
+          ShmCollectives::create(world_name(::getpid()), size_, sizes->slot_bytes, options_.poll));
     }
     for (auto& peer : peers_) {
       if (peer->rank == rank_) continue;
       peer->in_name =
           shm::ring_name(world.job_id, generation, peer->rank, rank_, static_cast<long>(::getpid()));
-      peer->in = shm::ShmRing::create(peer->in_name, ring_bytes);
+      peer->in = shm::ShmRing::create(peer->in_name, sizes->ring_bytes);
     }
   } catch (const CommError& e) {
     status = e.what();

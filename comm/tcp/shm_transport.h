@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -30,12 +31,31 @@ class ShmUnavailable : public CommError {
 // publish within `timeout` is a CommError.
 int ranks_on_this_host(const TcpWorld& world, Store& store, std::chrono::milliseconds timeout);
 
+// The sizes of the shared-memory segments a rank creates: its incoming rings, and (rank 0) the
+// world collectives segment's per-rank slots (0: no such segment).
+struct ShmSizes {
+  size_t ring_bytes = 0;
+  size_t slot_bytes = 0;
+};
+// What a whole world of `world_size` ranks reserves in /dev/shm with `sizes`: P(P-1) rings and the
+// collectives segment.
+size_t shm_bytes_needed(int world_size, ShmSizes sizes);
+// The sizes a rank uses when /dev/shm has `free_bytes` left: `wanted` when the world's need fits in
+// half of it (the host's other users share /dev/shm, and each rank measures at its own moment), else
+// rings and slots halved together until it does; nullopt when rings of kMinRingBytes still do not.
+std::optional<ShmSizes> shm_sizes_for_space(size_t free_bytes, int world_size, ShmSizes wanted);
+
 class ShmTransport final : public Transport {
  public:
   static constexpr size_t kDefaultRingBytes = size_t{4} << 20;
+  // The smallest rings and slots a short /dev/shm shrinks them to; below that the world uses TCP.
+  static constexpr size_t kMinRingBytes = size_t{64} << 10;
+  static constexpr size_t kMinSlotBytes = size_t{64} << 10;
 
   // Creates this rank's incoming rings, maps its outgoing ones through the store, and unlinks the
-  // names once every rank has mapped them. All ranks of `world` must share this host.
+  // names once every rank has mapped them. All ranks of `world` must share this host. Rings (and
+  // the collectives segment) shrink to fit /dev/shm (shm_sizes_for_space); ShmUnavailable on every
+  // rank when some rank's do not fit even so.
   ShmTransport(const TcpWorld& world, Store& store, const CommOptions& options,
                size_t ring_bytes = kDefaultRingBytes);
   // Closes every ring: the peers' recvs from this rank fail once they have drained what was sent.

@@ -68,8 +68,8 @@ std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, c
       tuned.poll_max_bytes = polled_recv_limit(options, true, here, cores);
       try {
         return std::make_shared<ShmTransport>(world, store, tuned);
-      } catch (const ShmUnavailable& e) {
-        std::cerr << "tern tcp: rank " << world.rank << ": " << e.what() << "; using TCP\n";
+      } catch (const ShmUnavailable& e) {  // every rank, with the same reason: said once
+        if (world.rank == 0) std::cerr << "tern tcp: " << e.what() << "; using TCP\n";
       }
     }
   }

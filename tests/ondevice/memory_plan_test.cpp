@@ -236,29 +236,6 @@ TEST(MemoryPlan, OverBudgetIsRefusedSayingByHowMuchAndWhichBuffersDominate) {
   }
 }
 
-TEST(ParseBytes, ReadsPlainCountsAndBinaryUnits) {
-  EXPECT_EQ(parse_bytes("300000"), 300000u);
-  EXPECT_EQ(parse_bytes("256KB"), 256u * 1024);
-  EXPECT_EQ(parse_bytes("256kb"), 256u * 1024);
-  EXPECT_EQ(parse_bytes("256K"), 256u * 1024);
-  EXPECT_EQ(parse_bytes("256 KiB"), 256u * 1024);
-  EXPECT_EQ(parse_bytes("1.5MB"), 1536u * 1024);
-  EXPECT_EQ(parse_bytes("2M"), 2u * 1024 * 1024);
-  EXPECT_EQ(parse_bytes("512B"), 512u);
-  EXPECT_EQ(parse_bytes(" 64KB "), 64u * 1024);
-}
-
-TEST(ParseBytes, RejectsWhatIsNotAByteCount) {
-  for (const char* bad :
-       {"", "KB", "abc", "-5", "12XB", "1.2.3KB", "0.5B", "0.3KB", "1e3", "99999999999999GB"}) {
-    EXPECT_THROW(parse_bytes(bad), Error) << bad;
-  }
-  try {
-    parse_bytes("12XB");
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'12XB'"), std::string::npos) << e.what();
-  }
-}
 
 TEST(MemoryTable, SumsEachLayersBuffersByKind) {
   const MemoryPlan plan = plan_memory({Buffer{"c1.out", "c1", BufferKind::kSaved, 1000, 4, 0, 3},
