@@ -1,10 +1,7 @@
 #include "ondevice/memory_plan.h"
 
 #include <algorithm>
-#include <cctype>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <sstream>
