@@ -48,6 +48,9 @@ struct ShmCollectives::RankLine {
   std::atomic<uint32_t> out_ready{0};
   std::atomic<uint32_t> closed{0};
   std::atomic<int32_t> pid{0};
+  // The call this rank's current input belongs to (ShmCollectives::Call), written before in_ready.
+  std::atomic<uint64_t> call{0};
+  std::atomic<uint64_t> count{0};
 };
 
 namespace {
@@ -201,6 +204,42 @@ void ShmCollectives::begin_piece(uint32_t q, std::chrono::milliseconds timeout) 
   for_each_other_when(out_ready(q - 1), "previous piece", timeout, [](int) {});
 }
 
+namespace {
+constexpr uint64_t kAllreduce = 1, kAllgather = 2;
+uint64_t pack_call(uint64_t kind, uint64_t dtype, uint64_t op, uint64_t hash) {
+  return kind | dtype << 8 | op << 16 | hash << 32;
+}
+}  // namespace
+
+void ShmCollectives::publish_input(uint32_t q) {
+  RankLine& mine = line(rank_);
+  mine.call.store(call_.what, std::memory_order_relaxed);
+  mine.count.store(call_.count, std::memory_order_relaxed);
+  publish(mine.in_ready, q);  // release: a rank that sees in_ready sees the call
+}
+
+// Rank k's in_ready for this piece has been seen. k cannot have moved on to a later piece (that
+// waits for this rank's out_ready), so its call is the one this piece belongs to.
+void ShmCollectives::check_same_call(int k) {
+  const Call theirs{line(k).call.load(std::memory_order_relaxed), line(k).count.load(std::memory_order_relaxed)};
+  if (theirs.what == call_.what && theirs.count == call_.count) return;
+  broken_ = true;
+  throw CommError(detail::concat("rank ", rank_, ": shared-memory ", operation_, ": rank ", k, " called ",
+                                 describe(theirs), " where this rank called ", describe(call_),
+                                 " (every rank must call the same collectives, with the same sizes, in the same order)"));
+}
+
+std::string ShmCollectives::describe(const Call& call) const {
+  const uint64_t kind = call.what & 0xff;
+  if (kind == kAllreduce) {
+    const auto dtype = static_cast<DType>(call.what >> 8 & 0xff);
+    const auto op = static_cast<ReduceOp>(call.what >> 16 & 0xff);
+    return detail::concat("allreduce(", reduce_op_name(op), ") of ", dtype_name(dtype), "[", call.count, "]");
+  }
+  if (kind == kAllgather) return detail::concat("allgather of ", call.count, " bytes in all");
+  return "an unknown collective";
+}
+
 WorldCollectives::Moved ShmCollectives::allgatherv(const void* in, void* out, const std::vector<int64_t>& counts,
                                                    size_t elem_size, std::chrono::milliseconds timeout) {
   TERN_CHECK(static_cast<int>(counts.size()) == size_, "shared-memory allgatherv: ", counts.size(),
@@ -214,6 +253,10 @@ WorldCollectives::Moved ShmCollectives::allgatherv(const void* in, void* out, co
     offset[r + 1] = offset[r] + bytes;
     largest = std::max(largest, bytes);
   }
+  // The counts' own hash (FNV-1a), so ranks that disagree on who gives how much are caught too.
+  uint64_t hash = 1469598103934665603ull;
+  for (int64_t c : counts) hash = (hash ^ static_cast<uint64_t>(c)) * 1099511628211ull;
+  call_ = {pack_call(kAllgather, elem_size, 0, hash >> 32), offset.back()};
   auto* result = static_cast<uint8_t*>(out);
   const auto* mine = static_cast<const uint8_t*>(in);
   const size_t my_bytes = offset[static_cast<size_t>(rank_) + 1] - offset[static_cast<size_t>(rank_)];
@@ -224,8 +267,9 @@ WorldCollectives::Moved ShmCollectives::allgatherv(const void* in, void* out, co
     const uint32_t q = ++sequence_;
     begin_piece(q, timeout);
     if (at < my_bytes) std::memcpy(slot(rank_), mine + at, std::min(slot_bytes_, my_bytes - at));
-    publish(line(rank_).in_ready, q);
+    publish_input(q);
     for_each_other_when(in_ready(q), "input", timeout, [&](int k) {
+      check_same_call(k);
       const size_t bytes = offset[static_cast<size_t>(k) + 1] - offset[static_cast<size_t>(k)];
       if (at >= bytes) return;
       const size_t n = std::min(slot_bytes_, bytes - at);
@@ -244,6 +288,7 @@ WorldCollectives::Moved ShmCollectives::allreduce(void* data, int64_t n, DType d
   if (broken_) begin_piece(sequence_ + 1, timeout);  // throws
   if (size_ == 1 || n <= 0) return moved;
   const size_t elem = dtype_size(dtype);
+  call_ = {pack_call(kAllreduce, static_cast<uint64_t>(dtype), static_cast<uint64_t>(op), 0), static_cast<uint64_t>(n)};
   auto* bytes = static_cast<uint8_t*>(data);
   const auto piece = static_cast<int64_t>(slot_bytes_ / elem);
   // Shares start on cache lines, so no two ranks write one line of the result slot.
@@ -259,12 +304,13 @@ WorldCollectives::Moved ShmCollectives::allreduce(void* data, int64_t n, DType d
     auto hi = [&](int r) { return std::min<int64_t>(m, per * (r + 1)); };
 
     std::memcpy(slot(rank_), mine, static_cast<size_t>(m) * elem);
-    publish(line(rank_).in_ready, q);
+    publish_input(q);
 
     // Our share: reduce each rank's input in as soon as it is there.
     const size_t share_at = static_cast<size_t>(lo(rank_)) * elem;
     const int64_t share_n = hi(rank_) - lo(rank_);
     for_each_other_when(in_ready(q), "input", timeout, [&](int k) {
+      check_same_call(k);
       if (share_n > 0) reduce_into(mine + share_at, slot(k) + share_at, share_n, dtype, op);
     });
     // Every rank wrote piece q's input, so every rank finished copying piece q-1's result out:

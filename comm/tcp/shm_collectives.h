@@ -61,6 +61,13 @@ class ShmCollectives final : public WorldCollectives {
   // Starts piece q: fails at once after an earlier error, then waits until every rank has finished
   // reading piece q-1 (so this rank's slot may be overwritten).
   void begin_piece(uint32_t q, std::chrono::milliseconds timeout);
+  // Publishes piece q's input: this rank's call (what it is and how large, set by the caller in
+  // call_) and in_ready = q.
+  void publish_input(uint32_t q);
+  // Fails every rank whose call differs (another collective, dtype, op or size): each reads the
+  // others' inputs by its own sizes, so a mismatch would otherwise corrupt results or read past
+  // what was written, silently.
+  void check_same_call(int k);
 
   shm::Segment segment_;
   int rank_ = 0;
@@ -71,6 +78,12 @@ class ShmCollectives final : public WorldCollectives {
   uint32_t sequence_ = 0;  // pieces done, the same on every rank
   bool broken_ = false;
   const char* operation_ = "allreduce";  // the one running, for errors
+  // The call running, as every rank publishes it with its input (RankLine::call, count).
+  struct Call {
+    uint64_t what = 0;   // collective, dtype, op; for allgatherv a hash of the counts
+    uint64_t count = 0;  // elements (allreduce), bytes of the output (allgatherv)
+  } call_;
+  std::string describe(const Call& call) const;
 };
 
 }  // namespace tern

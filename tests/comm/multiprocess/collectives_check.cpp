@@ -4,13 +4,15 @@
 // tcp`, or plain (one rank). Rank 0 prints one line per check and, last, `N passed, M failed`
 // (summed over ranks); the exit code is 0 only when nothing failed on any rank. Fault injection
 // (--die-at-rank, --stall-at-rank) makes one rank die or hang before an allreduce, to check that the
-// others fail within the timeout instead of hanging.
+// others fail within the timeout instead of hanging; --mismatch-at-rank gives one rank's allreduce
+// another size, which every rank must refuse rather than return garbage.
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "comm/factory.h"
 #include "runtime/io/flags.h"
@@ -30,6 +32,9 @@ void declare(Flags& f) {
   f.add_int("stall-at-rank", -1,
             "fault test: this rank sleeps past the timeout instead of entering an allreduce (the others must "
             "time out)");
+  f.add_int("mismatch-at-rank", -1,
+            "fault test: this rank's allreduce has one element more than the others' (every rank must fail, "
+            "saying so)");
 }
 
 // The world's rank before a communicator exists (for error messages), from whichever launcher's
@@ -42,8 +47,18 @@ std::string launcher_rank() {
 
 // Fault injection: every rank but `victim` enters an allreduce; the victim dies or stalls. Returns
 // only if the allreduce completed, which is a failure of the check (the victim never took part).
-int run_fault(Communicator& comm, int victim, bool die, std::chrono::milliseconds timeout) {
+enum class Fault { die, stall, mismatch };
+
+int run_fault(Communicator& comm, int victim, Fault fault, std::chrono::milliseconds timeout) {
   comm.barrier();  // everyone is up, so the fault happens mid-job, not at start-up
+  if (fault == Fault::mismatch) {
+    Tensor t = check::make_input(DType::f32, 1, comm.rank(), comm.rank() == victim ? 100001 : 100000);
+    comm.allreduce(t, ReduceOp::sum);
+    std::printf("rank %d: an allreduce whose rank %d had another size completed, which cannot be right\n",
+                comm.rank(), victim);
+    return 1;
+  }
+  const bool die = fault == Fault::die;
   if (comm.rank() == victim) {
     std::printf("rank %d: %s before the allreduce (fault injection)\n", victim, die ? "dying" : "stalling");
     std::fflush(stdout);
@@ -71,13 +86,14 @@ int run(const Flags& f) {
   const auto start = Clock::now();
   std::unique_ptr<Communicator> comm = make_communicator(f.get_string("comm"), options);
   const int rank = comm->rank(), size = comm->size();
-  for (const char* flag : {"die-at-rank", "stall-at-rank"}) {
+  for (const auto& [flag, fault] : {std::pair{"die-at-rank", Fault::die}, std::pair{"stall-at-rank", Fault::stall},
+                                     std::pair{"mismatch-at-rank", Fault::mismatch}}) {
     const int64_t victim = f.get_int(flag);
     if (victim == -1) continue;
     if (victim < 0 || victim >= size)
       throw UsageError(std::string("--") + flag + " " + std::to_string(victim) + " is not a rank of " +
                        std::to_string(size));
-    return run_fault(*comm, static_cast<int>(victim), flag[0] == 'd', options.timeout);
+    return run_fault(*comm, static_cast<int>(victim), fault, options.timeout);
   }
 
   // Counts not divisible by 2, 3 or 4 ranks, plus the >= big_mb MiB buffer (one more element than

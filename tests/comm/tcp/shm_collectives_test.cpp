@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -208,6 +210,68 @@ TEST(ShmCollectives, ARankThatLeavesFailsTheOthersPromptlyNamingIt) {
   for (int r : {0, 2}) {
     EXPECT_NE(errors[static_cast<size_t>(r)].find("rank 1 closed its transport"), std::string::npos)
         << errors[static_cast<size_t>(r)];
+  }
+}
+
+// Every rank reads the others' inputs by its own sizes: calls that differ must fail on every rank,
+// naming the rank and both calls, instead of reducing or copying what was never written.
+TEST(ShmCollectives, RanksThatCallDifferentCollectivesOrSizesAllFailNamingBothCalls) {
+  struct Case {
+    const char* what;
+    std::function<void(ShmCollectives&, int)> call;  // rank r's call
+    const char* rank1_called;                         // in the error rank 0 sees
+  };
+  auto allreduce = [](ShmCollectives& c, int64_t n, DType dtype, ReduceOp op) {
+    Tensor t = rank_input(dtype, 0, n);
+    c.allreduce(t.raw(), n, dtype, op, seconds(10));
+  };
+  auto allgather = [](ShmCollectives& c, std::vector<int64_t> counts) {
+    int64_t total = 0;
+    for (int64_t k : counts) total += k;
+    std::vector<float> out(static_cast<size_t>(total));
+    std::vector<float> in(static_cast<size_t>(std::max<int64_t>(counts[0], counts[1])));
+    c.allgatherv(in.data(), out.data(), counts, sizeof(float), seconds(10));
+  };
+  const std::vector<Case> cases = {
+      {"sizes", [&](ShmCollectives& c, int r) { allreduce(c, r == 1 ? 2000 : 1000, DType::f32, ReduceOp::sum); },
+       "rank 1 called allreduce(sum) of f32[2000] where this rank called allreduce(sum) of f32[1000]"},
+      {"sizes within one piece",
+       [&](ShmCollectives& c, int r) { allreduce(c, r == 1 ? 8 : 7, DType::f32, ReduceOp::sum); },
+       "rank 1 called allreduce(sum) of f32[8]"},
+      {"dtypes", [&](ShmCollectives& c, int r) { allreduce(c, 64, r == 1 ? DType::i32 : DType::f32, ReduceOp::sum); },
+       "rank 1 called allreduce(sum) of i32[64]"},
+      {"ops", [&](ShmCollectives& c, int r) { allreduce(c, 64, DType::f32, r == 1 ? ReduceOp::max : ReduceOp::sum); },
+       "rank 1 called allreduce(max) of f32[64]"},
+      {"collectives",
+       [&](ShmCollectives& c, int r) {
+         if (r == 1) return allgather(c, {16, 16, 16});
+         allreduce(c, 12, DType::f32, ReduceOp::sum);  // 48 bytes, as the allgather's output
+       },
+       "rank 1 called allgather of 192 bytes in all where this rank called allreduce(sum) of f32[12]"},
+      {"allgatherv counts",
+       [&](ShmCollectives& c, int r) { allgather(c, r == 1 ? std::vector<int64_t>{5, 3, 4} : std::vector<int64_t>{3, 5, 4}); },
+       "rank 1 called allgather of 48 bytes in all where this rank called allgather of 48 bytes in all"},
+  };
+  for (const Case& c : cases) {
+    auto world = make_world(3, 4096);
+    std::vector<std::string> errors(3);
+    testing::run_on_threads(3, [&](int r) {
+      try {
+        c.call(*world[static_cast<size_t>(r)], r);
+      } catch (const CommError& e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    });
+    EXPECT_NE(errors[0].find(c.rank1_called), std::string::npos) << c.what << ": " << errors[0];
+    EXPECT_NE(errors[1].find("where this rank called"), std::string::npos) << c.what << ": " << errors[1];
+    EXPECT_NE(errors[2].find("rank 1 called"), std::string::npos) << c.what << ": " << errors[2];
+    // and no rank goes on as if nothing happened
+    try {
+      allreduce(*world[0], 4, DType::f32, ReduceOp::sum);
+      ADD_FAILURE() << c.what << ": an allreduce after the mismatch succeeded";
+    } catch (const CommError& e) {
+      EXPECT_NE(std::string(e.what()).find("an earlier collective failed"), std::string::npos) << e.what();
+    }
   }
 }
 
