@@ -1,5 +1,7 @@
 #include "runtime/kernels/cpu/int8_backward.h"
 
+#include <type_traits>
+
 namespace tern::cpu {
 
 namespace {
@@ -121,22 +123,90 @@ void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const int8_t* w,
   }
 }
 
+// Channels in blocks of kDwBlock, each block's weights first laid out tap-major as floats in a small
+// stack table, then for each output row and tap the run of output pixels whose tap lies inside the
+// image: the inner loop reads dy, dx and the table contiguously, with no per-pixel window to clip,
+// where indexing the filter-major int8 weights per tap is a stride-kk gather. kw runs downwards so
+// each dx element still sums its terms in the order of their output pixels (raster order, as a loop
+// over output pixels would): the same float result, bit for bit, as the direct loop below, which
+// kernels above kDwMaxTaps taps keep (their table would not fit the device's stack).
+constexpr int32_t kDwBlock = 16;
+constexpr int32_t kDwMaxTaps = 49;  // 7x7: a 3 KB table
+
 void depthwise_input_grad(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
                           float* dx) noexcept {
-  const int32_t c_n = s.c_out, kk = s.kernel * s.kernel;
+  const int32_t c_n = s.c_out, kk = s.kernel * s.kernel, k = s.kernel, st = s.stride;
   const int64_t x_numel = static_cast<int64_t>(s.h) * s.w * c_n;
   for (int64_t i = 0; i < x_numel; ++i) dx[i] = 0.0f;
   const int32_t oh_n = s.out_h(), ow_n = s.out_w();
-  for (int32_t oh = 0; oh < oh_n; ++oh) {
-    for (int32_t ow = 0; ow < ow_n; ++ow) {
-      const Taps t = taps(s, oh, ow);
-      const float* g = dy + (static_cast<int64_t>(oh) * ow_n + ow) * c_n;
-      for (int32_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
-        for (int32_t kw = t.kw_lo; kw < t.kw_hi; ++kw) {
-          float* dp = dx + (static_cast<int64_t>(t.ih0 + kh) * s.w + t.iw0 + kw) * c_n;
-          const int32_t tap = kh * s.kernel + kw;
+  if (kk > kDwMaxTaps) {
+    for (int32_t oh = 0; oh < oh_n; ++oh) {
+      for (int32_t ow = 0; ow < ow_n; ++ow) {
+        const Taps t = taps(s, oh, ow);
+        const float* g = dy + (static_cast<int64_t>(oh) * ow_n + ow) * c_n;
+        for (int32_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
+          for (int32_t kw = t.kw_lo; kw < t.kw_hi; ++kw) {
+            float* dp = dx + (static_cast<int64_t>(t.ih0 + kh) * s.w + t.iw0 + kw) * c_n;
+            const int32_t tap = kh * s.kernel + kw;
+            for (int32_t c = 0; c < c_n; ++c) dp[c] += g[c] * w_scale[c] * static_cast<float>(w[c * kk + tap]);
+          }
+        }
+      }
+    }
+    return;
+  }
+  if (c_n == 1) {  // one plane (the step executor's in-place backward goes channel by channel)
+    const float scale = w_scale[0];
+    for (int32_t oh = 0; oh < oh_n; ++oh) {
+      const int32_t ih0 = oh * st - s.pad;
+      const int32_t kh_lo = ih0 < 0 ? -ih0 : 0, kh_hi = ih0 + k > s.h ? s.h - ih0 : k;
+      const float* g = dy + static_cast<int64_t>(oh) * ow_n;
+      for (int32_t kh = kh_lo; kh < kh_hi; ++kh) {
+        float* row = dx + static_cast<int64_t>(ih0 + kh) * s.w;
+        for (int32_t kw = k - 1; kw >= 0; --kw) {
+          const int32_t off = kw - s.pad;
+          const int32_t lo = off >= 0 ? 0 : (-off + st - 1) / st;
+          const int32_t end = s.w - 1 - off < 0 ? 0 : (s.w - 1 - off) / st + 1;
+          const int32_t hi = end < ow_n ? end : ow_n;
+          const float wv = static_cast<float>(w[kh * k + kw]);
 #pragma omp simd
-          for (int32_t c = 0; c < c_n; ++c) dp[c] += g[c] * w_scale[c] * static_cast<float>(w[c * kk + tap]);
+          for (int32_t ow = lo; ow < hi; ++ow) row[ow * st + off] += g[ow] * scale * wv;
+        }
+      }
+    }
+    return;
+  }
+  float table[kDwMaxTaps * kDwBlock];
+  // dx row `ih` += each pixel of dy row `oh` whose tap (kh, kw) lands inside it, block c0 of width cb.
+  auto row_tap = [&](int32_t oh, int32_t ih, int32_t kh, int32_t kw, int32_t c0, auto cb) {
+    const int32_t off = kw - s.pad;  // input column of output 0's tap
+    const int32_t lo = off >= 0 ? 0 : (-off + st - 1) / st;
+    const int32_t end = s.w - 1 - off < 0 ? 0 : (s.w - 1 - off) / st + 1;
+    const int32_t hi = end < ow_n ? end : ow_n;
+    const float* wt = table + (kh * k + kw) * kDwBlock;
+    const float* ws = w_scale + c0;
+    for (int32_t ow = lo; ow < hi; ++ow) {
+      const float* g = dy + (static_cast<int64_t>(oh) * ow_n + ow) * c_n + c0;
+      float* dp = dx + (static_cast<int64_t>(ih) * s.w + ow * st + off) * c_n + c0;
+#pragma omp simd
+      for (int32_t j = 0; j < cb; ++j) dp[j] += g[j] * ws[j] * wt[j];
+    }
+  };
+  for (int32_t c0 = 0; c0 < c_n; c0 += kDwBlock) {
+    const int32_t cb = c_n - c0 < kDwBlock ? c_n - c0 : kDwBlock;
+    for (int32_t tap = 0; tap < kk; ++tap) {
+      for (int32_t j = 0; j < cb; ++j)
+        table[tap * kDwBlock + j] = static_cast<float>(w[static_cast<int64_t>(c0 + j) * kk + tap]);
+    }
+    for (int32_t oh = 0; oh < oh_n; ++oh) {
+      const int32_t ih0 = oh * st - s.pad;
+      const int32_t kh_lo = ih0 < 0 ? -ih0 : 0, kh_hi = ih0 + k > s.h ? s.h - ih0 : k;
+      for (int32_t kh = kh_lo; kh < kh_hi; ++kh) {
+        for (int32_t kw = k - 1; kw >= 0; --kw) {
+          if (cb == kDwBlock)
+            row_tap(oh, ih0 + kh, kh, kw, c0, std::integral_constant<int32_t, kDwBlock>());
+          else
+            row_tap(oh, ih0 + kh, kh, kw, c0, cb);
         }
       }
     }

@@ -122,31 +122,63 @@ void int8_conv2d(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point, 
   }
 }
 
+// One channel at a time (its plane copied to scratch, so its outputs may overwrite the input), an
+// output row at a time in blocks of kDwRow pixels: for each tap, the pixels it reaches inside the
+// image form one run, so the accumulation is a vector loop over output pixels instead of a scalar
+// one over a pixel's taps (1.3-1.8x faster on 14- and 28-pixel rows; shorter rows keep that loop).
+constexpr int32_t kDwRow = 64;
+constexpr int32_t kDwRowMin = 12;  // measured: 14-pixel rows gain 1.3x, 7-pixel rows lose 1.2-1.6x
+
 bool int8_depthwise_conv2d_inplace(const Int8ConvShape& s, int8_t* data, int32_t x_zero_point,
                                    const int8_t* w, const int32_t* bias, const Requant& rq,
                                    int8_t* scratch) noexcept {
-  const int32_t oh_n = s.out_h(), ow_n = s.out_w(), k = s.kernel, c_n = s.c_out;
+  const int32_t oh_n = s.out_h(), ow_n = s.out_w(), k = s.kernel, c_n = s.c_out, st = s.stride;
   if (static_cast<int64_t>(oh_n) * ow_n > static_cast<int64_t>(s.h) * s.w) return false;
   const int32_t plane = s.h * s.w;
+  int32_t acc[kDwRow];
   for (int32_t c = 0; c < c_n; ++c) {
     for (int32_t i = 0; i < plane; ++i) scratch[i] = data[static_cast<int64_t>(i) * c_n + c];
     const int8_t* wc = w + static_cast<int64_t>(c) * k * k;
     const int32_t b = bias ? bias[c] : 0;
     for (int32_t oh = 0; oh < oh_n; ++oh) {
-      const int32_t ih0 = oh * s.stride - s.pad;
+      const int32_t ih0 = oh * st - s.pad;
       const int32_t kh_lo = ih0 < 0 ? -ih0 : 0, kh_hi = ih0 + k > s.h ? s.h - ih0 : k;
-      for (int32_t ow = 0; ow < ow_n; ++ow) {
-        const int32_t iw0 = ow * s.stride - s.pad;
-        const int32_t kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = iw0 + k > s.w ? s.w - iw0 : k;
-        int32_t acc = b;
-        for (int32_t kh = kh_lo; kh < kh_hi; ++kh) {
-          const int8_t* row = scratch + (ih0 + kh) * s.w + iw0;
-          const int8_t* wrow = wc + kh * k;
-          for (int32_t kw = kw_lo; kw < kw_hi; ++kw)
-            acc += (static_cast<int32_t>(row[kw]) - x_zero_point) * static_cast<int32_t>(wrow[kw]);
+      if (ow_n < kDwRowMin) {  // short rows: the run bookkeeping would cost more than it saves
+        for (int32_t ow = 0; ow < ow_n; ++ow) {
+          const int32_t iw0 = ow * st - s.pad;
+          const int32_t kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = iw0 + k > s.w ? s.w - iw0 : k;
+          int32_t sum = b;
+          for (int32_t kh = kh_lo; kh < kh_hi; ++kh) {
+            const int8_t* row = scratch + (ih0 + kh) * s.w + iw0;
+            const int8_t* wrow = wc + kh * k;
+            for (int32_t kw = kw_lo; kw < kw_hi; ++kw)
+              sum += (static_cast<int32_t>(row[kw]) - x_zero_point) * static_cast<int32_t>(wrow[kw]);
+          }
+          data[(static_cast<int64_t>(oh) * ow_n + ow) * c_n + c] = requantize(sum, rq.multiplier[c], rq.shift[c], rq);
         }
-        data[(static_cast<int64_t>(oh) * ow_n + ow) * c_n + c] =
-            requantize(acc, rq.multiplier[c], rq.shift[c], rq);
+        continue;
+      }
+      for (int32_t ow0 = 0; ow0 < ow_n; ow0 += kDwRow) {
+        const int32_t nb = ow_n - ow0 < kDwRow ? ow_n - ow0 : kDwRow;
+        for (int32_t i = 0; i < nb; ++i) acc[i] = b;
+        for (int32_t kh = kh_lo; kh < kh_hi; ++kh) {
+          const int8_t* row = scratch + (ih0 + kh) * s.w;
+          for (int32_t kw = 0; kw < k; ++kw) {
+            const int32_t wv = wc[kh * k + kw];
+            // Output ow reads input column ow * st - pad + kw: inside the row for ow in [lo, hi).
+            const int32_t off = kw - s.pad;
+            int32_t lo = off >= 0 ? 0 : (-off + st - 1) / st;
+            int32_t hi = s.w - 1 - off < 0 ? 0 : (s.w - 1 - off) / st + 1;
+            lo = lo > ow0 ? lo - ow0 : 0;
+            hi = hi - ow0 < nb ? hi - ow0 : nb;
+            const int32_t base = ow0 * st + off;  // column of acc[0]'s tap (may lie in the padding)
+#pragma omp simd
+            for (int32_t i = lo; i < hi; ++i) acc[i] += (static_cast<int32_t>(row[base + i * st]) - x_zero_point) * wv;
+          }
+        }
+        int8_t* out = data + (static_cast<int64_t>(oh) * ow_n + ow0) * c_n + c;
+        for (int32_t i = 0; i < nb; ++i)
+          out[static_cast<int64_t>(i) * c_n] = requantize(acc[i], rq.multiplier[c], rq.shift[c], rq);
       }
     }
   }

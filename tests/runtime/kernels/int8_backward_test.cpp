@@ -48,7 +48,9 @@ struct Case {
   int32_t h, w, c_in, c_out, kernel, stride, pad;
 };
 const Case kCases[] = {
-    {6, 6, 8, 12, 1, 1, 0}, {7, 7, 5, 6, 3, 1, 1}, {9, 8, 4, 8, 3, 2, 1}, {5, 5, 3, 4, 5, 1, 2}};
+    {6, 6, 8, 12, 1, 1, 0}, {7, 7, 5, 6, 3, 1, 1}, {9, 8, 4, 8, 3, 2, 1}, {5, 5, 3, 4, 5, 1, 2},
+    // channels past a block of 16 and a remainder; a kernel of more taps than the depthwise table
+    {10, 9, 6, 37, 3, 2, 1}, {11, 10, 2, 20, 9, 1, 4}};
 
 TEST(Int8Backward, BiasGradientSumsOverPixels) {
   Rng rng(41);
