@@ -1,7 +1,5 @@
 #include "runtime/kernels/cpu/int8_backward.h"
 
-#include <type_traits>
-
 namespace tern::cpu {
 
 namespace {
@@ -131,6 +129,11 @@ void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const int8_t* w,
 // over output pixels would): the same float result, bit for bit, as the direct loop below, which
 // kernels above kDwMaxTaps taps keep (their table would not fit the device's stack).
 constexpr int32_t kDwBlock = 16;
+// A block width the compiler sees as a constant (no <type_traits> in the bare-metal build).
+template <int32_t N>
+struct Fixed {
+  constexpr operator int32_t() const { return N; }
+};
 constexpr int32_t kDwMaxTaps = 49;  // 7x7: a 3 KB table
 
 void depthwise_input_grad(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
@@ -204,7 +207,7 @@ void depthwise_input_grad(const Int8ConvShape& s, const float* dy, const int8_t*
       for (int32_t kh = kh_lo; kh < kh_hi; ++kh) {
         for (int32_t kw = k - 1; kw >= 0; --kw) {
           if (cb == kDwBlock)
-            row_tap(oh, ih0 + kh, kh, kw, c0, std::integral_constant<int32_t, kDwBlock>());
+            row_tap(oh, ih0 + kh, kh, kw, c0, Fixed<kDwBlock>());
           else
             row_tap(oh, ih0 + kh, kh, kw, c0, cb);
         }
