@@ -228,16 +228,35 @@ void linear_input_grad(const float* dy, const int8_t* w, const float* w_scale, i
   }
 }
 
+// A byte of mask at a time, its eight bits built (or read) without a branch, so the compiler
+// vectorises both: the per-element read-modify-write of a bit was 9 % of a sparse mcunet step.
 void clamp_mask_bits(const int8_t* y, int64_t n, int32_t act_min, int32_t act_max, uint8_t* bits) noexcept {
-  for (int64_t i = 0; i < (n + 7) / 8; ++i) bits[i] = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t v = y[i];
-    if (v > act_min && v < act_max) bits[i >> 3] = static_cast<uint8_t>(bits[i >> 3] | (1u << (i & 7)));
+  const int64_t whole = n / 8;
+  for (int64_t b = 0; b < whole; ++b) {
+    uint32_t byte = 0;
+    for (int32_t j = 0; j < 8; ++j) {
+      const int32_t v = y[b * 8 + j];
+      byte |= static_cast<uint32_t>(v > act_min && v < act_max) << j;
+    }
+    bits[b] = static_cast<uint8_t>(byte);
+  }
+  if (whole * 8 < n) {
+    uint32_t byte = 0;
+    for (int64_t i = whole * 8; i < n; ++i) {
+      const int32_t v = y[i];
+      byte |= static_cast<uint32_t>(v > act_min && v < act_max) << (i - whole * 8);
+    }
+    bits[whole] = static_cast<uint8_t>(byte);
   }
 }
 
 void apply_mask_bits(const uint8_t* bits, int64_t n, float* dy) noexcept {
-  for (int64_t i = 0; i < n; ++i)
+  const int64_t whole = n / 8;
+  for (int64_t b = 0; b < whole; ++b) {
+    const uint32_t byte = bits[b];
+    for (int32_t j = 0; j < 8; ++j) dy[b * 8 + j] = (byte >> j & 1u) != 0 ? dy[b * 8 + j] : 0.0f;
+  }
+  for (int64_t i = whole * 8; i < n; ++i)
     if (!((bits[i >> 3] >> (i & 7)) & 1u)) dy[i] = 0.0f;
 }
 

@@ -248,5 +248,26 @@ TEST(Int8Backward, ClampMaskPassesOnlyUnclampedOutputs) {
   EXPECT_EQ(bits[1] & 0xfe, 0);  // bits past n are zero
 }
 
+TEST(Int8Backward, ClampMaskMatchesThePerElementRuleAtEverySize) {
+  Rng rng(47);
+  for (int64_t n : {0, 1, 7, 8, 9, 63, 64, 1001}) {
+    const auto y = random_int8(rng, n, -128, 127);
+    std::vector<uint8_t> bits(static_cast<size_t>((n + 7) / 8) + 1, 0xab);
+    cpu::clamp_mask_bits(y.data(), n, -5, 90, bits.data());
+    auto dy = random_floats(rng, n);
+    const auto before = dy;
+    cpu::apply_mask_bits(bits.data(), n, dy.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const bool pass = y[static_cast<size_t>(i)] > -5 && y[static_cast<size_t>(i)] < 90;
+      ASSERT_EQ((bits[static_cast<size_t>(i >> 3)] >> (i & 7)) & 1, pass ? 1 : 0) << "n=" << n << " i=" << i;
+      ASSERT_EQ(dy[static_cast<size_t>(i)], pass ? before[static_cast<size_t>(i)] : 0.0f) << "n=" << n << " i=" << i;
+    }
+    if (n % 8 != 0) {
+      EXPECT_EQ(bits[static_cast<size_t>(n / 8)] >> (n % 8), 0) << "bits past n, n=" << n;
+    }
+    EXPECT_EQ(bits.back(), 0xab) << "a byte past the mask was written, n=" << n;
+  }
+}
+
 }  // namespace
 }  // namespace tern

@@ -78,11 +78,13 @@ struct ConvCase {
   int32_t h, w, c_in, c_out, kernel, stride, pad;
 };
 // 1x1 and its strided form, 3x3 with and without stride, a 5x5, a grey-scale first layer, sizes
-// that leave a partial window at the bottom/right, output channels not a multiple of the kernel's
-// block of 4, and a filter of 2304 taps, beyond the stack patch (the direct path).
+// that leave a partial window at the bottom/right, output channels not a multiple of the blocks
+// (4 filters in a patch's dot products, 16 in the tap-major path), filters of up to 256 taps (the
+// tap-major path), of 360 (the stack patch) and of 2304, beyond the stack patch (the direct path).
 const ConvCase kConvCases[] = {{7, 5, 16, 24, 1, 1, 0}, {8, 8, 8, 12, 1, 2, 0},  {9, 9, 8, 16, 3, 1, 1},
                                {10, 7, 6, 10, 3, 2, 1}, {6, 6, 4, 5, 5, 1, 2},   {28, 28, 1, 8, 3, 1, 1},
-                               {5, 5, 3, 7, 3, 2, 0},   {1, 1, 64, 10, 1, 1, 0}, {4, 5, 256, 6, 3, 1, 1}};
+                               {5, 5, 3, 7, 3, 2, 0},   {1, 1, 64, 10, 1, 1, 0}, {4, 5, 256, 6, 3, 1, 1},
+                               {3, 4, 240, 37, 1, 1, 0}, {6, 5, 40, 21, 3, 1, 1}, {5, 5, 8, 33, 1, 1, 1}};
 
 TEST(Int8Conv, MatchesTheNaiveReference) {
   Rng rng(21);
