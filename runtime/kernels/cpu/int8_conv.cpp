@@ -56,6 +56,27 @@ inline void shifted_copy(const int8_t* x, int32_t zx, int32_t n, int16_t* out) n
   for (int32_t i = 0; i < n; ++i) out[i] = static_cast<int16_t>(static_cast<int32_t>(x[i]) - zx);
 }
 
+// The receptive field of the output whose window starts at (ih0, iw0), zero point subtracted, into
+// patch [k, k, c_in]; taps in the padding are zeros.
+inline void gather_patch(const Int8ConvShape& s, const int8_t* x, int32_t zx, int32_t ih0, int32_t iw0,
+                         int16_t* patch) noexcept {
+  const int32_t k = s.kernel, ci = s.c_in;
+  for (int32_t kh = 0; kh < k; ++kh) {
+    const int32_t ih = ih0 + kh;
+    int16_t* prow = patch + kh * k * ci;
+    if (ih < 0 || ih >= s.h) {
+      for (int32_t i = 0; i < k * ci; ++i) prow[i] = 0;
+      continue;
+    }
+    // The row's taps inside the image are adjacent pixels: one contiguous run of channels.
+    const int32_t kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = iw0 + k > s.w ? s.w - iw0 : k;
+    for (int32_t i = 0; i < kw_lo * ci; ++i) prow[i] = 0;
+    shifted_copy(x + (static_cast<int64_t>(ih) * s.w + iw0 + kw_lo) * ci, zx, (kw_hi - kw_lo) * ci,
+                 prow + kw_lo * ci);
+    for (int32_t i = kw_hi * ci; i < k * ci; ++i) prow[i] = 0;
+  }
+}
+
 // Any filter of at most kMaxPatch taps.
 void conv_patches(const Int8ConvShape& s, const int8_t* x, int32_t zx, const int8_t* w, const int32_t* bias,
                   const Requant& rq, int8_t* y) noexcept {
@@ -66,20 +87,7 @@ void conv_patches(const Int8ConvShape& s, const int8_t* x, int32_t zx, const int
     const int32_t ih0 = oh * s.stride - s.pad;
     for (int32_t ow = 0; ow < ow_n; ++ow) {
       const int32_t iw0 = ow * s.stride - s.pad;
-      for (int32_t kh = 0; kh < k; ++kh) {
-        const int32_t ih = ih0 + kh;
-        int16_t* prow = patch + kh * k * ci;
-        if (ih < 0 || ih >= s.h) {
-          for (int32_t i = 0; i < k * ci; ++i) prow[i] = 0;
-          continue;
-        }
-        // The row's taps inside the image are adjacent pixels: one contiguous run of channels.
-        const int32_t kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = iw0 + k > s.w ? s.w - iw0 : k;
-        for (int32_t i = 0; i < kw_lo * ci; ++i) prow[i] = 0;
-        shifted_copy(x + (static_cast<int64_t>(ih) * s.w + iw0 + kw_lo) * ci, zx, (kw_hi - kw_lo) * ci,
-                     prow + kw_lo * ci);
-        for (int32_t i = kw_hi * ci; i < k * ci; ++i) prow[i] = 0;
-      }
+      gather_patch(s, x, zx, ih0, iw0, patch);
       int8_t* yp = y + (static_cast<int64_t>(oh) * ow_n + ow) * s.c_out;
       filters_times_patch(patch, n, w, bias, s.c_out, [&](int32_t oc, int32_t acc) {
         yp[oc] = requantize(acc, rq.multiplier[oc], rq.shift[oc], rq);
@@ -130,19 +138,7 @@ void conv_oc_blocks(const Int8ConvShape& s, const int8_t* x, int32_t zx, const i
             for (int32_t j = 0; j < kOcBlock; ++j) acc[j] += v * wt[j];
           }
         } else {
-          for (int32_t kh = 0; kh < k; ++kh) {
-            const int32_t ih = ih0 + kh;
-            int16_t* prow = patch + kh * k * ci;
-            if (ih < 0 || ih >= s.h) {
-              for (int32_t i = 0; i < k * ci; ++i) prow[i] = 0;
-              continue;
-            }
-            const int32_t kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = iw0 + k > s.w ? s.w - iw0 : k;
-            for (int32_t i = 0; i < kw_lo * ci; ++i) prow[i] = 0;
-            shifted_copy(x + (static_cast<int64_t>(ih) * s.w + iw0 + kw_lo) * ci, zx, (kw_hi - kw_lo) * ci,
-                         prow + kw_lo * ci);
-            for (int32_t i = kw_hi * ci; i < k * ci; ++i) prow[i] = 0;
-          }
+          gather_patch(s, x, zx, ih0, iw0, patch);
           for (int32_t i = 0; i < n; ++i) {
             const int32_t v = patch[i];
             const int8_t* wt = table + i * kOcBlock;
