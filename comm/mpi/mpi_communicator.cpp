@@ -147,7 +147,7 @@ class MpiCommunicator final : public Communicator {
 
 const char* kCollectiveHint =
     "not every rank reached it: a rank died, is stuck elsewhere, or queued collectives in a different "
-    "order (MPI does not say which rank)";
+    "order or of different sizes (MPI does not say which rank)";
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options)
     : runtime_(MpiRuntime::get()), comm_(comm), options_(options) {

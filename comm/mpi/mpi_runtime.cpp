@@ -44,6 +44,11 @@ MpiRuntime::MpiRuntime() {
     // Errors before MPI_Init are fatal in Open MPI; there is no code to check here.
     MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &thread_level_);
     initialised_here_ = true;
+    // Errors come back as codes, which every call checks: Open MPI reports some errors of
+    // non-blocking collectives (a truncated message, when ranks passed different sizes) through
+    // MPI_COMM_WORLD's handler, not the communicator's, and the default one aborts the job with no
+    // word of which operation failed.
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   }
   if (thread_level_ < MPI_THREAD_SERIALIZED) {
     init_error_ = "mpi: the MPI library gives thread level " + std::to_string(thread_level_) +
@@ -118,7 +123,10 @@ void check_mpi(int code, const std::string& what) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
   MPI_Error_string(code, text, &length);
-  throw CommError(what + ": " + std::string(text, static_cast<size_t>(length)));
+  int error_class = code;
+  MPI_Error_class(code, &error_class);
+  const char* hint = error_class == MPI_ERR_TRUNCATE ? " (the ranks' calls disagree in size)" : "";
+  throw CommError(what + ": " + std::string(text, static_cast<size_t>(length)) + hint);
 }
 
 }  // namespace tern
