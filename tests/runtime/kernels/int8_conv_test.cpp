@@ -195,7 +195,11 @@ struct DepthwiseCase {
 const DepthwiseCase kDepthwiseCases[] = {{8, 8, 16, 3, 1, 1}, {9, 7, 8, 3, 2, 1}, {14, 14, 24, 3, 2, 1},
                                          {6, 6, 5, 5, 1, 2},  {7, 7, 4, 5, 2, 2}, {5, 6, 3, 3, 1, 0},
                                          {1, 1, 32, 3, 1, 1},  {3, 70, 3, 3, 1, 1}, {4, 131, 2, 3, 2, 1},
-                                         {5, 140, 2, 5, 2, 2}};
+                                         {5, 140, 2, 5, 2, 2},
+                                         // planes of more than 256 outputs go a channel at a time: rows
+                                         // of 12+ pixels (strides 1 and 2), shorter ones; one channel
+                                         {28, 28, 5, 3, 1, 1}, {36, 36, 3, 3, 2, 1}, {40, 10, 3, 3, 1, 1},
+                                         {6, 6, 1, 3, 1, 1}};
 
 TEST(Int8Depthwise, InPlaceMatchesTheReferenceAtStrideOneAndTwo) {
   Rng rng(25);
