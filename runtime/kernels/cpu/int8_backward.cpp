@@ -31,6 +31,12 @@ void bias_grad(const float* dy, int64_t pixels, int64_t c, float* db) noexcept {
   }
 }
 
+// Up to kGroup of a pixel's nonzero gradients at a time: their rows share each pass over the
+// pixel's taps (one load and conversion of an input element, or one load and store of a dx element,
+// for four multiply-adds). Each output element still takes its terms one by one, in the order the
+// one-at-a-time loop took them, so the float results are the same bit for bit.
+constexpr int32_t kGroup = 4;
+
 void conv2d_weight_grad_channels(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point, float x_scale,
                                  const float* dy, const int32_t* channels, int32_t k, float* dw) noexcept {
   const int64_t filter = static_cast<int64_t>(s.kernel) * s.kernel * s.c_in;
@@ -40,20 +46,43 @@ void conv2d_weight_grad_channels(const Int8ConvShape& s, const int8_t* x, int32_
     for (int32_t ow = 0; ow < ow_n; ++ow) {
       const Taps t = taps(s, oh, ow);
       const float* g = dy + (static_cast<int64_t>(oh) * ow_n + ow) * s.c_out;
+      const int64_t n = static_cast<int64_t>(t.kw_hi - t.kw_lo) * s.c_in;  // a row's taps, adjacent pixels
+      auto row_of = [&](int32_t kh) {
+        return x + (static_cast<int64_t>(t.ih0 + kh) * s.w + t.iw0 + t.kw_lo) * s.c_in;
+      };
+      auto at = [&](int32_t j, int32_t kh) { return dw + j * filter + (static_cast<int64_t>(kh) * s.kernel + t.kw_lo) * s.c_in; };
+      int32_t js[kGroup];
+      float gs[kGroup];
+      int32_t m = 0;
+      auto one = [&](int32_t j, float gj) {
+        for (int32_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
+          const int8_t* xr = row_of(kh);
+          float* dr = at(j, kh);
+#pragma omp simd
+          for (int64_t i = 0; i < n; ++i) dr[i] += gj * static_cast<float>(static_cast<int32_t>(xr[i]) - x_zero_point);
+        }
+      };
       for (int32_t j = 0; j < k; ++j) {
         const float gj = g[channels[j]] * x_scale;
         if (gj == 0.0f) continue;  // common after a ReLU mask
-        float* dwj = dw + j * filter;
+        js[m] = j;
+        gs[m] = gj;
+        if (++m < kGroup) continue;
+        m = 0;
         for (int32_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
-          // Taps kw_lo..kw_hi of a row are adjacent pixels: one contiguous run of channels.
-          const int64_t n = static_cast<int64_t>(t.kw_hi - t.kw_lo) * s.c_in;
-          const int8_t* xr = x + (static_cast<int64_t>(t.ih0 + kh) * s.w + t.iw0 + t.kw_lo) * s.c_in;
-          float* dr = dwj + (static_cast<int64_t>(kh) * s.kernel + t.kw_lo) * s.c_in;
+          const int8_t* xr = row_of(kh);
+          float *d0 = at(js[0], kh), *d1 = at(js[1], kh), *d2 = at(js[2], kh), *d3 = at(js[3], kh);
 #pragma omp simd
-          for (int64_t i = 0; i < n; ++i)
-            dr[i] += gj * static_cast<float>(static_cast<int32_t>(xr[i]) - x_zero_point);
+          for (int64_t i = 0; i < n; ++i) {
+            const float v = static_cast<float>(static_cast<int32_t>(xr[i]) - x_zero_point);
+            d0[i] += gs[0] * v;
+            d1[i] += gs[1] * v;
+            d2[i] += gs[2] * v;
+            d3[i] += gs[3] * v;
+          }
         }
       }
+      for (int32_t q = 0; q < m; ++q) one(js[q], gs[q]);
     }
   }
 }
@@ -105,16 +134,41 @@ void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const int8_t* w,
     for (int32_t ow = 0; ow < ow_n; ++ow) {
       const Taps t = taps(s, oh, ow);
       const float* g = dy + (static_cast<int64_t>(oh) * ow_n + ow) * s.c_out;
+      const int64_t n = static_cast<int64_t>(t.kw_hi - t.kw_lo) * s.c_in;
+      auto dx_row = [&](int32_t kh) { return dx + (static_cast<int64_t>(t.ih0 + kh) * s.w + t.iw0 + t.kw_lo) * s.c_in; };
+      auto w_row = [&](int32_t oc, int32_t kh) {
+        return w + oc * filter + (static_cast<int64_t>(kh) * s.kernel + t.kw_lo) * s.c_in;
+      };
+      int32_t ocs[kGroup];
+      float gos[kGroup];
+      int32_t m = 0;
       for (int32_t oc = 0; oc < s.c_out; ++oc) {
         const float go = g[oc] * w_scale[oc];
         if (go == 0.0f) continue;
-        const int8_t* wf = w + oc * filter;
+        ocs[m] = oc;
+        gos[m] = go;
+        if (++m < kGroup) continue;
+        m = 0;
         for (int32_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
-          const int64_t n = static_cast<int64_t>(t.kw_hi - t.kw_lo) * s.c_in;
-          float* dr = dx + (static_cast<int64_t>(t.ih0 + kh) * s.w + t.iw0 + t.kw_lo) * s.c_in;
-          const int8_t* wr = wf + (static_cast<int64_t>(kh) * s.kernel + t.kw_lo) * s.c_in;
+          float* dr = dx_row(kh);
+          const int8_t *w0 = w_row(ocs[0], kh), *w1 = w_row(ocs[1], kh), *w2 = w_row(ocs[2], kh), *w3 = w_row(ocs[3], kh);
 #pragma omp simd
-          for (int64_t i = 0; i < n; ++i) dr[i] += go * static_cast<float>(wr[i]);
+          for (int64_t i = 0; i < n; ++i) {
+            float v = dr[i];
+            v += gos[0] * static_cast<float>(w0[i]);
+            v += gos[1] * static_cast<float>(w1[i]);
+            v += gos[2] * static_cast<float>(w2[i]);
+            v += gos[3] * static_cast<float>(w3[i]);
+            dr[i] = v;
+          }
+        }
+      }
+      for (int32_t q = 0; q < m; ++q) {
+        for (int32_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
+          float* dr = dx_row(kh);
+          const int8_t* wr = w_row(ocs[q], kh);
+#pragma omp simd
+          for (int64_t i = 0; i < n; ++i) dr[i] += gos[q] * static_cast<float>(wr[i]);
         }
       }
     }
