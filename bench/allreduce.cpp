@@ -175,6 +175,8 @@ int main(int argc, char** argv) {
   f.add_int("halving-doubling-max-bytes", -1,
             "local/tcp: power-of-two worlds of 4+ ranks use halving-doubling up to this size (0: never; -1: the host's rule)");
   f.add_int("small-message-bytes", 0, "local/tcp: allreduce switches from recursive doubling to ring here (0: default)");
+  f.add_int("small-gather-bytes", -1,
+            "local/tcp: power-of-two worlds of 4+ ranks: allgather outputs below this use recursive doubling (0: never; -1: default)");
   f.add_int("ring-chunk-bytes", 0, "local/tcp: ring pipelining chunk (0: default)");
   f.add_int("poll-us", CommOptions{}.poll.count(),
             "tcp: microseconds a waiting recv polls the socket or shared-memory ring before sleeping (0: never)");
@@ -190,6 +192,7 @@ int main(int argc, char** argv) {
     CommOptions options;
     options.small_message_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("small-message-bytes")));
     options.halving_doubling_max_bytes = f.get_int("halving-doubling-max-bytes");
+    options.small_gather_bytes = f.get_int("small-gather-bytes");
     if (f.get_int("shm-collectives-max-bytes") >= 0)
       options.shm_collectives_max_bytes = static_cast<size_t>(f.get_int("shm-collectives-max-bytes"));
     options.ring_chunk_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("ring-chunk-bytes")));

@@ -285,6 +285,33 @@ void reduce_scatter(Group& group, uint64_t tag, const void* in, void* out, int64
   if (op == ReduceOp::avg) finish_average(out, counts[mine], dtype, group.size());
 }
 
+void allgatherv_recursive_doubling(Group& group, uint64_t tag, void* out, const std::vector<int64_t>& counts,
+                                   size_t elem_size) {
+  const int size = group.size();
+  const int rank = group.rank();
+  TERN_CHECK((size & (size - 1)) == 0, "allgatherv_recursive_doubling: a group of ", size,
+             " ranks (a power of two is needed)");
+  const Blocks blocks = blocks_from_counts(counts);
+  auto* buffer = static_cast<char*>(out);
+  // Blocks first .. first + n - 1 are adjacent in the output: one message.
+  auto at = [&](int first) { return buffer + static_cast<size_t>(blocks.offset[static_cast<size_t>(first)]) * elem_size; };
+  auto bytes = [&](int first, int n) {
+    const auto last = static_cast<size_t>(first + n - 1);
+    return static_cast<size_t>(blocks.offset[last] + blocks.count[last] - blocks.offset[static_cast<size_t>(first)]) *
+           elem_size;
+  };
+  // With the partner at distance d, each holds the d blocks of its aligned group of d ranks and
+  // sends them all; both know both sizes, so an empty range is skipped on both sides.
+  for (int d = 1; d < size; d <<= 1) {
+    const int partner = rank ^ d;
+    const int mine = rank & ~(d - 1), theirs = partner & ~(d - 1);
+    std::unique_ptr<PostedRecv> incoming;
+    if (bytes(theirs, d) > 0) incoming = group.post_recv(partner, tag, at(theirs), bytes(theirs, d));
+    if (bytes(mine, d) > 0) group.send(partner, tag, at(mine), bytes(mine, d));
+    if (incoming) group.wait(*incoming);
+  }
+}
+
 void allgatherv(Group& group, uint64_t tag, const void* in, void* out, const std::vector<int64_t>& counts,
                 size_t elem_size, const AlgorithmOptions& options) {
   TERN_CHECK(static_cast<int>(counts.size()) == group.size(), "allgatherv: ", counts.size(),
@@ -304,6 +331,11 @@ void allgatherv(Group& group, uint64_t tag, const void* in, void* out, const std
   }
   std::memmove(buffer + static_cast<size_t>(blocks.offset[mine]) * elem_size, in,
                static_cast<size_t>(counts[mine]) * elem_size);
+  const int size = group.size();
+  if (total < options.small_gather_bytes && size >= 4 && (size & (size - 1)) == 0) {
+    allgatherv_recursive_doubling(group, tag, out, counts, elem_size);
+    return;
+  }
   ring_pass(group, tag, buffer, blocks, elem_size, 0, {}, options);
 }
 

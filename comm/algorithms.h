@@ -22,6 +22,12 @@ namespace tern {
 // 1 MB 526/297; 4 ranks: 64 KB 298/240, 256 KB 430/381, 1 MB 1166/1393, 4 MB 7691/8703. The
 // crossover lies between 256 KB and 1 MB (later at 2 ranks), hence 512 KB.
 constexpr size_t kDefaultSmallMessageBytes = size_t{512} << 10;
+// Allgather's switch from recursive doubling to the ring (power-of-two groups of 4+; the whole
+// output). Measured at 4 ranks on 2 cores (bench/allreduce --op allgather --small-gather-bytes 0 vs
+// 4M, medians of 7 / 5 alternated runs, us, ring / recursive doubling): sockets 4 KB 88 / 62, 64 KB
+// 111 / 76, 1 MB 469 / 423 and 550 / 512, 2 MB 1490 / 1063, 4 MB 3232 / 3313; local (threads) 4 KB
+// 53 / 28, 1 MB 244 / 171, 4 MB 1260 / 1447. Hence below 4 MB.
+constexpr size_t kDefaultSmallGatherBytes = size_t{4} << 20;
 // The ring cuts each block into chunks of this size so that one chunk is on the wire (or being
 // copied) while the previous one is reduced.
 constexpr size_t kDefaultRingChunkBytes = size_t{256} << 10;
@@ -46,6 +52,9 @@ struct AlgorithmOptions {
   WorldCollectives* world_collectives = nullptr;
   size_t world_max_bytes = 0;
   size_t small_message_bytes = kDefaultSmallMessageBytes;
+  // Power-of-two groups of 4 or more: allgather(v) outputs below this use recursive doubling
+  // (log2 P exchanges) instead of the ring (P - 1 steps); 0: never.
+  size_t small_gather_bytes = kDefaultSmallGatherBytes;
   size_t ring_chunk_bytes = kDefaultRingChunkBytes;  // 0 means one chunk per block
   size_t ring_window_bytes = kDefaultRingWindowBytes;  // at least one chunk is always posted
   // Power-of-two groups of 4 or more: allreduce from small_message_bytes up to this uses recursive
@@ -130,9 +139,13 @@ void allgather(Group& group, uint64_t tag, const void* in, void* out, size_t byt
                const AlgorithmOptions& options = {});
 // out = every member's in (counts[r] elements of elem_size bytes) in group-rank order; counts may
 // be zero. The transport's world collectives up to options.world_max_bytes from 3 ranks up, else
-// the ring.
+// recursive doubling below options.small_gather_bytes (power-of-two groups of 4+), else the ring.
 void allgatherv(Group& group, uint64_t tag, const void* in, void* out, const std::vector<int64_t>& counts,
                 size_t elem_size, const AlgorithmOptions& options = {});
+// The recursive-doubling allgatherv alone, on an `out` that already holds this rank's block
+// (power-of-two groups only), for tests.
+void allgatherv_recursive_doubling(Group& group, uint64_t tag, void* out, const std::vector<int64_t>& counts,
+                                   size_t elem_size);
 // data (bytes) on every member becomes root's data: binomial tree below small_message_bytes, a
 // chunked chain (root, root+1, ...) from it up.
 void broadcast(Group& group, uint64_t tag, void* data, size_t bytes, int root,

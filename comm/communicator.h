@@ -39,6 +39,9 @@ struct CommOptions {
   size_t max_message_bytes = size_t{1} << 32;                  // larger frames are rejected
   // Tuning of Tern's own algorithms (local and tcp backends); 0 keeps comm/algorithms.h's default.
   size_t small_message_bytes = 0;  // allreduce below this: recursive doubling; from it: ring
+  // Power-of-two worlds of 4+ ranks: allgather(v) outputs below this use recursive doubling, from
+  // it the ring. -1: comm/algorithms.h's default; 0: never.
+  int64_t small_gather_bytes = -1;
   size_t ring_chunk_bytes = 0;     // ring pipelining granularity
   // Power-of-two worlds of 4+ ranks: allreduces from small_message_bytes up to this use recursive
   // halving/doubling instead of the ring. -1: the tcp backend's rule (halving_doubling_for_host in

@@ -6,10 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <numeric>
+#include <string>
 #include <thread>
 
 #include "comm/local/local_transport.h"
@@ -51,6 +54,7 @@ void run_group(int world, const std::function<void(Group&)>& body) {
 AlgorithmOptions always_ring(size_t chunk_bytes) {
   AlgorithmOptions options;
   options.small_message_bytes = 0;
+  options.small_gather_bytes = 0;
   options.ring_chunk_bytes = chunk_bytes;
   return options;
 }
@@ -58,6 +62,7 @@ AlgorithmOptions always_ring(size_t chunk_bytes) {
 AlgorithmOptions never_ring() {
   AlgorithmOptions options;
   options.small_message_bytes = std::numeric_limits<size_t>::max();
+  options.small_gather_bytes = std::numeric_limits<size_t>::max();
   return options;
 }
 
@@ -188,6 +193,17 @@ TEST(RingReduceScatter, MatchesReferenceWithSmallChunks) {
   }
 }
 
+// Each rank's block, in rank order, whatever the counts (zeros included): the check both allgatherv
+// tests share.
+void expect_gathered(const Tensor& out, const std::vector<int64_t>& counts, const std::string& what) {
+  int64_t at = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    EXPECT_EQ(first_mismatch(out.slice(at, at + counts[r]), rank_input(DType::i64, static_cast<int>(r), counts[r])), -1)
+        << what << ": block of rank " << r;
+    at += counts[r];
+  }
+}
+
 TEST(RingAllgatherv, ZeroAndUnequalCountsWithSmallChunks) {
   for (int world = 1; world <= 5; ++world) {
     std::vector<int64_t> counts;
@@ -198,15 +214,41 @@ TEST(RingAllgatherv, ZeroAndUnequalCountsWithSmallChunks) {
       const Tensor in = rank_input(DType::i64, group.rank(), counts[static_cast<size_t>(group.rank())]);
       Tensor out = Tensor::empty({total}, DType::i64);
       allgatherv(group, algorithm_tag(0), in.raw(), out.raw(), counts, 8, always_ring(8));
-      int64_t at = 0;
-      for (int r = 0; r < world; ++r) {
-        const int64_t c = counts[static_cast<size_t>(r)];
-        EXPECT_EQ(first_mismatch(out.slice(at, at + c), rank_input(DType::i64, r, c)), -1)
-            << "world " << world << " block of rank " << r;
-        at += c;
-      }
+      expect_gathered(out, counts, "world " + std::to_string(world));
     });
   }
+}
+
+TEST(RecursiveDoublingAllgatherv, DeliversEveryBlockForPowerOfTwoWorldsAndIsAllgathervsChoiceBelowItsLimit) {
+  for (int world : {1, 2, 4, 8}) {
+    for (int pattern = 0; pattern < 3; ++pattern) {
+      std::vector<int64_t> counts;
+      for (int r = 0; r < world; ++r) {
+        counts.push_back(pattern == 0 ? 5 : pattern == 1 ? (r * 37) % 11 : (r == world - 1 ? 1000 : 0));
+      }
+      const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+      for (bool direct : {true, false}) {
+        run_group(world, [&](Group& group) {
+          const auto mine = static_cast<size_t>(group.rank());
+          const Tensor in = rank_input(DType::i64, group.rank(), counts[mine]);
+          Tensor out = Tensor::empty({total}, DType::i64);
+          if (direct) {
+            const int64_t offset = std::accumulate(counts.begin(), counts.begin() + static_cast<std::ptrdiff_t>(mine),
+                                                   int64_t{0});
+            std::memcpy(out.data<int64_t>() + offset, in.raw(), static_cast<size_t>(counts[mine]) * 8);
+            allgatherv_recursive_doubling(group, algorithm_tag(0), out.raw(), counts, 8);
+          } else {
+            allgatherv(group, algorithm_tag(0), in.raw(), out.raw(), counts, 8, never_ring());
+          }
+          expect_gathered(out, counts, "world " + std::to_string(world) + " pattern " + std::to_string(pattern));
+        });
+      }
+    }
+  }
+  run_group(3, [&](Group& group) {
+    int64_t x = 0;
+    EXPECT_THROW(allgatherv_recursive_doubling(group, algorithm_tag(0), &x, {0, 0, 0}, 8), Error);
+  });
 }
 
 TEST(Broadcast, TreeAndChunkedChainDeliverTheRootsBytesFromEveryRoot) {
