@@ -285,23 +285,15 @@ void linear_input_grad(const float* dy, const int8_t* w, const float* w_scale, i
 // A byte of mask at a time, its eight bits built (or read) without a branch, so the compiler
 // vectorises both: the per-element read-modify-write of a bit was 9 % of a sparse mcunet step.
 void clamp_mask_bits(const int8_t* y, int64_t n, int32_t act_min, int32_t act_max, uint8_t* bits) noexcept {
+  // The byte of elements y[0 .. count), count <= 8 (8 but for the last byte).
+  auto byte_of = [&](const int8_t* y8, int32_t count) {
+    uint32_t byte = 0;
+    for (int32_t j = 0; j < count; ++j) byte |= static_cast<uint32_t>(y8[j] > act_min && y8[j] < act_max) << j;
+    return static_cast<uint8_t>(byte);
+  };
   const int64_t whole = n / 8;
-  for (int64_t b = 0; b < whole; ++b) {
-    uint32_t byte = 0;
-    for (int32_t j = 0; j < 8; ++j) {
-      const int32_t v = y[b * 8 + j];
-      byte |= static_cast<uint32_t>(v > act_min && v < act_max) << j;
-    }
-    bits[b] = static_cast<uint8_t>(byte);
-  }
-  if (whole * 8 < n) {
-    uint32_t byte = 0;
-    for (int64_t i = whole * 8; i < n; ++i) {
-      const int32_t v = y[i];
-      byte |= static_cast<uint32_t>(v > act_min && v < act_max) << (i - whole * 8);
-    }
-    bits[whole] = static_cast<uint8_t>(byte);
-  }
+  for (int64_t b = 0; b < whole; ++b) bits[b] = byte_of(y + b * 8, 8);
+  if (whole * 8 < n) bits[whole] = byte_of(y + whole * 8, static_cast<int32_t>(n - whole * 8));
 }
 
 void apply_mask_bits(const uint8_t* bits, int64_t n, float* dy) noexcept {
