@@ -9,7 +9,9 @@ sock/mpi-tcp (TCP against TCP), tcp/mpi-tcp and tcp/mpi-def (shared memory again
 default). All in one run, so the ratios compare like with like on a noisy machine; with --repeat N
 (default 3) every backend runs N times, the rounds interleaved (round 1 of every backend, then
 round 2, ...), and each cell is the median time of its N runs, so one disturbed run moves no cell.
-The "spread" column is the largest max/min time ratio of a cell's runs in that row.
+The "spread" column is the largest max/min time ratio of a cell's runs in that row. Both launchers
+bind as they do by default: each rank to its own core when every rank has one (2 ranks here), none
+when the ranks outnumber the cores (4 ranks on 2 cores).
 """
 import argparse
 import json
@@ -20,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 
-MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
+# Open MPI's default binding (to cores up to one rank per core, else none), as ternrun's --bind-to auto.
+MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe"]
 
 
 def run(cmd, json_path, timeout, extra_env=None):

@@ -1,8 +1,10 @@
 // ternrun: starts N ranks of a program on this machine, like torchrun or horovodrun. It serves
 // the rendezvous store the tcp backend connects through, labels every output line with its rank,
-// forwards Ctrl-C/SIGTERM, and stops the whole job as soon as one rank fails.
+// forwards Ctrl-C/SIGTERM, stops the whole job as soon as one rank fails, and gives each rank its own
+// share of the cores.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "comm/tcp/tcp_store.h"
+#include "launch/cpu_binding.h"
 #include "runtime/io/flags.h"
 
 namespace {
@@ -103,7 +106,7 @@ bool drain(int& fd, std::string& buf) {
 }
 
 Rank spawn(int index, int world, const std::string& store, const std::string& job, const std::string& timeout,
-           bool terminal, const std::vector<char*>& argv) {
+           bool terminal, const std::vector<int>& cpus, const std::vector<char*>& argv) {
   int out[2], err[2];
   if (::pipe(out) != 0 || ::pipe(err) != 0) throw tern::Error(std::string("pipe: ") + std::strerror(errno));
   const pid_t pid = ::fork();
@@ -126,6 +129,14 @@ Rank spawn(int index, int world, const std::string& store, const std::string& jo
     if (!timeout.empty()) ::setenv("TERN_COMM_TIMEOUT", timeout.c_str(), 1);
     // Rank 0 may draw a live progress bar when the user watches ternrun on a terminal.
     if (index == 0 && terminal) ::setenv("TERN_PROGRESS_TTY", "1", 1);
+    if (!cpus.empty()) {
+      cpu_set_t mask;
+      CPU_ZERO(&mask);
+      for (int c : cpus) CPU_SET(c, &mask);
+      if (::sched_setaffinity(0, sizeof mask, &mask) != 0)
+        std::fprintf(stderr, "ternrun: rank %d runs unbound: sched_setaffinity(%s): %s\n", index,
+                     tern::launch::cpu_list(cpus).c_str(), std::strerror(errno));
+    }
     ::execvp(argv[0], argv.data());
     std::fprintf(stderr, "ternrun: cannot run '%s': %s\n", argv[0], std::strerror(errno));
     ::_exit(127);
@@ -149,8 +160,29 @@ void signal_all(std::vector<Rank>& ranks, int sig) {
     if (r.running) ::kill(-r.pid, sig);
 }
 
+// The CPUs of each rank under --bind-to (empty: the ranks run unbound).
+std::vector<std::vector<int>> rank_cpus(int n, tern::launch::BindPolicy policy, bool report) {
+  using tern::launch::BindPolicy;
+  if (policy == BindPolicy::kNone) return {};
+  const std::vector<tern::launch::Cpu> cpus = tern::launch::allowed_cpus();
+  std::vector<std::vector<int>> sets = tern::launch::cpu_sets_for_ranks(cpus, n);
+  if (sets.empty() && policy == BindPolicy::kCores) {
+    std::vector<int> ids;
+    for (const auto& c : cpus) ids.push_back(c.id);
+    throw tern::UsageError("--bind-to cores: " + std::to_string(n) + " ranks but only " +
+                           std::to_string(cpus.size()) + " CPUs to run on (" + tern::launch::cpu_list(ids) +
+                           "); use --bind-to auto or none to share them");
+  }
+  if (report) {
+    for (size_t r = 0; r < sets.size(); ++r)
+      std::fprintf(stderr, "ternrun: rank %zu bound to CPUs %s\n", r, tern::launch::cpu_list(sets[r]).c_str());
+    if (sets.empty()) std::fprintf(stderr, "ternrun: %d ranks on %zu CPUs: not bound\n", n, cpus.size());
+  }
+  return sets;
+}
+
 int run(int n, const std::string& host, int port, double timeout_s, double grace_s, bool keep_going,
-        std::vector<char*> argv) {
+        const std::vector<std::vector<int>>& cpus, std::vector<char*> argv) {
   tern::TcpStoreServer store(host, static_cast<uint16_t>(port));
   const std::string job = make_job_id();
   char timeout[32] = "";
@@ -166,7 +198,9 @@ int run(int n, const std::string& host, int port, double timeout_s, double grace
 
   std::vector<Rank> ranks;
   const bool terminal = ::isatty(STDOUT_FILENO) == 1;
-  for (int i = 0; i < n; ++i) ranks.push_back(spawn(i, n, store.address(), job, timeout, terminal, argv));
+  for (int i = 0; i < n; ++i)
+    ranks.push_back(spawn(i, n, store.address(), job, timeout, terminal,
+                          cpus.empty() ? std::vector<int>{} : cpus[static_cast<size_t>(i)], argv));
 
   int result = 0;
   bool stopping = false;
@@ -237,7 +271,7 @@ int main(int argc, char** argv) {
   while (prog < argc && argv[prog][0] == '-') {
     const std::string a = argv[prog];
     const bool takes_value = a == "-n" || a == "--nproc" || a == "--port" || a == "--timeout" ||
-                             a == "--host" || a == "--grace";
+                             a == "--host" || a == "--grace" || a == "--bind-to";
     prog += (takes_value ? 2 : 1);
   }
   prog = std::min(prog, argc);
@@ -246,13 +280,21 @@ int main(int argc, char** argv) {
                                "Each rank gets TERN_RANK, TERN_WORLD_SIZE, TERN_STORE_ADDR and TERN_JOB_ID;\n"
                                "its output lines are prefixed with [rank]. If a rank exits non-zero the\n"
                                "others are stopped and ternrun exits with that code. For several hosts, use\n"
-                               "mpirun (Open MPI) with the mpi backend: mpirun -np N -H a,b PROGRAM ...");
+                               "mpirun (Open MPI) with the mpi backend: mpirun -np N -H a,b PROGRAM ...\n"
+                               "Ranks are bound to disjoint shares of the cores ternrun may use (as mpirun\n"
+                               "binds to cores) when every rank can have one; --threads K in each rank then\n"
+                               "runs on that rank's share.");
   flags.add_int("nproc", 1, "number of ranks to start (also -n)");
   flags.add_string("host", "127.0.0.1", "address the rendezvous store listens on");
   flags.add_int("port", 0, "port of the rendezvous store (0: any free port)");
   flags.add_float("timeout", 0, "communication timeout in seconds given to the ranks (0: their default)");
   flags.add_float("grace", 5, "seconds between SIGTERM and SIGKILL when stopping ranks");
   flags.add_bool("keep-going", false, "when a rank fails, let the others run on (exit code: the first failure's)");
+  flags.add_string("bind-to", "auto",
+                   "auto: each rank gets its own contiguous share of the cores (whole cores when there are "
+                   "enough, else CPUs) when there are at least N CPUs, else all ranks share them | cores: "
+                   "the same, an error when there are fewer CPUs than ranks | none: never bind");
+  flags.add_bool("report-bindings", false, "print each rank's CPUs on stderr before starting it");
   std::vector<std::string> ours_storage;
   std::vector<const char*> ours{argv[0]};
   for (int i = 1; i < prog; ++i) {
@@ -273,9 +315,11 @@ int main(int argc, char** argv) {
     if (port < 0 || port > 65535) throw tern::UsageError("--port must be in 0..65535");
     if (flags.get_float("timeout") < 0 || flags.get_float("grace") < 0)
       throw tern::UsageError("--timeout and --grace must be >= 0");
+    const auto cpus = rank_cpus(static_cast<int>(n), tern::launch::parse_bind_policy(flags.get_string("bind-to")),
+                                flags.get_bool("report-bindings"));
     std::vector<char*> program(argv + prog, argv + argc);
     return run(static_cast<int>(n), flags.get_string("host"), static_cast<int>(port), flags.get_float("timeout"),
-               flags.get_float("grace"), flags.get_bool("keep-going"), program);
+               flags.get_float("grace"), flags.get_bool("keep-going"), cpus, program);
   } catch (const tern::UsageError& e) {
     std::fprintf(stderr, "ternrun: %s\n\n%s", e.what(), flags.usage().c_str());
     return 2;

@@ -66,6 +66,38 @@ err=$("$ternrun" -n 1 /nonexistent/prog 2>&1); rc=$?
 [ $rc -eq 127 ] || fail "missing program: expected 127, got $rc"
 grep -q "cannot run '/nonexistent/prog'" <<<"$err" || fail "missing program not named: $err"
 "$ternrun" --help | grep -q -- "--timeout" || fail "--help does not list --timeout"
+"$ternrun" -n 2 --bind-to core true >/dev/null 2>&1; [ $? -eq 2 ] || fail "--bind-to core (not a policy) should be a usage error"
 ok "usage errors"
+
+# 8. CPU binding: with at least as many CPUs as ranks each rank runs on its own CPUs (read back from
+# the kernel), disjoint from the others'; with fewer, or --bind-to none, every rank keeps ternrun's.
+cpus_of() {  # expands a kernel cpulist ("0-2,5") to one id per line
+  local IFS=, part
+  for part in $1; do
+    if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+  done
+}
+allowed=$(awk '/^Cpus_allowed_list/ {print $2}' /proc/self/status)
+ncpu=$(cpus_of "$allowed" | wc -l)
+lists() { "$ternrun" "$@" sh -c 'awk "/^Cpus_allowed_list/ {print \$2}" /proc/self/status' | sed 's/^\[[0-9]*\] //'; }
+for n in 2 3; do
+  out=$(lists -n $n) || fail "ternrun -n $n failed"
+  [ $(wc -l <<<"$out") -eq $n ] || fail "-n $n: expected $n lists, got: $out"
+  if [ $ncpu -ge $n ]; then
+    all=$(for l in $out; do cpus_of "$l"; done | sort -n)
+    [ $(wc -l <<<"$all") -eq $(sort -nu <<<"$all" | wc -l) ] || fail "-n $n on $ncpu CPUs: ranks share CPUs: $out"
+    [ $(sort -u <<<"$out" | wc -l) -eq $n ] || fail "-n $n: ranks not bound apart: $out"
+  else
+    [ "$(sort -u <<<"$out")" = "$allowed" ] || fail "-n $n on $ncpu CPUs should leave ranks unbound ($allowed): $out"
+    "$ternrun" -n $n --bind-to cores true >/dev/null 2>&1; [ $? -eq 2 ] || fail "--bind-to cores with $n ranks on $ncpu CPUs should be refused"
+  fi
+  out=$(lists -n $n --bind-to none) || fail "ternrun --bind-to none failed"
+  [ "$(sort -u <<<"$out")" = "$allowed" ] || fail "--bind-to none changed the ranks' CPUs: $out"
+done
+big=$((ncpu + 1))
+out=$(lists -n $big) || fail "ternrun -n $big failed"
+[ "$(sort -u <<<"$out")" = "$allowed" ] || fail "-n $big on $ncpu CPUs should leave ranks unbound: $out"
+"$ternrun" -n $big --bind-to cores true >/dev/null 2>&1; [ $? -eq 2 ] || fail "--bind-to cores with more ranks than CPUs should be refused"
+ok "CPU binding ($ncpu CPUs: $allowed)"
 
 echo "$passed passed, 0 failed"
