@@ -178,6 +178,9 @@ int main(int argc, char** argv) {
   f.add_int("small-gather-bytes", -1,
             "local/tcp: power-of-two worlds of 4+ ranks: allgather outputs below this use recursive doubling (0: never; -1: default)");
   f.add_int("ring-chunk-bytes", 0, "local/tcp: ring pipelining chunk (0: default)");
+  f.add_int("ring-chunk-max-bytes", -1,
+            "local/tcp: the ring's chunks grow with its blocks (a quarter of one) up to this (0: fixed; -1: the "
+            "tcp backend's rule, fixed on local)");
   f.add_int("poll-us", CommOptions{}.poll.count(),
             "tcp: microseconds a waiting recv polls the socket or shared-memory ring before sleeping (0: never)");
   f.add_int("poll-max-bytes", static_cast<int64_t>(CommOptions{}.poll_max_bytes),
@@ -196,6 +199,7 @@ int main(int argc, char** argv) {
     if (f.get_int("shm-collectives-max-bytes") >= 0)
       options.shm_collectives_max_bytes = static_cast<size_t>(f.get_int("shm-collectives-max-bytes"));
     options.ring_chunk_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("ring-chunk-bytes")));
+    options.ring_chunk_max_bytes = f.get_int("ring-chunk-max-bytes");
     options.poll = std::chrono::microseconds(std::max<int64_t>(0, f.get_int("poll-us")));
     options.poll_max_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("poll-max-bytes")));
     options.poll_every_size = f.get_int("poll-every-size") != 0;

@@ -71,6 +71,16 @@ int64_t chunk_elements(size_t chunk_bytes, size_t elem_size) {
   return std::max<int64_t>(1, static_cast<int64_t>(chunk_bytes / elem_size));
 }
 
+}  // namespace
+
+size_t ring_chunk_for_blocks(const AlgorithmOptions& options, size_t block_bytes) {
+  const size_t lo = options.ring_chunk_bytes;
+  if (lo == 0 || options.ring_chunk_max_bytes <= lo) return lo;
+  return std::clamp(block_bytes / 4, lo, options.ring_chunk_max_bytes);
+}
+
+namespace {
+
 // What a ring pass does with a received chunk.
 struct RingReduction {
   bool reduce = false;  // false: the chunk is copied into place (allgather)
@@ -98,7 +108,9 @@ void ring_pass(Group& group, uint64_t tag, char* buffer, const Blocks& blocks, s
   if (size == 1) return;
   const int next = mod(rank + 1, size);
   const int prev = mod(rank - 1, size);
-  const int64_t chunk = chunk_elements(options.ring_chunk_bytes, elem_size);
+  const int64_t largest = *std::max_element(blocks.count.begin(), blocks.count.end());
+  const int64_t chunk =
+      chunk_elements(ring_chunk_for_blocks(options, static_cast<size_t>(largest) * elem_size), elem_size);
 
   struct Piece {
     char* at;
@@ -124,7 +136,6 @@ void ring_pass(Group& group, uint64_t tag, char* buffer, const Blocks& blocks, s
   // that within options.ring_window_bytes.
   size_t window = std::min(incoming.size(), kMaxPostedRecvs);
   if (how.reduce) {
-    const int64_t largest = *std::max_element(blocks.count.begin(), blocks.count.end());
     const size_t chunk_bytes = static_cast<size_t>(std::min(chunk, largest)) * elem_size;
     window =
         std::min(window, std::max<size_t>(1, options.ring_window_bytes / std::max<size_t>(1, chunk_bytes)));

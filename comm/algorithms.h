@@ -56,6 +56,9 @@ struct AlgorithmOptions {
   // (log2 P exchanges) instead of the ring (P - 1 steps); 0: never.
   size_t small_gather_bytes = kDefaultSmallGatherBytes;
   size_t ring_chunk_bytes = kDefaultRingChunkBytes;  // 0 means one chunk per block
+  // When larger than ring_chunk_bytes: a ring pass's chunks grow with its blocks, a quarter of the
+  // largest block, from ring_chunk_bytes up to this (ring_chunk_for_blocks). 0: fixed chunks.
+  size_t ring_chunk_max_bytes = 0;
   size_t ring_window_bytes = kDefaultRingWindowBytes;  // at least one chunk is always posted
   // Power-of-two groups of 4 or more: allreduce from small_message_bytes up to this uses recursive
   // halving and doubling (2 log2 P exchanges) instead of the ring (2(P-1) steps); 0: never.
@@ -110,6 +113,11 @@ class Group {
   std::atomic<uint64_t> sent_{0};
   std::atomic<uint64_t> received_{0};
 };
+
+// The chunk of a ring pass whose largest block holds block_bytes: options.ring_chunk_bytes, or with
+// options.ring_chunk_max_bytes above it, block_bytes / 4 clamped between the two — a few chunks per
+// block keep sending and reducing overlapped, and large blocks go in fewer, larger messages.
+size_t ring_chunk_for_blocks(const AlgorithmOptions& options, size_t block_bytes);
 
 // Every function below is collective over the group: all members call it with the same tag, n,
 // dtype, op and counts. One tag per call is enough, because messages between one pair of ranks are

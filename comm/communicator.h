@@ -43,6 +43,10 @@ struct CommOptions {
   // it the ring. -1: comm/algorithms.h's default; 0: never.
   int64_t small_gather_bytes = -1;
   size_t ring_chunk_bytes = 0;     // ring pipelining granularity
+  // The ring's chunks grow with its blocks up to this (comm/algorithms.h ring_chunk_for_blocks).
+  // -1: the tcp backend's rule (ring_chunk_max_for_host in comm/tcp/tcp_communicator.h), fixed
+  // chunks elsewhere and whenever ring_chunk_bytes is set; 0: fixed chunks.
+  int64_t ring_chunk_max_bytes = -1;
   // Power-of-two worlds of 4+ ranks: allreduces from small_message_bytes up to this use recursive
   // halving/doubling instead of the ring. -1: the tcp backend's rule (halving_doubling_for_host in
   // comm/tcp/tcp_communicator.h: up to 4 MB on a host with more ranks than cores, else never).

@@ -24,6 +24,7 @@ struct TransportCommunicator::State {
     if (options.small_message_bytes) algorithms.small_message_bytes = options.small_message_bytes;
     if (options.small_gather_bytes >= 0) algorithms.small_gather_bytes = static_cast<size_t>(options.small_gather_bytes);
     if (options.ring_chunk_bytes) algorithms.ring_chunk_bytes = options.ring_chunk_bytes;
+    if (options.ring_chunk_max_bytes > 0) algorithms.ring_chunk_max_bytes = static_cast<size_t>(options.ring_chunk_max_bytes);
     if (options.halving_doubling_max_bytes > 0)
       algorithms.halving_doubling_max_bytes = static_cast<size_t>(options.halving_doubling_max_bytes);
     if (world) {

@@ -91,6 +91,12 @@ size_t ring_chunk_for_host(const CommOptions& options, int ranks_here, int cores
   return kOversubscribedRingChunkBytes;
 }
 
+int64_t ring_chunk_max_for_host(const CommOptions& options, int ranks_here, int cores) {
+  if (options.ring_chunk_max_bytes >= 0) return options.ring_chunk_max_bytes;
+  if (options.ring_chunk_bytes != 0 || ranks_here > cores) return 0;
+  return static_cast<int64_t>(kRingChunkMaxBytes);
+}
+
 int64_t halving_doubling_for_host(const CommOptions& options, int ranks_here, int cores) {
   if (options.halving_doubling_max_bytes >= 0) return options.halving_doubling_max_bytes;
   return ranks_here > cores ? kOversubscribedHalvingDoublingBytes : 0;
@@ -104,6 +110,7 @@ std::unique_ptr<Communicator> make_tcp_communicator(const TcpWorld& world, std::
   auto transport = make_transport(world, *store, options, cores, here);
   CommOptions tuned = options;
   tuned.ring_chunk_bytes = ring_chunk_for_host(options, here, cores);
+  tuned.ring_chunk_max_bytes = ring_chunk_max_for_host(options, here, cores);
   tuned.halving_doubling_max_bytes = halving_doubling_for_host(options, here, cores);
   std::vector<int> group(static_cast<size_t>(world.size));
   std::iota(group.begin(), group.end(), 0);

@@ -219,6 +219,47 @@ TEST(RingAllgatherv, ZeroAndUnequalCountsWithSmallChunks) {
   }
 }
 
+TEST(RingChunk, GrowsWithTheLargestBlockBetweenItsBounds) {
+  AlgorithmOptions options;
+  options.ring_chunk_bytes = 256;
+  EXPECT_EQ(ring_chunk_for_blocks(options, 1 << 20), 256u);  // no maximum: fixed
+  options.ring_chunk_max_bytes = 1024;
+  EXPECT_EQ(ring_chunk_for_blocks(options, 0), 256u);
+  EXPECT_EQ(ring_chunk_for_blocks(options, 1000), 256u);  // a quarter below the chunk
+  EXPECT_EQ(ring_chunk_for_blocks(options, 2000), 500u);
+  EXPECT_EQ(ring_chunk_for_blocks(options, 4096), 1024u);
+  EXPECT_EQ(ring_chunk_for_blocks(options, 1 << 30), 1024u);
+  options.ring_chunk_max_bytes = 100;  // below the chunk: fixed
+  EXPECT_EQ(ring_chunk_for_blocks(options, 1 << 20), 256u);
+  options.ring_chunk_bytes = 0;  // one chunk per block stays so
+  options.ring_chunk_max_bytes = 1024;
+  EXPECT_EQ(ring_chunk_for_blocks(options, 1 << 20), 0u);
+}
+
+// Chunks that grow with the blocks, in elements that do not divide them, with blocks of different
+// sizes (every rank derives the chunk from the largest block, so they cut alike).
+TEST(RingAllreduceAndAllgatherv, MatchReferenceWithChunksThatGrowWithTheBlocks) {
+  for (int world = 2; world <= 5; ++world) {
+    for (int64_t n : {7, 1001, 40000}) {
+      AlgorithmOptions options = always_ring(12);
+      options.ring_chunk_max_bytes = 4000;
+      const Tensor expected = reference_reduce(DType::f32, ReduceOp::sum, world, n);
+      std::vector<int64_t> counts;
+      for (int r = 0; r < world; ++r) counts.push_back((r * 37 * n / 11) % (n + 1));
+      const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+      run_group(world, [&](Group& group) {
+        Tensor t = rank_input(DType::f32, group.rank(), n);
+        allreduce(group, algorithm_tag(0), t.raw(), n, DType::f32, ReduceOp::sum, options);
+        EXPECT_EQ(first_mismatch(t, expected), -1) << "world " << world << " f32[" << n << "]";
+        const Tensor in = rank_input(DType::i64, group.rank(), counts[static_cast<size_t>(group.rank())]);
+        Tensor out = Tensor::empty({total}, DType::i64);
+        allgatherv(group, algorithm_tag(1), in.raw(), out.raw(), counts, 8, options);
+        expect_gathered(out, counts, "world " + std::to_string(world) + " n " + std::to_string(n));
+      });
+    }
+  }
+}
+
 TEST(RecursiveDoublingAllgatherv, DeliversEveryBlockForPowerOfTwoWorldsAndIsAllgathervsChoiceBelowItsLimit) {
   for (int world : {1, 2, 4, 8}) {
     for (int pattern = 0; pattern < 3; ++pattern) {

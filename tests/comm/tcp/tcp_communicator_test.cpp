@@ -74,6 +74,20 @@ TEST(TcpCommunicator, RingChunksGrowOnlyWithMoreRanksThanCoresUnlessChosen) {
   EXPECT_EQ(ring_chunk_for_host(options, 1, 8), 4096u);
 }
 
+TEST(TcpCommunicator, RingChunksGrowWithTheBlocksOnlyWithACorePerRankUnlessChosen) {
+  CommOptions options;
+  EXPECT_EQ(ring_chunk_max_for_host(options, 2, 2), static_cast<int64_t>(kRingChunkMaxBytes));
+  EXPECT_EQ(ring_chunk_max_for_host(options, 1, 8), static_cast<int64_t>(kRingChunkMaxBytes));
+  EXPECT_EQ(ring_chunk_max_for_host(options, 4, 2), 0);  // fixed (large) chunks there
+  options.ring_chunk_bytes = 4096;                         // a chosen chunk stays fixed
+  EXPECT_EQ(ring_chunk_max_for_host(options, 2, 2), 0);
+  options.ring_chunk_max_bytes = 65536;  // unless a maximum is chosen too
+  EXPECT_EQ(ring_chunk_max_for_host(options, 2, 2), 65536);
+  EXPECT_EQ(ring_chunk_max_for_host(options, 4, 2), 65536);
+  options.ring_chunk_max_bytes = 0;
+  EXPECT_EQ(ring_chunk_max_for_host(options, 2, 2), 0);
+}
+
 TEST(TcpCommunicator, HalvingDoublingOnlyWithMoreRanksThanCoresUnlessChosen) {
   CommOptions options;
   EXPECT_EQ(halving_doubling_for_host(options, 2, 2), 0);
