@@ -10,8 +10,8 @@ default). All in one run, so the ratios compare like with like on a noisy machin
 (default 3) every backend runs N times, the rounds interleaved (round 1 of every backend, then
 round 2, ...), and each cell is the median time of its N runs, so one disturbed run moves no cell.
 The "spread" column is the largest max/min time ratio of a cell's runs in that row. Both launchers
-bind as they do by default: each rank to its own core when every rank has one (2 ranks here), none
-when the ranks outnumber the cores (4 ranks on 2 cores).
+bind as they do by default: mpirun each rank to its own core when every rank has one (2 ranks here)
+and none when the ranks outnumber the cores (4 ranks on 2 cores); ternrun none (its --bind-to).
 """
 import argparse
 import json
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-# Open MPI's default binding (to cores up to one rank per core, else none), as ternrun's --bind-to auto.
+# Open MPI's default binding (to cores up to one rank per core, else none), against ternrun's default.
 MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe"]
 
 

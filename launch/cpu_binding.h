@@ -1,5 +1,5 @@
-// How ternrun pins its ranks to CPUs: each rank gets its own contiguous share of the cores ternrun may
-// run on, as mpirun binds ranks to cores, so two busy ranks never end up on one core.
+// How ternrun pins its ranks to CPUs (--bind-to): each rank gets its own contiguous share of the cores
+// ternrun may run on, as mpirun binds ranks to cores, so two busy ranks never end up on one core.
 #pragma once
 
 #include <string>
@@ -26,8 +26,8 @@ std::vector<std::vector<int>> cpu_sets_for_ranks(const std::vector<Cpu>& cpus, i
 // "0-3,8,10-11" (the kernel's cpulist format); "" for none.
 std::string cpu_list(const std::vector<int>& ids);
 
-// --bind-to: auto binds when every rank can have a CPU of its own and leaves the ranks unbound
-// otherwise (what mpirun does when oversubscribed); cores requires it; none never binds.
+// --bind-to: none (ternrun's default) never binds; auto binds when every rank can have a CPU of its
+// own and leaves the ranks unbound otherwise (what mpirun does when oversubscribed); cores requires it.
 enum class BindPolicy { kAuto, kCores, kNone };
 // Throws tern::UsageError for anything but "auto", "cores" or "none".
 BindPolicy parse_bind_policy(const std::string& name);

@@ -69,8 +69,9 @@ grep -q "cannot run '/nonexistent/prog'" <<<"$err" || fail "missing program not 
 "$ternrun" -n 2 --bind-to core true >/dev/null 2>&1; [ $? -eq 2 ] || fail "--bind-to core (not a policy) should be a usage error"
 ok "usage errors"
 
-# 8. CPU binding: with at least as many CPUs as ranks each rank runs on its own CPUs (read back from
-# the kernel), disjoint from the others'; with fewer, or --bind-to none, every rank keeps ternrun's.
+# 8. CPU binding: with --bind-to auto (or cores) and at least as many CPUs as ranks each rank runs on
+# its own CPUs (read back from the kernel), disjoint from the others'; with fewer, by default or with
+# --bind-to none, every rank keeps ternrun's.
 cpus_of() {  # expands a kernel cpulist ("0-2,5") to one id per line
   local IFS=, part
   for part in $1; do
@@ -81,21 +82,24 @@ allowed=$(awk '/^Cpus_allowed_list/ {print $2}' /proc/self/status)
 ncpu=$(cpus_of "$allowed" | wc -l)
 lists() { "$ternrun" "$@" sh -c 'awk "/^Cpus_allowed_list/ {print \$2}" /proc/self/status' | sed 's/^\[[0-9]*\] //'; }
 for n in 2 3; do
-  out=$(lists -n $n) || fail "ternrun -n $n failed"
+  out=$(lists -n $n --bind-to auto) || fail "ternrun -n $n --bind-to auto failed"
   [ $(wc -l <<<"$out") -eq $n ] || fail "-n $n: expected $n lists, got: $out"
   if [ $ncpu -ge $n ]; then
     all=$(for l in $out; do cpus_of "$l"; done | sort -n)
     [ $(wc -l <<<"$all") -eq $(sort -nu <<<"$all" | wc -l) ] || fail "-n $n on $ncpu CPUs: ranks share CPUs: $out"
     [ $(sort -u <<<"$out" | wc -l) -eq $n ] || fail "-n $n: ranks not bound apart: $out"
+    [ "$(lists -n $n --bind-to cores | sort)" = "$(sort <<<"$out")" ] || fail "--bind-to cores differs from auto"
   else
     [ "$(sort -u <<<"$out")" = "$allowed" ] || fail "-n $n on $ncpu CPUs should leave ranks unbound ($allowed): $out"
     "$ternrun" -n $n --bind-to cores true >/dev/null 2>&1; [ $? -eq 2 ] || fail "--bind-to cores with $n ranks on $ncpu CPUs should be refused"
   fi
-  out=$(lists -n $n --bind-to none) || fail "ternrun --bind-to none failed"
-  [ "$(sort -u <<<"$out")" = "$allowed" ] || fail "--bind-to none changed the ranks' CPUs: $out"
+  for none in "" "--bind-to none"; do
+    out=$(lists -n $n $none) || fail "ternrun -n $n $none failed"
+    [ "$(sort -u <<<"$out")" = "$allowed" ] || fail "ternrun -n $n $none changed the ranks' CPUs: $out"
+  done
 done
 big=$((ncpu + 1))
-out=$(lists -n $big) || fail "ternrun -n $big failed"
+out=$(lists -n $big --bind-to auto) || fail "ternrun -n $big --bind-to auto failed"
 [ "$(sort -u <<<"$out")" = "$allowed" ] || fail "-n $big on $ncpu CPUs should leave ranks unbound: $out"
 "$ternrun" -n $big --bind-to cores true >/dev/null 2>&1; [ $? -eq 2 ] || fail "--bind-to cores with more ranks than CPUs should be refused"
 ok "CPU binding ($ncpu CPUs: $allowed)"
