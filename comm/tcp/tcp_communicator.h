@@ -32,8 +32,8 @@ size_t polled_recv_limit(const CommOptions& options, bool shared_memory, int ran
 // smaller ones pipeline better. Measured (bench/allreduce --ring-chunk-bytes, medians of 5-7
 // alternated runs): 4 ranks on 2 cores, sockets 4 MB 7.7-8.0 -> 5.8-6.3 ms, 16 MB 34.5 -> 33.3 ms,
 // shared memory 4 MB 4.6 -> 4.1 ms, 16 MB 15.2 -> 14.6 ms; 2 ranks, sockets 16 MB 8.2 -> 13.1 ms
-// (unbound; bound to a core each, as ternrun now runs them, chunks that grow with the blocks won:
-// ring_chunk_max_for_host).
+// (measured when this rule went in; the chunks that grow with the blocks are 1 MB at 16 MB too,
+// and against 256 KB they now win there: ring_chunk_max_for_host).
 constexpr size_t kOversubscribedRingChunkBytes = size_t{1} << 20;
 size_t ring_chunk_for_host(const CommOptions& options, int ranks_here, int cores);
 // Up to which size the ring's chunks grow with its blocks (a quarter of a block, from the chunk
@@ -41,10 +41,11 @@ size_t ring_chunk_for_host(const CommOptions& options, int ranks_here, int cores
 // options.ring_chunk_bytes is set or with more ranks than cores, and kRingChunkMaxBytes with a core
 // per rank, where the ranks run side by side and each message's own cost (a header, a syscall or
 // a ring record, a posted recv) is what larger chunks save. Measured (bench/allreduce
-// --ring-chunk-max-bytes 0 against the rule, 2 ranks bound to a core each by ternrun, sockets,
-// medians of 11 alternated runs over 1-64 MB): allreduce 4 MB 1882 -> 1407 us, 16 MB 9.1 -> 9.6
-// ms (a second run, noisier: 11.3 -> 9.9), 64 MB 37.9 -> 32.1 ms; allgather 4 MB 1011 -> 858 us,
-// 16 MB 5.9 -> 5.7 ms, 64 MB 22.3 -> 22.2 ms; shared-memory allgather 4 MB 300 -> 278 us, 64 MB 15.4 -> 14.4 ms. A 1 MB allreduce
+// --ring-chunk-max-bytes 0 against the rule, 2 ranks under ternrun, sockets, medians of 11
+// alternated runs over 1-64 MB, fixed -> growing): allreduce 4 MB 2184 -> 1835 us, 16 MB 12.4 ->
+// 11.4 ms, 64 MB 50.1 -> 41.1 ms; allgather 4 MB 1358 -> 1236 us, 16 MB 8.2 -> 7.5 ms, 64 MB 32.0
+// -> 29.1 ms; with the ranks bound to a core each (ternrun --bind-to auto) allreduce 4 MB 1882 ->
+// 1407 us, 64 MB 37.9 -> 32.1 ms; shared-memory allgather 4 MB 300 -> 278 us. A 1 MB allreduce
 // keeps 256 KB chunks: in one chunk per block it took 315 against 233 us.
 constexpr size_t kRingChunkMaxBytes = size_t{1} << 20;
 int64_t ring_chunk_max_for_host(const CommOptions& options, int ranks_here, int cores);
