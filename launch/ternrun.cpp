@@ -163,7 +163,10 @@ void signal_all(std::vector<Rank>& ranks, int sig) {
 // The CPUs of each rank under --bind-to (empty: the ranks run unbound).
 std::vector<std::vector<int>> rank_cpus(int n, tern::launch::BindPolicy policy, bool report) {
   using tern::launch::BindPolicy;
-  if (policy == BindPolicy::kNone) return {};
+  if (policy == BindPolicy::kNone) {
+    if (report) std::fprintf(stderr, "ternrun: %d ranks not bound (--bind-to none)\n", n);
+    return {};
+  }
   const std::vector<tern::launch::Cpu> cpus = tern::launch::allowed_cpus();
   std::vector<std::vector<int>> sets = tern::launch::cpu_sets_for_ranks(cpus, n);
   if (sets.empty() && policy == BindPolicy::kCores) {
