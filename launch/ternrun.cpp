@@ -1,7 +1,7 @@
 // ternrun: starts N ranks of a program on this machine, like torchrun or horovodrun. It serves
 // the rendezvous store the tcp backend connects through, labels every output line with its rank,
-// forwards Ctrl-C/SIGTERM, stops the whole job as soon as one rank fails, and gives each rank its own
-// share of the cores.
+// forwards Ctrl-C/SIGTERM, stops the whole job as soon as one rank fails, and with --bind-to gives each
+// rank its own share of the cores.
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
