@@ -1,5 +1,7 @@
 #include "comm/comm_thread.h"
 
+#include "comm/thread_name.h"
+
 namespace tern {
 
 // One queued operation and the Work that reports on it.
@@ -87,6 +89,7 @@ void CommThread::execute(const std::shared_ptr<Item>& item) {
 }
 
 void CommThread::loop() {
+  name_this_thread("tern-comm");
   for (;;) {
     std::shared_ptr<Item> item;
     {

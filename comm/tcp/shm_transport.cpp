@@ -17,6 +17,7 @@
 #include "comm/tcp/shm_collectives.h"
 #include "comm/tcp/shm_ring.h"
 #include "comm/tcp/shm_segment.h"
+#include "comm/thread_name.h"
 #include "runtime/io/byte_sizes.h"
 
 namespace tern {
@@ -455,6 +456,7 @@ bool ShmTransport::take_record(Peer& peer, Clock::time_point deadline) {
 // The receiver thread: reads the ring for recvs that sleep, when the ring is full (its sender
 // waits for space), and every kWaitSlice, when it also notices a peer that closed or died.
 void ShmTransport::receive_messages(Peer& peer) {
+  name_this_thread("tern-shm-r" + std::to_string(peer.rank));
   Clock::time_point next_liveness = Clock::now() + kLivenessPeriod;
   for (;;) {
     const uint32_t epoch = peer.in.consumer_epoch();

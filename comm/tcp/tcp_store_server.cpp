@@ -11,6 +11,7 @@
 #include "comm/tcp/host_port.h"
 #include "comm/tcp/store_protocol.h"
 #include "comm/tcp/tcp_store.h"
+#include "comm/thread_name.h"
 
 namespace tern {
 
@@ -167,6 +168,7 @@ struct TcpStoreServer::Impl {
   }
 
   void serve() {
+    name_this_thread("tern-store");
     for (;;) {
       try {
         io.run();

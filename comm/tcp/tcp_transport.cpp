@@ -19,6 +19,7 @@
 #include "comm/tcp/frame.h"
 #include "comm/tcp/inbox.h"
 #include "comm/tcp/tcp_mesh.h"
+#include "comm/thread_name.h"
 
 namespace tern {
 
@@ -323,6 +324,7 @@ bool TcpTransport::take_frame(Peer& peer, Clock::time_point deadline) {
 // The reader thread: reads every frame while no recv polls the socket (so senders never wait on a
 // recv that is not posted yet), and notices EOF, errors and shutdown.
 void TcpTransport::read_frames(Peer& peer) {
+  name_this_thread("tern-sock-r" + std::to_string(peer.rank));
   constexpr int kSliceMs = 20;  // how often a parked or idle reader looks at shutdown again
   // Parked while a recv waits on the socket, or within the grace period after one got its message
   // unless a recv now waits for the reader or a send of ours for socket space.

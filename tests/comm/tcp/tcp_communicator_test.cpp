@@ -6,10 +6,13 @@
 #include <stdlib.h>
 
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "comm/tcp/tcp_store.h"
@@ -50,6 +53,33 @@ TEST(TcpCommunicator, BuildsATcpBackendCommunicatorWhoseAllreduceMatchesTheRefer
     comm.allreduce(t, ReduceOp::sum);
     EXPECT_EQ(first_mismatch(t, reference_reduce(DType::f32, ReduceOp::sum, 3, 1000003)), -1);
   });
+}
+
+// The names of this process's threads, from /proc (what top -H, gdb and perf show).
+std::multiset<std::string> thread_names() {
+  std::multiset<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(task.path() / "comm");
+    std::string name;
+    if (std::getline(in, name)) names.insert(name);
+  }
+  return names;
+}
+
+TEST(TcpCommunicator, CommunicationThreadsCarryNames) {
+  std::multiset<std::string> during;  // written by rank 0 only, read after the ranks are joined
+  run_tcp(2, "thread-names", [&](Communicator& comm) {
+    Tensor t = rank_input(DType::f32, comm.rank(), 10);
+    comm.allreduce_async(t, ReduceOp::sum)->wait();  // starts the communication thread
+    comm.barrier();
+    if (comm.rank() == 0) during = thread_names();
+    comm.barrier();
+  });
+  EXPECT_EQ(during.count("tern-store"), 1u);
+  EXPECT_GE(during.count("tern-comm"), 1u);
+  // On one host each rank has a receiver thread per peer: rank 0's for rank 1, rank 1's for rank 0.
+  EXPECT_EQ(during.count("tern-shm-r1"), 1u);
+  EXPECT_EQ(during.count("tern-shm-r0"), 1u);
 }
 
 TEST(TcpCommunicator, RecvsOfEverySizePollSharedMemoryAndSocketsOnlyWhileEachRankHasACore) {
