@@ -33,7 +33,7 @@ struct CommThread::Item : Work {
   }
 };
 
-CommThread::CommThread() : thread_([this] { loop(); }) {}
+CommThread::CommThread() : thread_([this] { loop(); }) { name_thread(thread_, "tern-comm"); }
 
 CommThread::~CommThread() {
   {
@@ -89,7 +89,6 @@ void CommThread::execute(const std::shared_ptr<Item>& item) {
 }
 
 void CommThread::loop() {
-  name_this_thread("tern-comm");
   for (;;) {
     std::shared_ptr<Item> item;
     {

@@ -155,7 +155,10 @@ ShmTransport::ShmTransport(const TcpWorld& world, Store& store, const CommOption
   setup(world, store, ring_bytes);
   try {
     for (auto& peer : peers_) {
-      if (peer->in.mapped()) peer->receiver = std::thread([this, p = peer.get()] { receive_messages(*p); });
+      if (peer->in.mapped()) {
+        peer->receiver = std::thread([this, p = peer.get()] { receive_messages(*p); });
+        name_thread(peer->receiver, "tern-shm-r" + std::to_string(peer->rank));
+      }
     }
   } catch (...) {
     stop_receivers();
@@ -456,7 +459,6 @@ bool ShmTransport::take_record(Peer& peer, Clock::time_point deadline) {
 // The receiver thread: reads the ring for recvs that sleep, when the ring is full (its sender
 // waits for space), and every kWaitSlice, when it also notices a peer that closed or died.
 void ShmTransport::receive_messages(Peer& peer) {
-  name_this_thread("tern-shm-r" + std::to_string(peer.rank));
   Clock::time_point next_liveness = Clock::now() + kLivenessPeriod;
   for (;;) {
     const uint32_t epoch = peer.in.consumer_epoch();

@@ -168,7 +168,6 @@ struct TcpStoreServer::Impl {
   }
 
   void serve() {
-    name_this_thread("tern-store");
     for (;;) {
       try {
         io.run();
@@ -193,6 +192,7 @@ TcpStoreServer::TcpStoreServer(const std::string& host, uint16_t port) : impl_(s
   impl_->port = impl_->acceptor.local_endpoint().port();
   impl_->accept_next();
   impl_->thread = std::thread([impl = impl_.get()] { impl->serve(); });
+  name_thread(impl_->thread, "tern-store");
 }
 
 TcpStoreServer::~TcpStoreServer() {

@@ -110,7 +110,10 @@ TcpTransport::TcpTransport(const TcpWorld& world, Store& store, const CommOption
   }
   try {
     for (auto& peer : peers_) {
-      if (peer->socket) peer->reader = std::thread([this, p = peer.get()] { read_frames(*p); });
+      if (peer->socket) {
+        peer->reader = std::thread([this, p = peer.get()] { read_frames(*p); });
+        name_thread(peer->reader, "tern-sock-r" + std::to_string(peer->rank));
+      }
     }
   } catch (...) {
     stop_readers();  // the destructor will not run: join those already started
@@ -324,7 +327,6 @@ bool TcpTransport::take_frame(Peer& peer, Clock::time_point deadline) {
 // The reader thread: reads every frame while no recv polls the socket (so senders never wait on a
 // recv that is not posted yet), and notices EOF, errors and shutdown.
 void TcpTransport::read_frames(Peer& peer) {
-  name_this_thread("tern-sock-r" + std::to_string(peer.rank));
   constexpr int kSliceMs = 20;  // how often a parked or idle reader looks at shutdown again
   // Parked while a recv waits on the socket, or within the grace period after one got its message
   // unless a recv now waits for the reader or a send of ours for socket space.
