@@ -1,6 +1,7 @@
 #include "comm/algorithms.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -47,6 +48,10 @@ void Group::wait(PostedRecv& recv) {
 namespace {
 
 int mod(int a, int p) { return ((a % p) + p) % p; }
+
+bool power_of_two(int n) { return n > 0 && std::has_single_bit(static_cast<unsigned>(n)); }
+// Groups where the log2 P algorithms (halving-doubling, recursive-doubling allgather) are chosen.
+bool doubling_group(int size) { return size >= 4 && power_of_two(size); }
 
 // Contiguous blocks of a buffer, in elements: block b is [offset[b], offset[b] + count[b]).
 struct Blocks {
@@ -177,7 +182,7 @@ void allreduce_ring(Group& group, uint64_t tag, void* data, int64_t n, DType dty
 void allreduce_halving_doubling(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, ReduceOp op) {
   const int size = group.size();
   const int rank = group.rank();
-  TERN_CHECK((size & (size - 1)) == 0, "allreduce_halving_doubling: a group of ", size,
+  TERN_CHECK(power_of_two(size), "allreduce_halving_doubling: a group of ", size,
              " ranks (a power of two is needed)");
   if (size == 1 || n == 0) return;
   const size_t elem = dtype_size(dtype);
@@ -269,8 +274,7 @@ void allreduce(Group& group, uint64_t tag, void* data, int64_t n, DType dtype, R
     group.count(moved.sent, moved.received);
   } else if (bytes < options.small_message_bytes) {
     allreduce_recursive_doubling(group, tag, data, n, dtype, op);
-  } else if (bytes <= options.halving_doubling_max_bytes && group.size() >= 4 &&
-             (group.size() & (group.size() - 1)) == 0) {
+  } else if (bytes <= options.halving_doubling_max_bytes && doubling_group(group.size())) {
     allreduce_halving_doubling(group, tag, data, n, dtype, op);
   } else {
     allreduce_ring(group, tag, data, n, dtype, op, options);
@@ -300,7 +304,7 @@ void allgatherv_recursive_doubling(Group& group, uint64_t tag, void* out, const 
                                    size_t elem_size) {
   const int size = group.size();
   const int rank = group.rank();
-  TERN_CHECK((size & (size - 1)) == 0, "allgatherv_recursive_doubling: a group of ", size,
+  TERN_CHECK(power_of_two(size), "allgatherv_recursive_doubling: a group of ", size,
              " ranks (a power of two is needed)");
   const Blocks blocks = blocks_from_counts(counts);
   auto* buffer = static_cast<char*>(out);
@@ -342,8 +346,7 @@ void allgatherv(Group& group, uint64_t tag, const void* in, void* out, const std
   }
   std::memmove(buffer + static_cast<size_t>(blocks.offset[mine]) * elem_size, in,
                static_cast<size_t>(counts[mine]) * elem_size);
-  const int size = group.size();
-  if (total < options.small_gather_bytes && size >= 4 && (size & (size - 1)) == 0) {
+  if (total < options.small_gather_bytes && doubling_group(group.size())) {
     allgatherv_recursive_doubling(group, tag, out, counts, elem_size);
     return;
   }
