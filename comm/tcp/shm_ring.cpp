@@ -148,6 +148,8 @@ size_t ShmRing::readable() const {
                              control_->tail.load(std::memory_order_relaxed));
 }
 
+uint64_t ShmRing::consumed() const { return control_->tail.load(std::memory_order_relaxed); }
+
 void ShmRing::wait_readable(std::chrono::milliseconds slice) {
   RingControl& c = *control_;
   wait_until(

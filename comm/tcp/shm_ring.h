@@ -62,6 +62,8 @@ class ShmRing {
   size_t peek(const uint8_t** at) const;
   void consume(size_t bytes);
   size_t readable() const;
+  // Bytes ever freed by the consumer: moves whenever anyone on this end reads.
+  uint64_t consumed() const;
   // Copies up to `bytes` of the filled bytes out without freeing them; returns how many.
   size_t copy_out(void* data, size_t bytes) const;
   size_t capacity() const { return static_cast<size_t>(control_->capacity); }

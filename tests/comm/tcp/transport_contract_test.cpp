@@ -164,6 +164,22 @@ TEST_P(TransportContract, ARecvWaitingBeforeTheSendGetsALargeMessageWhole) {
   EXPECT_TRUE(got == data);
 }
 
+// The receiving rank is busy elsewhere (computing) and calls nothing: a send many times what the link
+// holds still completes — the link's reader thread takes the message in — well before that rank's recv.
+TEST_P(TransportContract, ASendLargerThanTheLinkCompletesWhileTheReceivingRankIsBusy) {
+  auto ranks = world(2, "busy");
+  const auto data = pattern(size_t{12} << 20, 5);
+  constexpr milliseconds kBusy{1500};
+  const auto start = std::chrono::steady_clock::now();
+  ranks[0]->send(1, 0, 4, data.data(), data.size());
+  const auto sent = std::chrono::steady_clock::now() - start;
+  std::this_thread::sleep_until(start + kBusy);
+  std::vector<uint8_t> got(data.size());
+  ranks[1]->recv(0, 0, 4, got.data(), got.size(), kRecvTimeout);
+  EXPECT_LT(sent, kBusy / 2) << "the send waited for the recv";
+  EXPECT_TRUE(got == data);
+}
+
 // A recv that stopped polling is asleep; the message that comes much later must still reach it.
 TEST_P(TransportContract, ARecvThatStoppedPollingGetsALateMessage) {
   auto ranks = world(2, "late", polling(100));
