@@ -335,10 +335,12 @@ void allgatherv(Group& group, uint64_t tag, const void* in, void* out, const std
   const auto mine = static_cast<size_t>(group.rank());
   auto* buffer = static_cast<char*>(out);
   const size_t total = static_cast<size_t>(blocks.offset.back() + counts.back()) * elem_size;
-  // Not at 2 ranks: there the ring is one streamed exchange, which the segment's wait per 1 MB
-  // piece does not beat (allgather of 1 / 16 MB per rank, medians of 5 alternated runs: ring 215 /
-  // 4713 us, segment 325 / 6579; at 4 ranks 683 / 11780 against 190 / 6814).
-  if (options.world_collectives != nullptr && total <= options.world_max_bytes && group.size() > 2) {
+  // At every world size: at 4 ranks the segment's one wait per piece beats the ring's P-1 steps
+  // (1 / 16 MB per rank, medians of 5 alternated runs: ring 683 / 11780 us, segment 190 / 6814),
+  // and at 2 ranks it ties or wins too (outputs of 4 KB / 32 KB / 1 MB / 16 MB / 64 MB, medians of
+  // 7-9 alternated runs: ring 5.4 / 18.0 / 46.7 / 2843 / 12058 us, segment 1.7 / 4.7 / 39.7 / 2483 /
+  // 11424; 256 KB 17.4 against 22.2 in one run, 33.3 against 28.3 in another).
+  if (options.world_collectives != nullptr && total <= options.world_max_bytes && group.size() > 1) {
     const WorldCollectives::Moved moved =
         options.world_collectives->allgatherv(in, out, counts, elem_size, group.timeout());
     group.count(moved.sent, moved.received);
