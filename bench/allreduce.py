@@ -11,7 +11,7 @@ default). All in one run, so the ratios compare like with like on a noisy machin
 round 2, ...), and each cell is the median time of its N runs, so one disturbed run moves no cell.
 The "spread" column is the largest max/min time ratio of a cell's runs in that row. Both launchers
 bind as they do by default: mpirun each rank to its own core when every rank has one (2 ranks here)
-and none when the ranks outnumber the cores (4 ranks on 2 cores); ternrun none (its --bind-to).
+and none when the ranks outnumber the cores (4 ranks on 2 cores); ternrun alike (--bind-to auto).
 """
 import argparse
 import json

@@ -26,8 +26,8 @@ std::vector<std::vector<int>> cpu_sets_for_ranks(const std::vector<Cpu>& cpus, i
 // "0-3,8,10-11" (the kernel's cpulist format); "" for none.
 std::string cpu_list(const std::vector<int>& ids);
 
-// --bind-to: none (ternrun's default) never binds; auto binds when every rank can have a CPU of its
-// own and leaves the ranks unbound otherwise (what mpirun does when oversubscribed); cores requires it.
+// --bind-to: auto (ternrun's default) binds when every rank can have a CPU of its own and leaves the
+// ranks unbound otherwise (what mpirun does when oversubscribed); cores requires it; none never binds.
 enum class BindPolicy { kAuto, kCores, kNone };
 // Throws tern::UsageError for anything but "auto", "cores" or "none".
 BindPolicy parse_bind_policy(const std::string& name);

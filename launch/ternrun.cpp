@@ -1,7 +1,7 @@
 // ternrun: starts N ranks of a program on this machine, like torchrun or horovodrun. It serves
 // the rendezvous store the tcp backend connects through, labels every output line with its rank,
-// forwards Ctrl-C/SIGTERM, stops the whole job as soon as one rank fails, and with --bind-to gives each
-// rank its own share of the cores.
+// forwards Ctrl-C/SIGTERM, stops the whole job as soon as one rank fails, and gives each rank its own
+// share of the cores (--bind-to).
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -284,16 +284,16 @@ int main(int argc, char** argv) {
                                "its output lines are prefixed with [rank]. If a rank exits non-zero the\n"
                                "others are stopped and ternrun exits with that code. For several hosts, use\n"
                                "mpirun (Open MPI) with the mpi backend: mpirun -np N -H a,b PROGRAM ...\n"
-                               "With --bind-to auto or cores each rank runs on its own share of the cores\n"
-                               "ternrun may use (as mpirun binds to cores), --threads K in a rank on that share.\n"
-                               "Unbound by default: here binding slowed large shared-memory transfers.");
+                               "By default (--bind-to auto) each rank runs on its own share of the cores\n"
+                               "ternrun may use, as mpirun binds to cores, and --threads K in a rank on that\n"
+                               "share; with more ranks than CPUs they run unbound.");
   flags.add_int("nproc", 1, "number of ranks to start (also -n)");
   flags.add_string("host", "127.0.0.1", "address the rendezvous store listens on");
   flags.add_int("port", 0, "port of the rendezvous store (0: any free port)");
   flags.add_float("timeout", 0, "communication timeout in seconds given to the ranks (0: their default)");
   flags.add_float("grace", 5, "seconds between SIGTERM and SIGKILL when stopping ranks");
   flags.add_bool("keep-going", false, "when a rank fails, let the others run on (exit code: the first failure's)");
-  flags.add_string("bind-to", "none",
+  flags.add_string("bind-to", "auto",
                    "none: the ranks share every CPU ternrun may use | auto: each rank gets its own contiguous "
                    "share of the cores (whole cores when there are enough, else CPUs) when there are at least "
                    "N CPUs, else none | cores: the same, an error when there are fewer CPUs than ranks");
