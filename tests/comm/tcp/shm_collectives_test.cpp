@@ -7,7 +7,9 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "comm/local/local.h"
@@ -148,6 +150,47 @@ TEST(ShmCollectives, AllreducesAndAllgathersInterleavedStayInStep) {
     ASSERT_EQ(check_allreduce(world, DType::f32, ReduceOp::sum, (i * 977) % 3000), "") << i;
     ASSERT_EQ(check_allgatherv(world, {(i * 131) % 9000, 0, (i * 7919) % 12000}, i % 2 == 0), "") << i;
   }
+}
+
+// Each rank runs its calls back to back, pausing now and then, so ranks reach each call — of another
+// size or collective than the last, of 0 to 4 pieces — at their own pace, some while others still
+// read the last one. Every result must be right and no call mistaken for another.
+TEST(ShmCollectives, RanksRunningMixedCallsBackToBackAtTheirOwnPaceKeepEveryResult) {
+  constexpr int kRanks = 3, kCalls = 40;
+  auto world = make_world(kRanks, 4096);
+  std::vector<std::string> problems(kRanks);
+  testing::run_on_threads(kRanks, [&](int r) {
+    ShmCollectives& me = *world[static_cast<size_t>(r)];
+    auto byte = [](int call, int rank, int64_t i) { return static_cast<uint8_t>((call * 31 + rank * 131 + i * 7) & 0xFF); };
+    for (int call = 0; call < kCalls && problems[static_cast<size_t>(r)].empty(); ++call) {
+      if ((call + r) % 5 == 0) std::this_thread::sleep_for(milliseconds(2));
+      if (call % 3 == 2) {
+        const int64_t n = 1000 + (call * 977) % 4000;  // 1-4 pieces of 4 KB
+        Tensor t = rank_input(DType::f32, r, n);
+        me.allreduce(t.raw(), n, DType::f32, ReduceOp::sum, seconds(30));
+        if (first_mismatch(t, reference_reduce(DType::f32, ReduceOp::sum, kRanks, n)) >= 0)
+          problems[static_cast<size_t>(r)] = "allreduce " + std::to_string(call);
+        continue;
+      }
+      std::vector<int64_t> counts(kRanks);
+      for (int k = 0; k < kRanks; ++k) counts[static_cast<size_t>(k)] = (call * 1237 + k * 4099) % 13000;  // 0-4 pieces
+      std::vector<uint8_t> in(static_cast<size_t>(counts[static_cast<size_t>(r)]));
+      for (size_t i = 0; i < in.size(); ++i) in[i] = byte(call, r, static_cast<int64_t>(i));
+      std::vector<uint8_t> out(static_cast<size_t>(std::accumulate(counts.begin(), counts.end(), int64_t{0})));
+      me.allgatherv(in.data(), out.data(), counts, 1, seconds(30));
+      int64_t at = 0;
+      for (int k = 0; k < kRanks; ++k) {
+        for (int64_t i = 0; i < counts[static_cast<size_t>(k)]; ++i, ++at) {
+          if (out[static_cast<size_t>(at)] != byte(call, k, i)) {
+            problems[static_cast<size_t>(r)] = "allgather " + std::to_string(call) + ": rank " + std::to_string(k) +
+                                               "'s byte " + std::to_string(i);
+            break;
+          }
+        }
+      }
+    }
+  });
+  EXPECT_EQ(first_problem(problems), "");
 }
 
 TEST(ShmCollectives, CountsTwoTimesPMinusOneOverPOfTheBufferEachWay) {
