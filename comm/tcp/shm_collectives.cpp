@@ -306,13 +306,24 @@ WorldCollectives::Moved ShmCollectives::allreduce(void* data, int64_t n, DType d
     std::memcpy(slot(rank_), mine, static_cast<size_t>(m) * elem);
     publish_input(q);
 
-    // Our share: reduce each rank's input in as soon as it is there.
+    // Our share: every rank's input summed in rank order, rank 0's first, whatever order they come
+    // in — a float sum's bits depend on its order, and arrival order would make them differ from
+    // run to run (a resumed training run would not continue bit for bit). Our own input is in our
+    // slot too.
     const size_t share_at = static_cast<size_t>(lo(rank_)) * elem;
     const int64_t share_n = hi(rank_) - lo(rank_);
-    for_each_other_when(in_ready(q), "input", timeout, [&](int k) {
-      check_same_call(k);
-      if (share_n > 0) reduce_into(mine + share_at, slot(k) + share_at, share_n, dtype, op);
-    });
+    for (int k = 0; k < size_; ++k) {
+      if (k != rank_) {
+        wait_any(uint64_t{1} << k, in_ready(q), "input", timeout);
+        check_same_call(k);
+      }
+      if (share_n == 0) continue;
+      if (k == 0) {
+        if (rank_ != 0) std::memcpy(mine + share_at, slot(0) + share_at, static_cast<size_t>(share_n) * elem);
+      } else {
+        reduce_into(mine + share_at, slot(k) + share_at, share_n, dtype, op);
+      }
+    }
     // Every rank wrote piece q's input, so every rank finished copying piece q-1's result out:
     // the result slot is ours to write.
     std::memcpy(slot(size_) + share_at, mine + share_at, static_cast<size_t>(share_n) * elem);

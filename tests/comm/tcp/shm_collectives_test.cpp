@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <numeric>
@@ -15,6 +17,7 @@
 #include "comm/local/local.h"
 #include "comm/tcp/shm_segment.h"
 #include "comm/transport_communicator.h"
+#include "runtime/rng.h"
 #include "tests/comm/collective_reference.h"
 #include "tests/comm/tcp/tcp_test_support.h"
 #include "tests/support/threads.h"
@@ -191,6 +194,41 @@ TEST(ShmCollectives, RanksRunningMixedCallsBackToBackAtTheirOwnPaceKeepEveryResu
     }
   });
   EXPECT_EQ(first_problem(problems), "");
+}
+
+// Float sums depend on their order. Whichever rank comes first, every element must be summed in rank
+// order — the same bits in every run (a resumed run continues bit for bit), and the bits of a plain
+// loop over the ranks.
+TEST(ShmCollectives, AnF32SumIsTheRankOrderSumBitForBitWhateverOrderTheRanksArriveIn) {
+  constexpr int kRanks = 4;
+  constexpr int64_t n = 3000;  // 3 pieces of 4 KB
+  auto world = make_world(kRanks, 4096);
+  std::vector<std::vector<float>> inputs(kRanks, std::vector<float>(n));
+  Rng rng(5, 1);
+  for (auto& in : inputs) {
+    for (float& v : in) v = (rng.uniform() - 0.5f) * std::pow(10.0f, 6.0f * rng.uniform() - 3.0f);
+  }
+  std::vector<float> expected(n);
+  for (int64_t i = 0; i < n; ++i) {
+    float acc = inputs[0][static_cast<size_t>(i)];
+    for (int r = 1; r < kRanks; ++r) acc += inputs[static_cast<size_t>(r)][static_cast<size_t>(i)];
+    expected[static_cast<size_t>(i)] = acc;
+  }
+  for (int trial = 0; trial < 12; ++trial) {
+    std::vector<std::vector<float>> got(kRanks);
+    testing::run_on_threads(kRanks, [&](int r) {
+      // A different rank late each time, so the inputs arrive in many orders.
+      if (r == trial % kRanks) std::this_thread::sleep_for(milliseconds(3));
+      if (r == (trial / kRanks) % kRanks) std::this_thread::sleep_for(milliseconds(1));
+      got[static_cast<size_t>(r)] = inputs[static_cast<size_t>(r)];
+      world[static_cast<size_t>(r)]->allreduce(got[static_cast<size_t>(r)].data(), n, DType::f32, ReduceOp::sum,
+                                               seconds(30));
+    });
+    for (int r = 0; r < kRanks; ++r) {
+      ASSERT_EQ(std::memcmp(got[static_cast<size_t>(r)].data(), expected.data(), n * sizeof(float)), 0)
+          << "trial " << trial << ", rank " << r;
+    }
+  }
 }
 
 TEST(ShmCollectives, CountsTwoTimesPMinusOneOverPOfTheBufferEachWay) {
