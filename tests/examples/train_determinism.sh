@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Same seed, same numbers: two identical short runs of tern-train must log identical losses and
 # accuracies (timings excluded), and a different seed must change them.
-# usage: train_determinism.sh TERN_TRAIN [tern-train flags...]
+# usage: train_determinism.sh TERN_TRAIN [tern-train flags...]   (or TERNRUN -n N TERN_TRAIN ...)
 set -euo pipefail
 bin=$1
 shift
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-strip() { sed -E 's/, "(samples_per_s|seconds|config)": ("[^"]*"|[^,}]*)//g' "$1"; }
+strip() { sed -E 's/, "(samples_per_s|[a-z_]*seconds|comm_hidden_fraction|config)": ("[^"]*"|[^,}]*)//g' "$1"; }
 "$bin" "$@" --seed 7 --metrics "$out/a.jsonl" >/dev/null
 "$bin" "$@" --seed 7 --metrics "$out/b.jsonl" >/dev/null
 "$bin" "$@" --seed 8 --metrics "$out/c.jsonl" >/dev/null
