@@ -1,9 +1,10 @@
 // ShmCollectives: the shared-memory transport's allreduce and allgather(v) over the whole world,
 // through one segment every rank maps — a slot per rank for its input and one for a result. For
 // an allreduce each rank copies its piece in, reduces its share of all ranks' pieces (in rank order,
-// so a float sum has the same bits in every run), and copies every share out; for an allgather each copies its piece in and every other piece out. Two (one)
-// synchronisations per piece where the ring needs 2(P-1) (P-1) messages in a row, which is what
-// costs on a host with fewer cores than ranks (every step waits for a peer to be scheduled).
+// so a float sum has the same bits in every run), and copies every share out; for an allgather each
+// copies its piece in and every other piece out. Two (one) synchronisations per piece where the ring
+// needs 2(P-1) (P-1) messages in a row, which is what costs on a host with fewer cores than ranks
+// (every step waits for a peer to be scheduled).
 #pragma once
 
 #include <sys/types.h>
