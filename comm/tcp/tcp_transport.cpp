@@ -274,19 +274,33 @@ void TcpTransport::wait_writable_or_readable(Peer& to) {
 // "" when all bytes arrived, else why not. The reader thread passes no deadline and blocks in
 // recv (the destructor or mark_dead shut the socket down to end the wait); a polling recv passes
 // its own, so a sender stalled in the middle of a frame fails it instead of hanging it.
+//
+// A polling recv that has emptied the socket in the middle of a frame looks again, yielding the
+// core, for options.poll after the last bytes came before it sleeps in poll(): the rest is on its
+// way, and a sleeping recv is woken for every packet that lands (and, on a shared core, only once
+// the sender is descheduled). Measured against sleeping at once (bench/allreduce over sockets,
+// medians of 7-15 alternated runs): 4 ranks on 2 cores, 4 MB allgather 3274 -> 3088, 3148 -> 3059
+// and 3479 -> 3299 us in three sets; 2 ranks unchanged (allgather 4 / 16 MB 792 -> 733 /
+// 5083 -> 5049 us, allreduce 16 MB 10.8 -> 10.8 ms).
 std::string TcpTransport::read_exact(Peer& peer, void* data, size_t bytes, Clock::time_point deadline) {
   const bool blocking = deadline == Clock::time_point::max();
   auto* out = static_cast<uint8_t*>(data);
   size_t done = 0;
+  Clock::time_point look_until = Clock::now() + options_.poll;
   while (done < bytes) {
     const ssize_t got = ::recv(peer.fd, out + done, bytes - done, blocking ? MSG_WAITALL : MSG_DONTWAIT);
     if (got > 0) {
       done += static_cast<size_t>(got);
+      if (!blocking && done < bytes) look_until = Clock::now() + options_.poll;
       continue;
     }
     if (got == 0) return closing_ ? "closed by this rank" : "EOF";
     if (errno == EINTR) continue;
     if (!blocking && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (Clock::now() < look_until) {
+        std::this_thread::yield();
+        continue;
+      }
       if (!wait_ready(peer.fd, POLLIN, deadline)) return "stalled in the middle of a message until a recv timed out";
       continue;
     }
