@@ -55,8 +55,10 @@ struct CommOptions {
   // (yielding the core between looks) before it sleeps — over shared memory leaving the ring to
   // the reader thread, over sockets in poll() on the socket, still reading it itself (no hand-off:
   // 4 ranks on 2 cores, 1 MB 1550 -> 1293 us, 4 MB 7759 -> 6614; 2 ranks 16 MB 12.7 -> 9.9 ms,
-  // medians of 5 alternated runs). Longer: lower latency for replies that take a while; shorter:
-  // less CPU spent waiting. 0: no recv reads the link, the reader threads fill them all.
+  // medians of 5 alternated runs). Over sockets it is also how long a recv that has emptied the
+  // socket in the middle of a message looks again after its last bytes before it sleeps.
+  // Longer: lower latency for replies that take a while; shorter: less CPU spent waiting. 0: no
+  // recv reads the link, the reader threads fill them all.
   std::chrono::microseconds poll{200};
   // Which recvs poll (the others sleep at once, as above): those of
   // at most poll_max_bytes, and, with poll_every_size, every size over shared memory and over
