@@ -260,7 +260,8 @@ WorldCollectives::Moved ShmCollectives::allgatherv(const void* in, void* out, co
   auto* result = static_cast<uint8_t*>(out);
   const auto* mine = static_cast<const uint8_t*>(in);
   const size_t my_bytes = offset[static_cast<size_t>(rank_) + 1] - offset[static_cast<size_t>(rank_)];
-  if (result + offset[static_cast<size_t>(rank_)] != mine) std::memmove(result + offset[static_cast<size_t>(rank_)], mine, my_bytes);
+  if (my_bytes > 0 && result + offset[static_cast<size_t>(rank_)] != mine)  // (in may be null when it is empty)
+    std::memmove(result + offset[static_cast<size_t>(rank_)], mine, my_bytes);
   if (size_ == 1) return moved;
   // Every rank takes part in every piece, up to the largest contribution's last one.
   for (size_t at = 0; at < largest; at += slot_bytes_) {

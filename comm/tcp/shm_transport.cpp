@@ -51,6 +51,14 @@ struct RecordHeader {
 };
 static_assert(sizeof(RecordHeader) == 64);
 
+// Each payload is followed by zeros up to a multiple of this, so that every record, and with it
+// every payload, starts at an offset of the ring that any element type divides: a reducing recv
+// reads the payload in place as an array of its elements, which must be aligned (a 2-byte
+// message used to leave every later f32 record 2 bytes off).
+constexpr size_t kRecordAlign = 8;
+constexpr uint8_t kRecordPadding[kRecordAlign] = {};
+size_t padding_after(size_t payload_bytes) { return (kRecordAlign - payload_bytes % kRecordAlign) % kRecordAlign; }
+
 std::string host_identity() {
   char hostname[256] = {};
   ::gethostname(hostname, sizeof(hostname) - 1);
@@ -152,6 +160,8 @@ ShmTransport::ShmTransport(const TcpWorld& world, Store& store, const CommOption
              world.rank, " is outside a world of size ", world.size);
   TERN_CHECK(ring_bytes >= sizeof(RecordHeader), "shm transport: a ring of ", ring_bytes,
              " bytes is too small");
+  TERN_CHECK(ring_bytes % kRecordAlign == 0, "shm transport: a ring of ", ring_bytes,
+             " bytes (a multiple of ", kRecordAlign, " is needed: records stay aligned across its end)");
   for (int r = 0; r < size_; ++r) {
     peers_.push_back(std::make_unique<Peer>(rank_, r));
   }
@@ -327,6 +337,7 @@ void ShmTransport::send(int dst, uint64_t context, uint64_t tag, const void* dat
   };
   write_all(&header, sizeof(header));
   if (bytes) write_all(data, bytes);
+  if (const size_t pad = padding_after(bytes)) write_all(kRecordPadding, pad);
   bytes_sent_ += bytes;
 }
 
@@ -343,7 +354,7 @@ bool ShmTransport::take_any_record() {
     RecordHeader header;
     if (peer->in.copy_out(&header, sizeof(header)) < sizeof(header)) continue;
     const bool bad = header.magic != kRecordMagic || header.sequence != peer->expected_sequence;
-    if (!bad && peer->in.readable() < sizeof(header) + header.bytes) continue;
+    if (!bad && peer->in.readable() < sizeof(header) + header.bytes + padding_after(header.bytes)) continue;
     take_record(*peer, Clock::now() + options_.timeout);
     return true;
   }
@@ -455,6 +466,14 @@ bool ShmTransport::take_record(Peer& peer, Clock::time_point deadline) {
     return read_reducing(peer, data, n, how, deadline);
   };
   if (!peer.inbox.receive(header.context, header.tag, bytes, read, &reduce)) return false;
+  if (const size_t pad = padding_after(bytes)) {
+    uint8_t skipped[kRecordAlign];
+    const std::string pad_error = read_exact(peer, skipped, pad, deadline);
+    if (!pad_error.empty()) {
+      peer.inbox.mark_dead(pad_error);
+      return false;
+    }
+  }
   bytes_received_ += bytes;
   return true;
 }
