@@ -105,11 +105,13 @@ class QuantizedCompressor : public Compressor {
     return bytes;
   }
 
-  // Encodes x[begin, end) piece by piece (x indexed by flattened position; the residual of `ef`
-  // added first when on, ef indexed from ef_base) into out, and keeps what was not sent.
-  void encode_range(float* x, int64_t begin, int64_t end, ErrorFeedback& ef, int64_t ef_base, uint8_t* out, Rng& rng) {
+  // Encodes the flattened positions [begin, end) of x piece by piece (x[0] holds position x_base;
+  // the residual of `ef` added first when on, ef indexed from ef_base) into out, and keeps what was
+  // not sent.
+  void encode_range(float* x, int64_t x_base, int64_t begin, int64_t end, ErrorFeedback& ef, int64_t ef_base,
+                    uint8_t* out, Rng& rng) {
     for_each_piece(begin, end, [&](int64_t at, int64_t n) {
-      float* xs = x + at;
+      float* xs = x + (at - x_base);
       if (ef_on_) ef.add_to(xs, at - ef_base, n);
       q_->encode(xs, n, out, rng);
       if (ef_on_) {
@@ -120,10 +122,10 @@ class QuantizedCompressor : public Compressor {
       out += q_->encoded_bytes(n);
     });
   }
-  // out[at] += scale · decoded, for the pieces of [begin, end) (out indexed by flattened position).
-  void decode_range(const uint8_t* in, int64_t begin, int64_t end, float scale, float* out) const {
+  // out[at - out_base] += scale · decoded, for the flattened positions at of [begin, end).
+  void decode_range(const uint8_t* in, int64_t begin, int64_t end, float scale, float* out, int64_t out_base) const {
     for_each_piece(begin, end, [&](int64_t at, int64_t n) {
-      q_->decode_add(in, n, scale, out + at);
+      q_->decode_add(in, n, scale, out + (at - out_base));
       in += q_->encoded_bytes(n);
     });
   }
@@ -133,7 +135,7 @@ class QuantizedCompressor : public Compressor {
     auto t0 = Clock::now();
     const auto bytes = static_cast<int64_t>(range_bytes(0, n_));
     packet_.resize(static_cast<size_t>(bytes));
-    encode_range(x_.f32(), 0, n_, worker_, 0, packet_.data(), rng);
+    encode_range(x_.f32(), 0, 0, n_, worker_, 0, packet_.data(), rng);
     stats_.compress_seconds += since(t0);
     t0 = Clock::now();
     allgather_bytes(comm, packet_, std::vector<int64_t>(static_cast<size_t>(p), bytes), gathered_, offsets_);
@@ -141,7 +143,7 @@ class QuantizedCompressor : public Compressor {
     t0 = Clock::now();
     std::memset(x_.f32(), 0, static_cast<size_t>(n_) * sizeof(float));
     const float scale = 1.0f / static_cast<float>(p);
-    for (int r = 0; r < p; ++r) decode_range(gathered_.data() + offsets_[static_cast<size_t>(r)], 0, n_, scale, x_.f32());
+    for (int r = 0; r < p; ++r) decode_range(gathered_.data() + offsets_[static_cast<size_t>(r)], 0, n_, scale, x_.f32(), 0);
     stats_.decompress_seconds += since(t0);
   }
 
@@ -164,7 +166,7 @@ class QuantizedCompressor : public Compressor {
     for (int j = 0; j < p; ++j) {
       const auto js = static_cast<size_t>(j);
       out[js] = Tensor::empty({sizes[js]}, DType::u8);
-      encode_range(x_.f32(), starts[js], starts[js] + counts[js], worker_, 0, out[js].data<uint8_t>(), rng);
+      encode_range(x_.f32(), 0, starts[js], starts[js] + counts[js], worker_, 0, out[js].data<uint8_t>(), rng);
     }
     stats_.compress_seconds += since(t0);
     t0 = Clock::now();
@@ -183,16 +185,14 @@ class QuantizedCompressor : public Compressor {
 
     // This rank's chunk: the average of every rank's packet, compressed again (server feedback).
     t0 = Clock::now();
-    // chunk_ holds flattened positions [my_begin, my_begin + my_count); shift the base pointer so
-    // that the range helpers can index it by flattened position.
+    // chunk_ holds flattened positions [my_begin, my_begin + my_count).
     const int64_t my_begin = starts[mine];
     chunk_.assign(static_cast<size_t>(my_count), 0.0f);
-    float* chunk_at = chunk_.data() - my_begin;
     const float scale = 1.0f / static_cast<float>(p);
     for (int i = 0; i < p; ++i)
-      decode_range(in[static_cast<size_t>(i)].data<uint8_t>(), my_begin, my_begin + my_count, scale, chunk_at);
+      decode_range(in[static_cast<size_t>(i)].data<uint8_t>(), my_begin, my_begin + my_count, scale, chunk_.data(), my_begin);
     packet_.resize(static_cast<size_t>(sizes[mine]));
-    encode_range(chunk_at, my_begin, my_begin + my_count, server_, my_begin, packet_.data(), rng);
+    encode_range(chunk_.data(), my_begin, my_begin, my_begin + my_count, server_, my_begin, packet_.data(), rng);
     stats_.decompress_seconds += since(t0);
 
     // Phase 2: every chunk's compressed average to every rank.
@@ -203,7 +203,7 @@ class QuantizedCompressor : public Compressor {
     std::memset(x_.f32(), 0, static_cast<size_t>(n_) * sizeof(float));
     for (int j = 0; j < p; ++j) {
       const auto js = static_cast<size_t>(j);
-      decode_range(gathered_.data() + offsets_[js], starts[js], starts[js] + counts[js], 1.0f, x_.f32());
+      decode_range(gathered_.data() + offsets_[js], starts[js], starts[js] + counts[js], 1.0f, x_.f32(), 0);
     }
     stats_.decompress_seconds += since(t0);
   }
