@@ -18,7 +18,7 @@ void layer_norm_forward(const float* x, int64_t N, int64_t C, const float* gamma
     // Summed relative to the row's first value: a row whose mean is far larger than its spread
     // (a 300 offset on values of ±2) would otherwise lose the mean's low bits to the running sum's
     // magnitude — 1e-4 of error in y when the loop ran on one lane (an -O2 build) instead of 16.
-    const float shift = xr[0];
+    const float shift = C > 0 ? xr[0] : 0.0f;
     float sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (int64_t c = 0; c < C; ++c) sum += xr[c] - shift;
