@@ -286,12 +286,12 @@ std::string TcpTransport::read_exact(Peer& peer, void* data, size_t bytes, Clock
   const bool blocking = deadline == Clock::time_point::max();
   auto* out = static_cast<uint8_t*>(data);
   size_t done = 0;
-  Clock::time_point look_until = Clock::now() + options_.poll;
+  Clock::time_point look_until = blocking ? Clock::time_point() : Clock::now() + options_.poll;
   while (done < bytes) {
     const ssize_t got = ::recv(peer.fd, out + done, bytes - done, blocking ? MSG_WAITALL : MSG_DONTWAIT);
     if (got > 0) {
       done += static_cast<size_t>(got);
-      if (!blocking && done < bytes) look_until = Clock::now() + options_.poll;
+      if (!blocking) look_until = Clock::now() + options_.poll;
       continue;
     }
     if (got == 0) return closing_ ? "closed by this rank" : "EOF";
