@@ -278,15 +278,16 @@ int main(int argc, char** argv) {
     prog += (takes_value ? 2 : 1);
   }
   prog = std::min(prog, argc);
-  tern::Flags flags("ternrun", "Run N ranks of PROGRAM on this machine with the tcp backend's rendezvous.\n"
-                               "usage: ternrun -n N [flags] PROGRAM [ARGS...]\n"
-                               "Each rank gets TERN_RANK, TERN_WORLD_SIZE, TERN_STORE_ADDR and TERN_JOB_ID;\n"
-                               "its output lines are prefixed with [rank]. If a rank exits non-zero the\n"
-                               "others are stopped and ternrun exits with that code. For several hosts, use\n"
-                               "mpirun (Open MPI) with the mpi backend: mpirun -np N -H a,b PROGRAM ...\n"
-                               "By default (--bind-to auto) each rank runs on its own share of the cores\n"
-                               "ternrun may use, as mpirun binds to cores, and --threads K in a rank on that\n"
-                               "share; with more ranks than CPUs they run unbound.");
+  tern::Flags flags("ternrun",
+                    "Run N ranks of PROGRAM on this machine with the tcp backend's rendezvous.\n"
+                    "Each rank gets TERN_RANK, TERN_WORLD_SIZE, TERN_STORE_ADDR and TERN_JOB_ID;\n"
+                    "its output lines are prefixed with [rank]. If a rank exits non-zero the\n"
+                    "others are stopped and ternrun exits with that code. For several hosts, use\n"
+                    "mpirun (Open MPI) with the mpi backend: mpirun -np N -H a,b PROGRAM ...\n"
+                    "By default (--bind-to auto) each rank runs on its own share of the cores\n"
+                    "ternrun may use, as mpirun binds to cores, and --threads K in a rank on that\n"
+                    "share; with more ranks than CPUs they run unbound.",
+                    "-n N [flags] PROGRAM [ARGS...]");
   flags.add_int("nproc", 1, "number of ranks to start (also -n)");
   flags.add_string("host", "127.0.0.1", "address the rendezvous store listens on");
   flags.add_int("port", 0, "port of the rendezvous store (0: any free port)");
@@ -324,7 +325,7 @@ int main(int argc, char** argv) {
     return run(static_cast<int>(n), flags.get_string("host"), static_cast<int>(port), flags.get_float("timeout"),
                flags.get_float("grace"), flags.get_bool("keep-going"), cpus, program);
   } catch (const tern::UsageError& e) {
-    std::fprintf(stderr, "ternrun: %s\n\n%s", e.what(), flags.usage().c_str());
+    std::fprintf(stderr, "ternrun: %s\n%s", e.what(), flags.short_usage().c_str());
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ternrun: error: %s\n", e.what());

@@ -20,8 +20,8 @@ bool parse_real(const std::string& s, double* out) {
 }
 }  // namespace
 
-Flags::Flags(std::string program, std::string summary)
-    : program_(std::move(program)), summary_(std::move(summary)) {}
+Flags::Flags(std::string program, std::string summary, std::string synopsis)
+    : program_(std::move(program)), summary_(std::move(summary)), synopsis_(std::move(synopsis)) {}
 
 void Flags::add_string(const std::string& name, const std::string& def, const std::string& help) {
   order_.push_back(name);
@@ -85,7 +85,7 @@ bool Flags::parse(int argc, const char* const* argv) {
         continue;
       }
     }
-    if (it == flags_.end()) throw UsageError("unknown flag --" + name + " (see --help)");
+    if (it == flags_.end()) throw UsageError("unknown flag --" + name);
     Flag& f = it->second;
     if (!has_value) {
       if (f.kind == Kind::boolean) {
@@ -131,7 +131,7 @@ bool Flags::was_set(const std::string& name) const {
 
 std::string Flags::usage() const {
   std::ostringstream out;
-  out << "usage: " << program_ << " [flags]\n" << summary_ << "\n\nflags:\n";
+  out << "usage: " << program_ << " " << synopsis_ << "\n" << summary_ << "\n\nflags:\n";
   for (const auto& name : order_) {
     const Flag& f = flags_.at(name);
     std::string lhs = "  --" + name;
@@ -141,6 +141,10 @@ std::string Flags::usage() const {
   }
   out << "  --help                     print this and exit\n";
   return out.str();
+}
+
+std::string Flags::short_usage() const {
+  return "usage: " + program_ + " " + synopsis_ + "\n" + program_ + " --help lists the flags.\n";
 }
 
 std::string Flags::echo() const {
@@ -158,7 +162,7 @@ int run_program(Flags& flags, int argc, const char* const* argv, const std::func
     }
     return body();
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "%s: %s\n\n%s", flags.program().c_str(), e.what(), flags.usage().c_str());
+    std::fprintf(stderr, "%s: %s\n%s", flags.program().c_str(), e.what(), flags.short_usage().c_str());
     return 2;
   } catch (const std::exception& e) {
     std::fflush(stdout);

@@ -12,7 +12,7 @@
 
 namespace tern {
 
-// A bad command line: programs print the message and the usage, and exit with code 2.
+// A bad command line: programs print the message and the usage line, and exit with code 2.
 class UsageError : public Error {
  public:
   using Error::Error;
@@ -20,7 +20,8 @@ class UsageError : public Error {
 
 class Flags {
  public:
-  Flags(std::string program, std::string summary);
+  // `synopsis` follows the program's name on the usage line ("-n N [flags] PROGRAM [ARGS...]").
+  Flags(std::string program, std::string summary, std::string synopsis = "[flags]");
 
   // Declare before parse(). Names are given without dashes ("batch-size").
   void add_string(const std::string& name, const std::string& def, const std::string& help);
@@ -40,7 +41,11 @@ class Flags {
   // True when the user gave the flag (not just its default).
   bool was_set(const std::string& name) const;
 
+  // The whole help: usage line, summary, every flag with its default.
   std::string usage() const;
+  // What a usage error prints after its message: the usage line and where the flags are listed,
+  // so the message is not lost above a screen of help.
+  std::string short_usage() const;
   const std::string& program() const { return program_; }
   // "name=value ..." for every flag, for logs and checkpoint config echoes.
   std::string echo() const;
@@ -57,14 +62,15 @@ class Flags {
   const Flag& find(const std::string& name, Kind kind) const;
   void assign(const std::string& name, Flag& f, const std::string& value);
 
-  std::string program_, summary_;
+  std::string program_, summary_, synopsis_;
   std::vector<std::string> order_;
   std::map<std::string, Flag> flags_;
 };
 
 // The main() of a Tern program: parses the command line into flags, then runs body and returns
 // its exit code. --help prints the usage (0); a UsageError, from parsing or from body, prints
-// "PROGRAM: message" and the usage (2); any other exception prints "PROGRAM: error: message" (1).
+// "PROGRAM: message" and the short usage (2); any other exception prints "PROGRAM: error: message"
+// (1).
 int run_program(Flags& flags, int argc, const char* const* argv, const std::function<int()>& body);
 
 }  // namespace tern

@@ -60,7 +60,11 @@ ok "--keep-going"
 
 # 7. Usage errors exit 2; a missing program is reported by the rank (exit 127).
 "$ternrun" -n 0 true >/dev/null 2>&1; [ $? -eq 2 ] || fail "-n 0 should be a usage error"
-"$ternrun" -n 2 >/dev/null 2>&1; [ $? -eq 2 ] || fail "no program should be a usage error"
+err=$("$ternrun" -n 2 2>&1 >/dev/null); [ $? -eq 2 ] || fail "no program should be a usage error"
+# The message first, then the usage line; the flag list is --help's, not the error's.
+[ "$(head -2 <<<"$err")" = "ternrun: no PROGRAM given
+usage: ternrun -n N [flags] PROGRAM [ARGS...]" ] || fail "usage error reads: $err"
+grep -q -- "--grace" <<<"$err" && fail "a usage error printed the whole help: $err"
 "$ternrun" --bogus -n 2 true >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown flag should be a usage error"
 err=$("$ternrun" -n 1 /nonexistent/prog 2>&1); rc=$?
 [ $rc -eq 127 ] || fail "missing program: expected 127, got $rc"

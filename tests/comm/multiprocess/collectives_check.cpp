@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
     }
     return run(flags);
   } catch (const tern::UsageError& e) {
-    std::fprintf(stderr, "tern_collectives_check: %s\n\n%s", e.what(), flags.usage().c_str());
+    std::fprintf(stderr, "tern_collectives_check: %s\n%s", e.what(), flags.short_usage().c_str());
     return 2;
   } catch (const std::exception& e) {
     // The message of a CommError names the rank already; the launcher's rank covers errors before

@@ -57,5 +57,16 @@ TEST(Flags, HelpListsEveryFlagWithItsDefault) {
     EXPECT_NE(u.find(s), std::string::npos) << s << "\n" << u;
 }
 
+TEST(Flags, UsageErrorsGetTheUsageLineNotTheWholeHelp) {
+  Flags plain = make_flags();
+  EXPECT_EQ(plain.usage().rfind("usage: prog [flags]\ndoes things\n", 0), 0u) << plain.usage();
+  Flags f("ternrun", "Run ranks.", "-n N [flags] PROGRAM [ARGS...]");
+  f.add_float("grace", 5, "seconds between SIGTERM and SIGKILL");
+  EXPECT_EQ(f.usage().rfind("usage: ternrun -n N [flags] PROGRAM [ARGS...]\nRun ranks.\n", 0), 0u) << f.usage();
+  const std::string s = f.short_usage();
+  EXPECT_EQ(s, "usage: ternrun -n N [flags] PROGRAM [ARGS...]\nternrun --help lists the flags.\n");
+  EXPECT_EQ(s.find("--grace"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tern
