@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "models/registry.h"
+#include "ondevice/contribution.h"
 #include "ondevice/finetune.h"
 #include "ondevice/model_format.h"
 #include "ondevice/quantize.h"
@@ -35,7 +36,8 @@ void declare(Flags& f) {
   f.add_string("classes", "5-9", "fine-tune on classes A-B (a new head with B-A+1 outputs)");
   f.add_string("update", "bias",
                "update scheme: full | bias | last=K | sections like bias:last=12;weight:conv21=1,conv36=0.125 "
-               "(the new head always trains)");
+               "(the new head always trains) | auto[:greedy|:evolution] (measure each part's contribution, "
+               "then search for the most within --memory-budget)");
   f.add_string("qas", "on", "quantization-aware scaling of the gradients: on|off");
   f.add_string("memory-budget", "256KB", "refuse a step whose arena exceeds this (e.g. 256KB, 1MB; 0: none)");
   f.add_int("epochs", 1, "passes over the new classes' training images");
@@ -50,6 +52,9 @@ void declare(Flags& f) {
   f.add_int("limit-train", 0, "use only the first N training images of the new classes (0: all)");
   f.add_int("limit-test", 0, "evaluate on the first N test images of the new classes (0: all)");
   f.add_int("seed", 42, "seed for the head's initialisation and the shuffling");
+  f.add_int("probe-images", 500,
+            "--update auto: training images each contribution probe fine-tunes on, and at most as many held-out "
+            "training images it is scored on");
   f.add_string("output", "", "write the fine-tuned int8 model here (the flat on-device format)");
   f.add_bool("show-plan", true, "print the per-layer memory table");
   f.add_string("metrics", "", "write JSON lines (one per epoch, one final) to this file");
@@ -86,6 +91,51 @@ Dataset select_classes(const Dataset& d, ClassRange r, int64_t limit) {
     out.labels.push_back(d.labels[static_cast<size_t>(keep[j])] - r.lo);
   }
   return out;
+}
+
+// --update auto[:greedy|:evolution]: each part's contribution (contribution.h), fine-tuned on the first
+// training images and scored on the last ones (never the test set), then the search under the budget.
+UpdateScheme search_scheme(const std::string& spec, const QuantizedModel& q, const std::vector<LayerSpec>& layers,
+                           const Dataset& train, const FinetuneOptions& opt, size_t budget, int64_t probe_images) {
+  const std::string method = spec == "auto" ? "greedy" : spec.substr(5);
+  if (method != "greedy" && method != "evolution")
+    throw UsageError("--update '" + spec + "': expected auto, auto:greedy or auto:evolution");
+  if (budget == 0) throw UsageError("--update auto searches within --memory-budget: give one (e.g. 256KB)");
+  if (probe_images < 1) throw UsageError("--probe-images must be at least 1");
+  const int64_t held_out = std::min(probe_images, train.size() / 5), fit = std::min(probe_images, train.size() - held_out);
+  if (held_out < 1) throw Error(detail::concat("--update auto: ", train.size(), " training images are too few to hold some out"));
+  const int64_t per = train.images.numel() / train.size();
+  std::vector<int> labels(train.labels.begin(), train.labels.end());
+  ProbeData data;
+  data.train_images = train.images.f32();
+  data.train_labels = labels.data();
+  data.train_count = fit;
+  data.validation_images = train.images.f32() + (train.size() - held_out) * per;
+  data.validation_labels = labels.data() + (train.size() - held_out);
+  data.validation_count = held_out;
+  data.image_elems = per;
+  ContributionOptions copt;
+  copt.finetune = opt;
+  copt.budget = budget;
+  std::printf("update search: measuring each part's contribution (%lld training images per probe, scored on %lld "
+              "held-out ones)\n", static_cast<long long>(fit), static_cast<long long>(held_out));
+  std::unique_ptr<ProgressBar> bar;
+  const ContributionReport report = measure_contributions(q, data, copt, [&](int done, int total) {
+    if (!bar) bar = std::make_unique<ProgressBar>("contributions", total);
+    bar->update(done);
+  });
+  if (bar) bar->finish(detail::concat(report.probes, " probes"));
+  const SchemeCost cost = [&](const UpdateScheme& s) {
+    return plan_finetune_step(q, with_last_layer_trained(s, layers), opt.step).peak;
+  };
+  const SearchResult found = method == "greedy" ? greedy_search(layers, report.contributions, budget, cost)
+                                                : evolutionary_search(layers, report.contributions, budget, cost);
+  const UpdateScheme scheme = with_last_layer_trained(found.scheme, layers);
+  std::printf("update search (%s): %s; %d probes (%d parts over the budget not probed), head alone %.2f%%, "
+              "predicted gain %+.2f points, planned peak %s\n",
+              method.c_str(), describe(scheme, layers).c_str(), report.probes, report.skipped,
+              100 * report.head_accuracy, 100 * found.contribution, format_bytes(cost(found.scheme)).c_str());
+  return scheme;
 }
 
 double accuracy(const Finetuner& ft, const Dataset& test) {
@@ -155,12 +205,16 @@ int run(const Flags& f) {
   const size_t flash_bytes = encode_model(q).size();
 
   const std::vector<LayerSpec> layers = layer_specs(q);
-  const UpdateScheme scheme = with_last_layer_trained(parse_update_scheme(f.get_string("update"), layers), layers);
   FinetuneOptions opt;
   opt.lr = static_cast<float>(f.get_float("lr"));
   opt.qas = qas_text == "on";
   opt.momentum = static_cast<float>(momentum);
   opt.step.optimizer_states = momentum > 0 ? 1 : 0;
+  const std::string update = f.get_string("update");
+  const UpdateScheme scheme =
+      update.rfind("auto", 0) == 0
+          ? search_scheme(update, q, layers, train, opt, budget, f.get_int("probe-images"))
+          : with_last_layer_trained(parse_update_scheme(update, layers), layers);
   std::unique_ptr<LrSchedule> schedule;
   try {
     schedule = make_lr_schedule(f.get_string("lr-schedule"), opt.lr, epochs * train.size());
