@@ -132,7 +132,7 @@ UpdateScheme search_scheme(const std::string& spec, const QuantizedModel& q, con
                                                 : evolutionary_search(layers, report.contributions, budget, cost);
   const UpdateScheme scheme = with_last_layer_trained(found.scheme, layers);
   std::printf("update search (%s): %s; %d probes (%d parts over the budget not probed), head alone %.2f%%, "
-              "predicted gain %+.2f points, planned peak %s\n",
+              "summed gains of its parts %+.2f points, planned peak %s\n",
               method.c_str(), describe(scheme, layers).c_str(), report.probes, report.skipped,
               100 * report.head_accuracy, 100 * found.contribution, format_bytes(cost(found.scheme)).c_str());
   return scheme;
@@ -291,6 +291,7 @@ int run(const Flags& f) {
       .add("model", model_name)
       .add("classes", f.get_string("classes"))
       .add("update", describe(scheme, layers))
+      .add("update_requested", update)
       .add("qas", opt.qas)
       .add("epochs", epochs)
       .add("lr", opt.lr)

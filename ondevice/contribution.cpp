@@ -60,6 +60,11 @@ ContributionReport measure_contributions(const QuantizedModel& model, const Prob
   int bias_layers = 0;
   for (const LayerSpec& l : layers) bias_layers += l.bias_elems > 0;
   auto bias_last = [&](int k) { return parse_update_scheme("bias:last=" + std::to_string(k), layers); };
+  auto weight_part = [&](int layer, int ratio) {
+    UpdateScheme s = no_update(layers);
+    s.layers[static_cast<size_t>(layer)].weight_ratio = kUpdateRatios[static_cast<size_t>(ratio)];
+    return s;
+  };
   int max_k = bias_layers;
   while (max_k > 0 && !fits(with_head(bias_last(max_k)))) --max_k;
   const std::vector<int> ks = max_k > 0 ? bias_probe_points(max_k, options.bias_probes) : std::vector<int>{};
@@ -71,9 +76,7 @@ ContributionReport measure_contributions(const QuantizedModel& model, const Prob
   for (int i = 0; i + 1 < L; ++i) {  // the head's weight always trains: no gain to measure
     if (layers[static_cast<size_t>(i)].weight_elems == 0) continue;
     for (int r = 1; r < static_cast<int>(kUpdateRatios.size()); ++r) {
-      UpdateScheme s = no_update(layers);
-      s.layers[static_cast<size_t>(i)].weight_ratio = kUpdateRatios[static_cast<size_t>(r)];
-      if (fits(with_head(s)))
+      if (fits(with_head(weight_part(i, r))))
         weight_probes.push_back({i, r});
       else
         ++report.skipped;
@@ -90,11 +93,9 @@ ContributionReport measure_contributions(const QuantizedModel& model, const Prob
   report.head_accuracy = probe(no_update(layers));
   Contributions& c = report.contributions;
   c.weight.assign(layers.size(), {0, 0, 0, 0, 0});
-  for (const WeightProbe& p : weight_probes) {
-    UpdateScheme s = no_update(layers);
-    s.layers[static_cast<size_t>(p.layer)].weight_ratio = kUpdateRatios[static_cast<size_t>(p.ratio)];
-    c.weight[static_cast<size_t>(p.layer)][static_cast<size_t>(p.ratio)] = probe(s) - report.head_accuracy;
-  }
+  for (const WeightProbe& p : weight_probes)
+    c.weight[static_cast<size_t>(p.layer)][static_cast<size_t>(p.ratio)] =
+        probe(weight_part(p.layer, p.ratio)) - report.head_accuracy;
   // bias_last[k] for k = 0..max_k: measured at ks, linear in between (from 0 gain at k = 0).
   c.bias_last.assign(static_cast<size_t>(max_k) + 1, 0.0f);
   int prev_k = 0;

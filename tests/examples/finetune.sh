@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tern-finetune as issue 7 uses it: pretrain the cnn on Fashion-MNIST classes 0-4 with tern-train, then
 # fine-tune the int8 model on classes 5-9 (a new head) within --memory-budget 256KB, bias-only and with a
-# sparse update; both must beat chance (20%) by a wide margin, report a measured arena high-water equal
-# to the planned peak, and a full update must be refused as over the budget (exit 1, saying by how much).
+# sparse update and with the scheme --update auto searches for; each must beat chance (20%) by a wide
+# margin and report a measured arena high-water equal to the planned peak, and a full update must be
+# refused as over the budget (exit 1, saying by how much).
 # usage: finetune.sh TERN_TRAIN TERN_FINETUNE
 set -uo pipefail
 train=$1
@@ -15,10 +16,11 @@ trap 'rm -rf "$dir"' EXIT
 "$train" --model cnn --classes 0-4 --epochs 1 --limit-train 6000 --threads 1 --checkpoint-dir "$dir/ckpt" \
   >"$dir/train.log" 2>&1 || { cat "$dir/train.log"; fail "tern-train --classes 0-4 failed"; }
 
-check() {  # name, update scheme; accuracy must exceed 0.45 (chance 0.20; measured 0.73 bias-only, 0.80 sparse)
+check() {  # name, update scheme, extra flags; accuracy must exceed 0.45 (chance 0.20; measured 0.73 bias-only, 0.80 sparse)
   local name=$1 scheme=$2
+  shift 2
   "$finetune" --checkpoint "$dir/ckpt" --classes 5-9 --update "$scheme" --qas on --memory-budget 256KB \
-    --epochs 1 --lr 0.05 --limit-train 2000 --limit-test 1000 --metrics "$dir/$name.jsonl" >"$dir/$name.log" 2>&1 \
+    --epochs 1 --lr 0.05 --limit-train 2000 --limit-test 1000 --metrics "$dir/$name.jsonl" "$@" >"$dir/$name.log" 2>&1 \
     || { cat "$dir/$name.log"; fail "$name: tern-finetune failed"; }
   grep -q "(equal)" "$dir/$name.log" || { cat "$dir/$name.log"; fail "$name: high-water differs from the plan"; }
   python3 - "$dir/$name.jsonl" "$name" <<'PY' || fail "$name: final metrics"
@@ -34,6 +36,8 @@ PY
 }
 check bias bias
 check sparse "bias:all;weight:4=0.25"
+check auto auto --probe-images 200
+grep -q "^update search (greedy): .*planned peak" "$dir/auto.log" || { cat "$dir/auto.log"; fail "auto: no search result"; }
 
 err=$("$finetune" --checkpoint "$dir/ckpt" --update full --memory-budget 256KB --limit-train 50 --limit-test 50 2>&1)
 rc=$?
@@ -53,4 +57,6 @@ usage "--lr-schedule" --lr-schedule "cosine:min_lr=x"
 usage "--lr-schedule" --lr-schedule "cosine:warmup=50"  # no steps left after the warm-up
 usage "--momentum" --momentum 1
 usage "--momentum" --momentum -0.5
-echo "ok: bias-only and sparse update within 256KB above chance; full update refused over budget; bad flags refused"
+usage "--memory-budget" --update auto --memory-budget 0  # the search needs a budget
+usage "auto:greedy" --update auto:random
+echo "ok: bias-only, sparse and searched updates within 256KB above chance; full update refused over budget; bad flags refused"
