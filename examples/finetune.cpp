@@ -95,15 +95,18 @@ Dataset select_classes(const Dataset& d, ClassRange r, int64_t limit) {
 
 // --update auto[:greedy|:evolution]: each part's contribution (contribution.h), fine-tuned on the first
 // training images and scored on the last ones (never the test set), then the search under the budget.
-UpdateScheme search_scheme(const std::string& spec, const QuantizedModel& q, const std::vector<LayerSpec>& layers,
-                           const Dataset& train, const FinetuneOptions& opt, size_t budget, int64_t probe_images) {
+UpdateScheme search_scheme(const std::string& spec, const QuantizedModel& q,
+                           const std::vector<LayerSpec>& layers, const Dataset& train,
+                           const FinetuneOptions& opt, size_t budget, int64_t probe_images) {
   const std::string method = spec == "auto" ? "greedy" : spec.substr(5);
   if (method != "greedy" && method != "evolution")
     throw UsageError("--update '" + spec + "': expected auto, auto:greedy or auto:evolution");
   if (budget == 0) throw UsageError("--update auto searches within --memory-budget: give one (e.g. 256KB)");
   if (probe_images < 1) throw UsageError("--probe-images must be at least 1");
-  const int64_t held_out = std::min(probe_images, train.size() / 5), fit = std::min(probe_images, train.size() - held_out);
-  if (held_out < 1) throw Error(detail::concat("--update auto: ", train.size(), " training images are too few to hold some out"));
+  const int64_t held_out = std::min(probe_images, train.size() / 5);
+  const int64_t fit = std::min(probe_images, train.size() - held_out);
+  if (held_out < 1)
+    throw Error(detail::concat("--update auto: ", train.size(), " training images are too few to hold some out"));
   const int64_t per = train.images.numel() / train.size();
   std::vector<int> labels(train.labels.begin(), train.labels.end());
   ProbeData data;
@@ -117,8 +120,9 @@ UpdateScheme search_scheme(const std::string& spec, const QuantizedModel& q, con
   ContributionOptions copt;
   copt.finetune = opt;
   copt.budget = budget;
-  std::printf("update search: measuring each part's contribution (%lld training images per probe, scored on %lld "
-              "held-out ones)\n", static_cast<long long>(fit), static_cast<long long>(held_out));
+  std::printf("update search: measuring each part's contribution (%lld training images per probe, scored on "
+              "%lld held-out ones)\n",
+              static_cast<long long>(fit), static_cast<long long>(held_out));
   std::unique_ptr<ProgressBar> bar;
   const ContributionReport report = measure_contributions(q, data, copt, [&](int done, int total) {
     if (!bar) bar = std::make_unique<ProgressBar>("contributions", total);
@@ -128,8 +132,9 @@ UpdateScheme search_scheme(const std::string& spec, const QuantizedModel& q, con
   const SchemeCost cost = [&](const UpdateScheme& s) {
     return plan_finetune_step(q, with_last_layer_trained(s, layers), opt.step).peak;
   };
-  const SearchResult found = method == "greedy" ? greedy_search(layers, report.contributions, budget, cost)
-                                                : evolutionary_search(layers, report.contributions, budget, cost);
+  const SearchResult found = method == "greedy"
+                                 ? greedy_search(layers, report.contributions, budget, cost)
+                                 : evolutionary_search(layers, report.contributions, budget, cost);
   const UpdateScheme scheme = with_last_layer_trained(found.scheme, layers);
   std::printf("update search (%s): %s; %d probes (%d parts over the budget not probed), head alone %.2f%%, "
               "summed gains of its parts %+.2f points, planned peak %s\n",

@@ -44,7 +44,8 @@ ContributionReport measure_contributions(const QuantizedModel& model, const Prob
   TERN_CHECK(data.train_count > 0 && data.validation_count > 0 && data.image_elems > 0,
              "contributions: need training and validation images (got ", data.train_count, " and ",
              data.validation_count, ")");
-  TERN_CHECK(options.bias_probes >= 1, "contributions: bias_probes must be at least 1, got ", options.bias_probes);
+  TERN_CHECK(options.bias_probes >= 1, "contributions: bias_probes must be at least 1, got ",
+             options.bias_probes);
   const std::vector<LayerSpec> layers = layer_specs(model);
   const int L = static_cast<int>(layers.size());
   auto with_head = [&](UpdateScheme s) { return with_last_layer_trained(std::move(s), layers); };
@@ -53,8 +54,8 @@ ContributionReport measure_contributions(const QuantizedModel& model, const Prob
   };
   const UpdateScheme head = with_head(no_update(layers));
   TERN_CHECK(fits(head), "contributions: fine-tuning the head alone needs ",
-             format_bytes(plan_finetune_step(model, head, options.finetune.step).peak), ", over the budget of ",
-             format_bytes(options.budget));
+             format_bytes(plan_finetune_step(model, head, options.finetune.step).peak),
+             ", over the budget of ", format_bytes(options.budget));
 
   // The probes: the largest bias:last=k that fits, and every weight ratio that fits with the head.
   int bias_layers = 0;
@@ -103,8 +104,8 @@ ContributionReport measure_contributions(const QuantizedModel& model, const Prob
   for (int k : ks) {
     const float gain = probe(bias_last(k)) - report.head_accuracy;
     for (int j = prev_k + 1; j <= k; ++j)
-      c.bias_last[static_cast<size_t>(j)] = prev_gain + (gain - prev_gain) * static_cast<float>(j - prev_k) /
-                                                            static_cast<float>(k - prev_k);
+      c.bias_last[static_cast<size_t>(j)] =
+          prev_gain + (gain - prev_gain) * static_cast<float>(j - prev_k) / static_cast<float>(k - prev_k);
     prev_k = k;
     prev_gain = gain;
   }

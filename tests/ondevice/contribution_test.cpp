@@ -47,11 +47,12 @@ std::unique_ptr<Task> make_task() {
   for (int i = 0; i < n; ++i) {
     t->labels.push_back(i % kClasses);
     for (int64_t p = 0; p < kPixels; ++p)
-      t->images[static_cast<size_t>(i * kPixels + p)] = protos[static_cast<size_t>((i % kClasses) * kPixels + p)] +
-                                                        0.8f * rng.normal();
+      t->images[static_cast<size_t>(i * kPixels + p)] =
+          protos[static_cast<size_t>((i % kClasses) * kPixels + p)] + 0.8f * rng.normal();
   }
-  t->data = ProbeData{t->images.data(), t->labels.data(), 24, t->images.data() + 24 * kPixels,
-                      t->labels.data() + 24, 24, kPixels};
+  t->data = ProbeData{
+      t->images.data(), t->labels.data(), 24, t->images.data() + 24 * kPixels, t->labels.data() + 24, 24,
+      kPixels};
   return t;
 }
 
@@ -87,7 +88,8 @@ TEST(Contribution, EachGainIsItsProbeMinusTheHeadAlone) {
     for (int ratio : {1, 4}) {
       UpdateScheme s = no_update(layers);
       s.layers[i].weight_ratio = kUpdateRatios[static_cast<size_t>(ratio)];
-      EXPECT_EQ(c.weight[i][static_cast<size_t>(ratio)], probe_accuracy(t->q, with_head(s), t->data, opt.finetune) - head)
+      EXPECT_EQ(c.weight[i][static_cast<size_t>(ratio)],
+                probe_accuracy(t->q, with_head(s), t->data, opt.finetune) - head)
           << layers[i].name << " at ratio " << kUpdateRatios[static_cast<size_t>(ratio)];
     }
   }
@@ -98,8 +100,8 @@ TEST(Contribution, EachGainIsItsProbeMinusTheHeadAlone) {
   ASSERT_EQ(c.bias_last.size(), 5u);
   EXPECT_EQ(c.bias_last[0], 0.0f);
   auto bias_gain = [&](int k) {
-    return probe_accuracy(t->q, with_head(parse_update_scheme("bias:last=" + std::to_string(k), layers)), t->data,
-                          opt.finetune) -
+    return probe_accuracy(t->q, with_head(parse_update_scheme("bias:last=" + std::to_string(k), layers)),
+                          t->data, opt.finetune) -
            head;
   };
   EXPECT_EQ(c.bias_last[2], bias_gain(2));
