@@ -132,7 +132,8 @@ std::vector<int> select_channels_by_norm(std::span<const float> weight, int out_
 std::vector<int> select_channels_by_norm(std::span<const int8_t> weight, std::span<const float> scales,
                                          int out_channels, float ratio);
 
-// Per-layer contributions, measured as in Lin et al. 2022 (the accuracy gained by updating one part).
+// Per-layer contributions, measured as in Lin et al. 2022 (the accuracy gained by updating one part;
+// contribution.h measures them on a converted model).
 struct Contributions {
   // bias_last[k]: the gain of updating the biases of the last k layers that have biases; bias_last[0]
   // is 0. At most one more entry than there are such layers.
