@@ -108,13 +108,12 @@ UpdateScheme search_scheme(const std::string& spec, const QuantizedModel& q,
   if (held_out < 1)
     throw Error(detail::concat("--update auto: ", train.size(), " training images are too few to hold some out"));
   const int64_t per = train.images.numel() / train.size();
-  std::vector<int> labels(train.labels.begin(), train.labels.end());
   ProbeData data;
   data.train_images = train.images.f32();
-  data.train_labels = labels.data();
+  data.train_labels = train.labels.data();
   data.train_count = fit;
   data.validation_images = train.images.f32() + (train.size() - held_out) * per;
-  data.validation_labels = labels.data() + (train.size() - held_out);
+  data.validation_labels = train.labels.data() + (train.size() - held_out);
   data.validation_count = held_out;
   data.image_elems = per;
   ContributionOptions copt;

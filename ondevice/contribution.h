@@ -17,10 +17,10 @@ namespace tern::ondevice {
 // on `train` in order and are scored on `validation` (held out from training data, never the test set).
 struct ProbeData {
   const float* train_images = nullptr;
-  const int* train_labels = nullptr;
+  const int32_t* train_labels = nullptr;
   int64_t train_count = 0;
   const float* validation_images = nullptr;
-  const int* validation_labels = nullptr;
+  const int32_t* validation_labels = nullptr;
   int64_t validation_count = 0;
   int64_t image_elems = 0;
 };

@@ -25,7 +25,7 @@ constexpr int64_t kPixels = 28 * 28;
 struct Task {
   QuantizedModel q;
   std::vector<float> images;
-  std::vector<int> labels;
+  std::vector<int32_t> labels;
   ProbeData data;
 };
 
