@@ -128,9 +128,7 @@ UpdateScheme search_scheme(const std::string& spec, const QuantizedModel& q,
     bar->update(done);
   });
   if (bar) bar->finish(detail::concat(report.probes, " probes"));
-  const SchemeCost cost = [&](const UpdateScheme& s) {
-    return plan_finetune_step(q, with_last_layer_trained(s, layers), opt.step).peak;
-  };
+  const SchemeCost cost = step_cost_with_head(q, opt.step);
   const SearchResult found = method == "greedy"
                                  ? greedy_search(layers, report.contributions, budget, cost)
                                  : evolutionary_search(layers, report.contributions, budget, cost);

@@ -23,6 +23,12 @@ float probe_accuracy(const QuantizedModel& model, const UpdateScheme& scheme, co
   return static_cast<float>(correct) / static_cast<float>(data.validation_count);
 }
 
+SchemeCost step_cost_with_head(const QuantizedModel& model, const StepOptions& step) {
+  return [&model, step, layers = layer_specs(model)](const UpdateScheme& s) {
+    return plan_finetune_step(model, with_last_layer_trained(s, layers), step).peak;
+  };
+}
+
 namespace {
 
 // The k at which bias:last=k is probed: up to `probes` values spread over 1..max_k, max_k always among
@@ -49,13 +55,10 @@ ContributionReport measure_contributions(const QuantizedModel& model, const Prob
   const std::vector<LayerSpec> layers = layer_specs(model);
   const int L = static_cast<int>(layers.size());
   auto with_head = [&](UpdateScheme s) { return with_last_layer_trained(std::move(s), layers); };
-  auto fits = [&](const UpdateScheme& s) {
-    return options.budget == 0 || plan_finetune_step(model, s, options.finetune.step).peak <= options.budget;
-  };
-  const UpdateScheme head = with_head(no_update(layers));
-  TERN_CHECK(fits(head), "contributions: fine-tuning the head alone needs ",
-             format_bytes(plan_finetune_step(model, head, options.finetune.step).peak),
-             ", over the budget of ", format_bytes(options.budget));
+  const SchemeCost cost = step_cost_with_head(model, options.finetune.step);
+  auto fits = [&](const UpdateScheme& s) { return options.budget == 0 || cost(s) <= options.budget; };
+  TERN_CHECK(fits(no_update(layers)), "contributions: fine-tuning the head alone needs ",
+             format_bytes(cost(no_update(layers))), ", over the budget of ", format_bytes(options.budget));
 
   // The probes: the largest bias:last=k that fits, and every weight ratio that fits with the head.
   int bias_layers = 0;
@@ -67,7 +70,7 @@ ContributionReport measure_contributions(const QuantizedModel& model, const Prob
     return s;
   };
   int max_k = bias_layers;
-  while (max_k > 0 && !fits(with_head(bias_last(max_k)))) --max_k;
+  while (max_k > 0 && !fits(bias_last(max_k))) --max_k;
   const std::vector<int> ks = max_k > 0 ? bias_probe_points(max_k, options.bias_probes) : std::vector<int>{};
   struct WeightProbe {
     int layer, ratio;
@@ -77,7 +80,7 @@ ContributionReport measure_contributions(const QuantizedModel& model, const Prob
   for (int i = 0; i + 1 < L; ++i) {  // the head's weight always trains: no gain to measure
     if (layers[static_cast<size_t>(i)].weight_elems == 0) continue;
     for (int r = 1; r < static_cast<int>(kUpdateRatios.size()); ++r) {
-      if (fits(with_head(weight_part(i, r))))
+      if (fits(weight_part(i, r)))
         weight_probes.push_back({i, r});
       else
         ++report.skipped;

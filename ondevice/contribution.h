@@ -44,6 +44,10 @@ struct ContributionReport {
   int skipped = 0;              // parts not probed because their own step exceeded the budget
 };
 
+// The arena peak of fine-tuning a scheme with the new head trained as well, as tern-finetune runs it:
+// the cost the search compares with the budget. `model` must outlive the function.
+SchemeCost step_cost_with_head(const QuantizedModel& model, const StepOptions& step);
+
 // Measures the contributions of the model's parts (biases of the last k layers; each weight but the
 // head's at every ratio of kUpdateRatios). progress(done, total) is called after each probe. Throws
 // tern::Error for empty data or a head-only step over the budget.
