@@ -128,10 +128,12 @@ struct Prepared {
 };
 
 Prepared prepare(const QuantizedModel& model, const UpdateScheme& scheme, const StepOptions& o) {
-  TERN_CHECK(o.apply == GradientApply::kPerLayer && (o.optimizer_states == 0 || o.optimizer_states == 1),
-             "on-device training: the step applies SGD in place after each layer's backward; StepOptions "
-             "must have apply = kPerLayer and optimizer_states 0 (plain SGD) or 1 (momentum), got ",
-             o.optimizer_states, " states");
+  TERN_CHECK(o.apply == GradientApply::kPerChannel && o.gradient_channels == kGradientChannelsAtOnce &&
+                 (o.optimizer_states == 0 || o.optimizer_states == 1),
+             "on-device training: the step applies SGD in place as each layer's gradients are ready, ",
+             kGradientChannelsAtOnce, " output channels at a time; StepOptions must have apply = kPerChannel, "
+             "gradient_channels = ", kGradientChannelsAtOnce, " and optimizer_states 0 (plain SGD) or 1 "
+             "(momentum), got ", o.optimizer_states, " states");
   TERN_CHECK(o.activation_bytes == 1 && o.gradient_bytes == 4 && o.trained_weight_bytes == 4 &&
                  o.trained_bias_bytes == 4 && o.alignment >= 4,
              "on-device training: the step stores int8 activations, f32 gradients and f32 master copies "
@@ -294,6 +296,7 @@ void Finetuner::build_program() {
     return b;
   };
   channels_.assign(static_cast<size_t>(L), {});
+  channel_slots_.assign(static_cast<size_t>(L), {});
   step_layers_.assign(static_cast<size_t>(L), StepLayer{});
   for (int i = 0; i < L; ++i) {
     const LayerSpec& spec = layers_[static_cast<size_t>(i)];
@@ -356,16 +359,25 @@ void Finetuner::build_program() {
       const std::vector<int> ch =
           select_channels_by_norm(op.weight, op.weight_scale, op.out_channels(), spec.train.weight_ratio);
       channels_[static_cast<size_t>(i)].assign(ch.begin(), ch.end());
+      std::vector<int32_t>& slot = channel_slots_[static_cast<size_t>(i)];
+      slot.assign(static_cast<size_t>(op.out_channels()), -1);
+      for (size_t j = 0; j < ch.size(); ++j) slot[static_cast<size_t>(ch[j])] = static_cast<int32_t>(j);
       l.channels = channels_[static_cast<size_t>(i)].data();
+      l.channel_slot = slot.data();
       l.channel_count = static_cast<int32_t>(ch.size());
       const size_t cols = op.weight.size() / static_cast<size_t>(op.out_channels());
       const size_t trained = ch.size() * cols * sizeof(float);
+      // What the executor holds (step_executor.h): a conv or linear layer's gradient a few channels at a
+      // time and its trained rows as the working copy; a depthwise layer's whole gradient and weight.
+      const bool depthwise = spec.kind == LayerKind::kDepthwiseConv;
+      const size_t grad_rows = depthwise ? ch.size() : std::min<size_t>(ch.size(), kGradientChannelsAtOnce);
+      const size_t working = depthwise ? op.weight.size() : ch.size() * cols;
       l.weight_master = require(find(spec.name + ".weight"), trained, "weight master copy", i);
-      l.weight_grad = require(find(spec.name + ".weight.grad"), trained, "weight gradient", i);
-      l.weight_working = require(find(spec.name + ".weight.working"), op.weight.size(), "weight working copy", i);
+      l.weight_grad = require(find(spec.name + ".weight.grad"), grad_rows * cols * sizeof(float), "weight gradient", i);
+      l.weight_working = require(find(spec.name + ".weight.working"), working, "weight working copy", i);
       if (i > first_trained_)
         l.weight_working_backward =
-            require(find(spec.name + ".weight.working_backward"), op.weight.size(), "weight working copy", i);
+            require(find(spec.name + ".weight.working_backward"), working, "weight working copy", i);
       if (options_.momentum > 0) l.weight_state = require(find(spec.name + ".weight.state"), trained, "velocity", i);
     }
     if (spec.train.bias) {

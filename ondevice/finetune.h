@@ -52,8 +52,9 @@ struct FinetuneOptions {
   // QAS. Above 0 it needs step.optimizer_states = 1: one f32 velocity per trained value, planned in the
   // arena beside the master copies (so it shows in the peak); 0 is plain SGD with no state.
   float momentum = 0;
-  // Element sizes, alignment and strategy of the plan. apply must be kPerLayer (updates in place after
-  // each layer's backward) and optimizer_states 1 with momentum, 0 without; the constructor checks.
+  // Element sizes, alignment and strategy of the plan. apply must be kPerChannel with gradient_channels
+  // kGradientChannelsAtOnce (updates in place as the gradients are ready, step_executor.h) and
+  // optimizer_states 1 with momentum, 0 without; the constructor checks.
   StepOptions step;
 };
 
@@ -110,6 +111,7 @@ class Finetuner {
 
   // The step as the executor runs it (step_executor.h); its records point into model_ and channels_.
   std::vector<std::vector<int32_t>> channels_;  // per layer: the output channels whose weights train
+  std::vector<std::vector<int32_t>> channel_slots_;  // per layer: each output channel's place in channels_, or -1
   std::vector<StepLayer> step_layers_;
   StepProgram program_;
   std::vector<std::vector<int>> acquire_at_, release_after_;

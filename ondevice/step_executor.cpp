@@ -34,9 +34,9 @@ bool has_weights(const StepLayer& l) {
   return is(l, StepOpKind::conv2d) || is(l, StepOpKind::depthwise_conv2d) || is(l, StepOpKind::linear);
 }
 
-// The int8 weight an op of the layer reads: the model's when frozen, or rebuilt in its working buffer
-// (the model's rows with the trained rows rounded from their f32 master copy), as a device must:
-// flash cannot be rewritten.
+// A depthwise layer's int8 weight as an op reads it: the model's when frozen, or rebuilt in its working
+// buffer (the model's rows with the trained rows rounded from their f32 master copy), as a device must:
+// flash cannot be rewritten. (Its rows are kernel x kernel bytes: the whole copy is small.)
 const int8_t* weight_for_op(const StepLayer& l, std::byte* const* buffers, int32_t working) {
   int8_t* to = at<int8_t>(buffers, working);
   if (to == nullptr) return l.weight;
@@ -46,6 +46,22 @@ const int8_t* weight_for_op(const StepLayer& l, std::byte* const* buffers, int32
   for (int32_t j = 0; j < l.channel_count; ++j)
     for (int64_t e = 0; e < cols; ++e) to[l.channels[j] * cols + e] = round_to_int8(master[j * cols + e]);
   return to;
+}
+
+// Calls op with a conv or linear layer's weight as an op reads it: the model's array when frozen;
+// with trained rows, the model's rows for the frozen channels and the trained rows rounded from their
+// f32 master copy into the working buffer (channel_count rows, not a copy of the whole weight).
+template <typename Op>
+void with_weight(const StepLayer& l, std::byte* const* buffers, int32_t working, Op&& op) {
+  if (l.channel_count == 0) {
+    op(l.weight);
+    return;
+  }
+  const int64_t cols = l.weight_elems / l.out_channels;
+  int8_t* rows = at<int8_t>(buffers, working);
+  const float* master = at<float>(buffers, l.weight_master);
+  for (int64_t e = 0; e < l.channel_count * cols; ++e) rows[e] = round_to_int8(master[e]);
+  op(cpu::Int8SplitWeight{l.weight, rows, l.channel_slot, cols});
 }
 
 // The int32 bias the forward reads: the model's, or rounded from its master copy when it trains.
@@ -61,12 +77,13 @@ void forward(const StepProgram& p, int i, std::byte* const* buffers) {
   const StepLayer& l = p.layers[i];
   const int8_t* x = at<int8_t>(buffers, l.value_in);
   int8_t* y = at<int8_t>(buffers, l.value_out);
-  const int8_t* weights = weight_for_op(l, buffers, l.weight_working);
   const int32_t* biases = bias_for_forward(l, buffers);
   const cpu::Requant rq{l.multiplier, l.shift, l.out_zero_point, l.act_min, l.act_max};
   if (is(l, StepOpKind::conv2d)) {
-    cpu::int8_conv2d(l.conv, x, l.in_zero_point, weights, biases, rq, y);
+    with_weight(l, buffers, l.weight_working,
+                [&](const auto& w) { cpu::int8_conv2d(l.conv, x, l.in_zero_point, w, biases, rq, y); });
   } else if (is(l, StepOpKind::depthwise_conv2d)) {
+    const int8_t* weights = weight_for_op(l, buffers, l.weight_working);
     int8_t* scratch = at<int8_t>(buffers, l.forward_scratch);
     if (l.value_in == l.value_out) {
       cpu::int8_depthwise_conv2d_inplace(l.conv, y, l.in_zero_point, weights, biases, rq, scratch);
@@ -91,11 +108,14 @@ void forward(const StepProgram& p, int i, std::byte* const* buffers) {
     const int32_t in = static_cast<int32_t>(l.in_elems), n = l.out_channels;
     if (i == p.layer_count - 1 && p.logits_f32) {
       int32_t* acc = reinterpret_cast<int32_t*>(y);
-      cpu::int8_linear_accumulate(x, l.in_zero_point, weights, biases, in, n, acc);
+      with_weight(l, buffers, l.weight_working, [&](const auto& w) {
+        cpu::int8_linear_accumulate(x, l.in_zero_point, w, biases, in, n, acc);
+      });
       float* logits = reinterpret_cast<float*>(y);
       for (int32_t c = 0; c < n; ++c) logits[c] = l.in_scale * l.weight_scale[c] * static_cast<float>(acc[c]);
     } else {
-      cpu::int8_linear(x, l.in_zero_point, weights, biases, in, n, rq, y);
+      with_weight(l, buffers, l.weight_working,
+                  [&](const auto& w) { cpu::int8_linear(x, l.in_zero_point, w, biases, in, n, rq, y); });
     }
   } else if (is(l, StepOpKind::max_pool)) {
     const cpu::Int8PoolShape& s = l.pool;
@@ -158,40 +178,41 @@ void loss(const StepProgram& p, int label, std::byte* const* buffers, StepState&
   }
 }
 
-// SGD on the layer's trained parts, in their quantised units (qas.h), right after its backward.
-void update(const StepProgram& p, const StepLayer& l, std::byte* const* buffers) {
-  const float lr = p.lr, mu = p.momentum;
-  // With momentum the gradient becomes the velocity v = mu * v + g (PyTorch's SGD), kept in the arena.
-  auto with_momentum = [mu](float* g, float* v, int64_t n) {
-    if (v == nullptr) return;
-    for (int64_t e = 0; e < n; ++e) g[e] = v[e] = mu * v[e] + g[e];
-  };
-  if (l.train_bias) {
-    float* g = at<float>(buffers, l.bias_grad);
-    float* master = at<float>(buffers, l.bias_master);
-    const int64_t c_out = l.out_channels;
-    to_quantized_bias_grad(g, c_out, nullptr, l.weight_scale, l.in_scale);
-    qas_scale_bias_grad(g, c_out, nullptr, l.weight_scale, l.in_scale, p.qas);
-    with_momentum(g, at<float>(buffers, l.bias_state), c_out);
-    for (int64_t c = 0; c < c_out; ++c) {
-      master[c] -= lr * g[c];
-      if (l.bias_mirror) l.bias_mirror[c] = round_to_int32(master[c]);
-    }
+// SGD on the layer's trained parts, in their quantised units (qas.h), as soon as their gradient is
+// ready. With momentum the gradient becomes the velocity v = mu * v + g (PyTorch's SGD), kept in the arena.
+void with_momentum(float mu, float* g, float* v, int64_t n) {
+  if (v == nullptr) return;
+  for (int64_t e = 0; e < n; ++e) g[e] = v[e] = mu * v[e] + g[e];
+}
+
+void update_bias(const StepProgram& p, const StepLayer& l, std::byte* const* buffers) {
+  float* g = at<float>(buffers, l.bias_grad);
+  float* master = at<float>(buffers, l.bias_master);
+  const int64_t c_out = l.out_channels;
+  to_quantized_bias_grad(g, c_out, nullptr, l.weight_scale, l.in_scale);
+  qas_scale_bias_grad(g, c_out, nullptr, l.weight_scale, l.in_scale, p.qas);
+  with_momentum(p.momentum, g, at<float>(buffers, l.bias_state), c_out);
+  for (int64_t c = 0; c < c_out; ++c) {
+    master[c] -= p.lr * g[c];
+    if (l.bias_mirror) l.bias_mirror[c] = round_to_int32(master[c]);
   }
-  if (l.channel_count > 0) {
-    float* g = at<float>(buffers, l.weight_grad);
-    float* master = at<float>(buffers, l.weight_master);
-    const int64_t k = l.channel_count;
-    const int64_t cols = l.weight_elems / l.out_channels;
-    to_quantized_weight_grad(g, k, cols, l.channels, l.weight_scale);
-    qas_scale_weight_grad(g, k, cols, l.channels, l.weight_scale, p.qas);
-    with_momentum(g, at<float>(buffers, l.weight_state), k * cols);
-    for (int64_t j = 0; j < k; ++j) {
-      for (int64_t e = 0; e < cols; ++e) {
-        float& m = master[j * cols + e];
-        m -= lr * g[j * cols + e];
-        if (l.weight_mirror) l.weight_mirror[l.channels[j] * cols + e] = round_to_int8(m);
-      }
+}
+
+// The trained rows j0 .. j0 + count from their gradient g [count, cols].
+void update_weight_rows(const StepProgram& p, const StepLayer& l, int32_t j0, int32_t count, float* g,
+                        std::byte* const* buffers) {
+  const int64_t cols = l.weight_elems / l.out_channels;
+  float* master = at<float>(buffers, l.weight_master) + j0 * cols;
+  const int32_t* channels = l.channels + j0;
+  to_quantized_weight_grad(g, count, cols, channels, l.weight_scale);
+  qas_scale_weight_grad(g, count, cols, channels, l.weight_scale, p.qas);
+  float* v = at<float>(buffers, l.weight_state);
+  with_momentum(p.momentum, g, v ? v + j0 * cols : nullptr, count * cols);
+  for (int64_t j = 0; j < count; ++j) {
+    for (int64_t e = 0; e < cols; ++e) {
+      float& m = master[j * cols + e];
+      m -= p.lr * g[j * cols + e];
+      if (l.weight_mirror) l.weight_mirror[channels[j] * cols + e] = round_to_int8(m);
     }
   }
 }
@@ -227,24 +248,22 @@ void backward(const StepProgram& p, int i, std::byte* const* buffers, StepState&
     const cpu::Int8ConvShape& s = l.conv;
     const int64_t pixels = is(l, StepOpKind::linear) ? 1 : int64_t{s.out_h()} * s.out_w();
     const int8_t* x = at<int8_t>(buffers, l.value_in);
+    const bool depthwise = is(l, StepOpKind::depthwise_conv2d);
+    float* dw = at<float>(buffers, l.weight_grad);
     if (l.train_bias) cpu::bias_grad(dy, pixels, l.out_channels, at<float>(buffers, l.bias_grad));
-    if (l.channel_count > 0) {
-      float* dw = at<float>(buffers, l.weight_grad);
-      if (is(l, StepOpKind::conv2d))
-        cpu::conv2d_weight_grad_channels(s, x, l.in_zero_point, l.in_scale, dy, l.channels, l.channel_count, dw);
-      else if (is(l, StepOpKind::depthwise_conv2d))
-        cpu::depthwise_weight_grad_channels(s, x, l.in_zero_point, l.in_scale, dy, l.channels, l.channel_count, dw);
-      else
-        cpu::linear_weight_grad_channels(x, l.in_zero_point, l.in_scale, s.c_in, dy, l.channels, l.channel_count,
-                                         dw);
-    }
-    if (wants_dx) {
+    // A depthwise layer's weight gradient comes first: its input gradient may overwrite dy.
+    if (depthwise && l.channel_count > 0)
+      cpu::depthwise_weight_grad_channels(s, x, l.in_zero_point, l.in_scale, dy, l.channels, l.channel_count, dw);
+    if (wants_dx && !depthwise) {
+      with_weight(l, buffers, l.weight_working_backward, [&](const auto& w) {
+        if (is(l, StepOpKind::conv2d))
+          cpu::conv2d_input_grad(s, dy, w, l.weight_scale, dx);
+        else
+          cpu::linear_input_grad(dy, w, l.weight_scale, s.c_in, s.c_out, dx);
+      });
+    } else if (wants_dx) {
       const int8_t* weights = weight_for_op(l, buffers, l.weight_working_backward);
-      if (is(l, StepOpKind::conv2d)) {
-        cpu::conv2d_input_grad(s, dy, weights, l.weight_scale, dx);
-      } else if (is(l, StepOpKind::linear)) {
-        cpu::linear_input_grad(dy, weights, l.weight_scale, s.c_in, s.c_out, dx);
-      } else if (l.grad_in != l.grad_out) {
+      if (l.grad_in != l.grad_out) {
         cpu::depthwise_input_grad(s, dy, weights, l.weight_scale, dx);
       } else {
         // dx over dy, one channel at a time: channel c's elements sit at p * c_in + c in both, so
@@ -262,7 +281,17 @@ void backward(const StepProgram& p, int i, std::byte* const* buffers, StepState&
         }
       }
     }
-    update(p, l, buffers);
+    // The updates, after the input gradient has read the weights they change.
+    if (l.train_bias) update_bias(p, l, buffers);
+    if (depthwise && l.channel_count > 0) update_weight_rows(p, l, 0, l.channel_count, dw, buffers);
+    for (int32_t j0 = 0; !depthwise && j0 < l.channel_count; j0 += kGradientChannelsAtOnce) {
+      const int32_t n = l.channel_count - j0 < kGradientChannelsAtOnce ? l.channel_count - j0 : kGradientChannelsAtOnce;
+      if (is(l, StepOpKind::conv2d))
+        cpu::conv2d_weight_grad_channels(s, x, l.in_zero_point, l.in_scale, dy, l.channels + j0, n, dw);
+      else
+        cpu::linear_weight_grad_channels(x, l.in_zero_point, l.in_scale, s.c_in, dy, l.channels + j0, n, dw);
+      update_weight_rows(p, l, j0, n, dw, buffers);
+    }
   } else if (wants_dx) {
     for (int64_t e = 0; e < n_in; ++e) dx[e] = 0.0f;
     if (is(l, StepOpKind::max_pool)) {

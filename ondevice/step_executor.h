@@ -58,19 +58,29 @@ struct StepLayer {
   bool add_main_first = true;
   cpu::Int8AddParams add;
 
-  // What trains: the bias, and the weight rows of channels[0..channel_count).
+  // What trains: the bias, and the weight rows of channels[0..channel_count);
+  // channel_slot [out_channels] is j for channels[j] and -1 for a frozen channel.
   bool train_bias = false;
   const int32_t* channels = nullptr;
+  const int32_t* channel_slot = nullptr;
   int32_t channel_count = 0;
 
   // Plan buffers. value_in / value_out are tensors i and i + 1 (the same buffer when a depthwise
   // conv runs in place); grad_in / grad_out their gradients.
   int32_t value_in = -1, value_out = -1, grad_in = -1, grad_out = -1;
   int32_t mask = -1, argmax = -1, forward_scratch = -1, backward_scratch = -1;
+  // The working copy of a trained weight that the forward and the backward's input gradient read: a
+  // conv or linear layer's trained rows in int8 (the frozen rows are read from the model), a
+  // depthwise layer's whole int8 weight.
   int32_t weight_master = -1, weight_grad = -1, weight_state = -1, weight_working = -1,
           weight_working_backward = -1;
   int32_t bias_master = -1, bias_grad = -1, bias_state = -1, bias_working = -1;
 };
+
+// A conv or linear layer's weight gradient is computed and applied this many output channels at a
+// time, after its input gradient (the plan's weight.grad holds that many rows: GradientApply::
+// kPerChannel); a depthwise layer's, whose rows are kernel x kernel values, all at once.
+constexpr int32_t kGradientChannelsAtOnce = 4;
 
 struct StepProgram {
   const StepLayer* layers = nullptr;

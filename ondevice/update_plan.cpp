@@ -362,11 +362,14 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
       add(l.name + ".weight", l.name, BufferKind::kTrainedParam, n * o.trained_weight_bytes, 0, last_op);
       // Working copies, rebuilt by the op that reads them: the forward, and the backward when it
       // computes an input gradient (every trained layer but the first).
-      add(l.name + ".weight.working", l.name, BufferKind::kScratch, l.weight_elems * o.working_weight_bytes, i, i);
+      const bool depthwise = l.kind == LayerKind::kDepthwiseConv;
+      const size_t working = (depthwise ? l.weight_elems : n) * o.working_weight_bytes;
+      add(l.name + ".weight.working", l.name, BufferKind::kScratch, working, i, i);
       if (i > first_trained)
-        add(l.name + ".weight.working_backward", l.name, BufferKind::kScratch,
-            l.weight_elems * o.working_weight_bytes, backward, backward);
-      const size_t grad = o.apply == GradientApply::kPerChannel ? per_channel : n;
+        add(l.name + ".weight.working_backward", l.name, BufferKind::kScratch, working, backward, backward);
+      const size_t channels_at_once = depthwise ? n / per_channel
+                                                : std::min(n / per_channel, static_cast<size_t>(o.gradient_channels));
+      const size_t grad = o.apply == GradientApply::kPerChannel ? channels_at_once * per_channel : n;
       add(l.name + ".weight.grad", l.name, BufferKind::kGradient, grad * o.gradient_bytes, backward,
           grad_last);
       add(l.name + ".weight.state", l.name, BufferKind::kOptimizerState, n * state_bytes, 0, last_op);
@@ -375,8 +378,9 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
       add(l.name + ".bias", l.name, BufferKind::kTrainedParam, l.bias_elems * o.trained_bias_bytes, 0,
           last_op);
       add(l.name + ".bias.working", l.name, BufferKind::kScratch, l.bias_elems * o.working_bias_bytes, i, i);
-      const size_t grad = o.apply == GradientApply::kPerChannel ? 1 : l.bias_elems;
-      add(l.name + ".bias.grad", l.name, BufferKind::kGradient, grad * o.gradient_bytes, backward, grad_last);
+      // One value per output channel, computed in one pass over dy even when weights go by channel.
+      add(l.name + ".bias.grad", l.name, BufferKind::kGradient, l.bias_elems * o.gradient_bytes, backward,
+          grad_last);
       add(l.name + ".bias.state", l.name, BufferKind::kOptimizerState, l.bias_elems * state_bytes, 0,
           last_op);
     }

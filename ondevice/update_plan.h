@@ -54,7 +54,9 @@ void check_layers(std::span<const LayerSpec> layers);
 // When the weight update happens. kAfterBackward is the usual order: every gradient is held until one
 // optimizer step at the end. The others reorder operators so each update is applied in place as soon
 // as its gradient is ready: a layer's gradient lives only during its backward op (kPerLayer), or only
-// one output channel's gradient exists at a time (kPerChannel, the sparse-update kernel's loop).
+// StepOptions::gradient_channels output channels' weight gradient exists at a time (kPerChannel, the
+// sparse-update kernel's loop; a depthwise layer's rows are kernel x kernel values and its gradient is
+// held whole, as its in-place backward needs it before the input gradient overwrites dy).
 enum class GradientApply : uint8_t { kAfterBackward, kPerLayer, kPerChannel };
 
 struct StepOptions {
@@ -64,14 +66,16 @@ struct StepOptions {
   size_t trained_bias_bytes = 4;    // int32 or f32 bias
   // The working copy of a trained tensor that the kernels read, when that is not the master copy
   // itself. The int8 engine cannot read a trained int8 weight from flash (its trained rows change),
-  // so each op that needs it rebuilds it in SRAM just before it runs — the flash rows with the trained
-  // rows rounded from the master copy: the whole weight (1 byte per element) for the forward and
-  // again for the backward's input gradient, and the int32 bias (4 per element) for the forward.
-  // 0: the kernels read the master copy (fp32 training).
+  // so each op that needs it rounds the trained rows from the master copy into SRAM just before it
+  // runs, for the forward and again for the backward's input gradient: a conv or linear layer's
+  // trained rows only (1 byte per element; its kernels read the frozen rows from flash), a depthwise
+  // layer's whole weight (its rows are kernel x kernel bytes); and the int32 bias (4 per element)
+  // for the forward. 0: the kernels read the master copy (fp32 training).
   size_t working_weight_bytes = 1;
   size_t working_bias_bytes = 4;
   int optimizer_states = 0;         // f32 values per trained element: 0 SGD, 1 momentum, 2 Adam
-  GradientApply apply = GradientApply::kPerLayer;
+  GradientApply apply = GradientApply::kPerChannel;
+  int gradient_channels = 4;  // kPerChannel: output channels whose weight gradient exists at once
   bool in_place_depthwise = true;  // a depthwise conv overwrites its input when nothing else reads it
   // Depthwise backward writes the input gradient over the output gradient, channel by channel (each
   // channel's weight gradient first; last channel first when the input is larger, at stride 2), unless a

@@ -119,6 +119,9 @@ void write_step(std::ofstream& f, const tern::ondevice::Finetuner& ft, const std
     f << "extern const int32_t tern_channels_" << i << "[" << l.channel_count << "] = {";
     for (int j = 0; j < l.channel_count; ++j) f << (j ? ", " : "") << l.channels[j];
     f << "};\n";
+    f << "extern const int32_t tern_channel_slot_" << i << "[" << l.out_channels << "] = {";
+    for (int c = 0; c < l.out_channels; ++c) f << (c ? ", " : "") << l.channel_slot[c];
+    f << "};\n";
   }
   f << "extern const tern::ondevice::StepLayer tern_step_layers[" << p.layer_count << "] = {\n";
   for (int i = 0; i < p.layer_count; ++i) {
@@ -147,7 +150,8 @@ void write_step(std::ofstream& f, const tern::ondevice::Finetuner& ft, const std
       << ", .add = {" << l.add.a_zero_point << ", " << l.add.b_zero_point << ", " << l.add.y_zero_point << ", "
       << exact(l.add.a_mult) << ", " << exact(l.add.b_mult) << ", " << l.add.act_min << ", " << l.add.act_max << "}"
       << ",\n   .train_bias = " << (l.train_bias ? "true" : "false") << ", .channels = "
-      << (l.channel_count ? "tern_channels_" + std::to_string(i) : std::string("nullptr"))
+      << (l.channel_count ? "tern_channels_" + std::to_string(i) : std::string("nullptr")) << ", .channel_slot = "
+      << (l.channel_count ? "tern_channel_slot_" + std::to_string(i) : std::string("nullptr"))
       << ", .channel_count = " << l.channel_count << ",\n   .value_in = " << l.value_in << ", .value_out = " << l.value_out
       << ", .grad_in = " << l.grad_in << ", .grad_out = " << l.grad_out << ", .mask = " << l.mask
       << ", .argmax = " << l.argmax << ", .forward_scratch = " << l.forward_scratch

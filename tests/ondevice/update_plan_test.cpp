@@ -252,8 +252,11 @@ TEST(UpdatePlan, BufferSizesFollowTheOptions) {
   b.conv("c1", 16, 3, 1, true);
   std::vector<LayerSpec> layers = b.layers;  // c1: 16 x 10 x 10 out, weight 16 x 16 x 9
   layers[1].train = {.bias = true, .weight_ratio = 0.125f};
-  StepOptions options{
-      .activation_bytes = 1, .gradient_bytes = 4, .trained_weight_bytes = 4, .optimizer_states = 2};
+  StepOptions options{.activation_bytes = 1,
+                      .gradient_bytes = 4,
+                      .trained_weight_bytes = 4,
+                      .optimizer_states = 2,
+                      .apply = GradientApply::kPerLayer};
   const TrainingStep step = build_training_step(layers, options);
   const size_t per_channel = 16 * 9, channels = 2;  // ceil(16 / 8)
   ASSERT_NE(find_buffer(step.buffers, "c1.relu_mask"), nullptr);
@@ -267,14 +270,40 @@ TEST(UpdatePlan, BufferSizesFollowTheOptions) {
   EXPECT_EQ(find_buffer(step.buffers, "c0.out")->kind, BufferKind::kSaved);
   EXPECT_EQ(find_buffer(step.buffers, "c1.out.grad")->size, 1600u * 4);
   EXPECT_EQ(find_buffer(step.buffers, "c0.out.grad"), nullptr);  // nothing trains before c1
+  // kPerChannel: gradient_channels rows at a time, no more rows than train.
   options.apply = GradientApply::kPerChannel;
+  options.gradient_channels = 1;
   EXPECT_EQ(find_buffer(build_training_step(layers, options).buffers, "c1.weight.grad")->size,
             per_channel * 4);
+  options.gradient_channels = 4;
+  EXPECT_EQ(find_buffer(build_training_step(layers, options).buffers, "c1.weight.grad")->size,
+            channels * per_channel * 4);
+  layers[1].train.weight_ratio = 1;
+  EXPECT_EQ(find_buffer(build_training_step(layers, options).buffers, "c1.weight.grad")->size,
+            4 * per_channel * 4);
+  EXPECT_EQ(find_buffer(build_training_step(layers, options).buffers, "c1.bias.grad")->size, 16u * 4);
+}
+
+// A depthwise layer's weight gradient is held whole even per channel: its rows are kernel x kernel
+// values, and its in-place backward computes them before the input gradient overwrites dy.
+TEST(UpdatePlan, DepthwiseWeightGradientsAndWorkingCopiesAreWhole) {
+  ChainBuilder b(8, 10, 10);
+  b.conv("c0", 16, 1, 1, true);
+  b.depthwise("d1", 1);
+  b.conv("c2", 16, 1, 1, true);
+  std::vector<LayerSpec> layers = b.layers;
+  layers[1].train = {.bias = false, .weight_ratio = 0.25f};
+  layers[0].train.bias = true;
+  const TrainingStep step = build_training_step(layers);  // kPerChannel, 4 channels at a time
+  EXPECT_EQ(find_buffer(step.buffers, "d1.weight.grad")->size, 4u * 9 * 4);
+  EXPECT_EQ(find_buffer(step.buffers, "d1.weight.working")->size, 16u * 9);
+  EXPECT_EQ(find_buffer(step.buffers, "d1.weight.working_backward")->size, 16u * 9);
 }
 
 // A trained int8 weight cannot be read from flash (its trained rows change), so each op that reads it
-// rebuilds it in SRAM: the forward, and the backward when it computes an input gradient; the trained
-// int32 bias only for the forward. Transient buffers, not state kept across the step.
+// rounds the trained rows into SRAM (the kernels read the frozen ones from flash): the forward, and the
+// backward when it computes an input gradient; the trained int32 bias only for the forward. Transient
+// buffers, not state kept across the step.
 TEST(UpdatePlan, TrainedWeightsAndBiasesAreRebuiltInSramByTheOpsThatReadThem) {
   ChainBuilder b(8, 10, 10);
   b.conv("c0", 16, 3, 1, true);
@@ -289,7 +318,8 @@ TEST(UpdatePlan, TrainedWeightsAndBiasesAreRebuiltInSramByTheOpsThatReadThem) {
     return buffer ? std::make_pair(buffer->first, buffer->last) : std::make_pair(-1, -1);
   };
   ASSERT_NE(find_buffer(step.buffers, "c0.weight.working"), nullptr);
-  EXPECT_EQ(find_buffer(step.buffers, "c0.weight.working")->size, layers[0].weight_elems);  // the whole int8 weight
+  EXPECT_EQ(find_buffer(step.buffers, "c0.weight.working")->size, 4u * 8 * 9);  // 4 trained int8 rows of 16
+  EXPECT_EQ(find_buffer(step.buffers, "c2.weight.working")->size, layers[2].weight_elems);  // all rows
   EXPECT_EQ(find_buffer(step.buffers, "c0.weight.working")->kind, BufferKind::kScratch);
   EXPECT_EQ(live("c0.weight.working"), std::make_pair(op_index(step, "c0.forward"), op_index(step, "c0.forward")));
   EXPECT_EQ(live("c0.weight.working_backward"), std::make_pair(-1, -1));

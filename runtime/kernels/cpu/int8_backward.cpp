@@ -124,11 +124,13 @@ void linear_weight_grad_channels(const int8_t* x, int32_t x_zero_point, float x_
   }
 }
 
-void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
-                       float* dx) noexcept {
+namespace {
+
+template <typename Rows>
+void conv2d_input_grad_rows(const Int8ConvShape& s, const float* dy, const Rows& w, const float* w_scale,
+                            float* dx) noexcept {
   const int64_t x_numel = static_cast<int64_t>(s.h) * s.w * s.c_in;
   for (int64_t i = 0; i < x_numel; ++i) dx[i] = 0.0f;
-  const int64_t filter = static_cast<int64_t>(s.kernel) * s.kernel * s.c_in;
   const int32_t oh_n = s.out_h(), ow_n = s.out_w();
   for (int32_t oh = 0; oh < oh_n; ++oh) {
     for (int32_t ow = 0; ow < ow_n; ++ow) {
@@ -137,7 +139,7 @@ void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const int8_t* w,
       const int64_t n = static_cast<int64_t>(t.kw_hi - t.kw_lo) * s.c_in;
       auto dx_row = [&](int32_t kh) { return dx + (static_cast<int64_t>(t.ih0 + kh) * s.w + t.iw0 + t.kw_lo) * s.c_in; };
       auto w_row = [&](int32_t oc, int32_t kh) {
-        return w + oc * filter + (static_cast<int64_t>(kh) * s.kernel + t.kw_lo) * s.c_in;
+        return w.row(oc) + (static_cast<int64_t>(kh) * s.kernel + t.kw_lo) * s.c_in;
       };
       int32_t ocs[kGroup];
       float gos[kGroup];
@@ -173,6 +175,36 @@ void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const int8_t* w,
       }
     }
   }
+}
+
+template <typename Rows>
+void linear_input_grad_rows(const float* dy, const Rows& w, const float* w_scale, int32_t in, int32_t out,
+                            float* dx) noexcept {
+  for (int32_t i = 0; i < in; ++i) dx[i] = 0.0f;
+  for (int32_t o = 0; o < out; ++o) {
+    const float go = dy[o] * w_scale[o];
+    if (go == 0.0f) continue;
+    const int8_t* row = w.row(o);
+#pragma omp simd
+    for (int32_t i = 0; i < in; ++i) dx[i] += go * static_cast<float>(row[i]);
+  }
+}
+
+}  // namespace
+
+void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
+                       float* dx) noexcept {
+  conv2d_input_grad_rows(s, dy, Int8Rows{w, int64_t{s.kernel} * s.kernel * s.c_in}, w_scale, dx);
+}
+
+void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const Int8SplitWeight& w, const float* w_scale,
+                       float* dx) noexcept {
+  conv2d_input_grad_rows(s, dy, w, w_scale, dx);
+}
+
+void linear_input_grad(const float* dy, const Int8SplitWeight& w, const float* w_scale, int32_t in, int32_t out,
+                       float* dx) noexcept {
+  linear_input_grad_rows(dy, w, w_scale, in, out, dx);
 }
 
 // Channels in blocks of kDwBlock, each block's weights first laid out tap-major as floats in a small
@@ -272,14 +304,7 @@ void depthwise_input_grad(const Int8ConvShape& s, const float* dy, const int8_t*
 
 void linear_input_grad(const float* dy, const int8_t* w, const float* w_scale, int32_t in, int32_t out,
                        float* dx) noexcept {
-  for (int32_t i = 0; i < in; ++i) dx[i] = 0.0f;
-  for (int32_t o = 0; o < out; ++o) {
-    const float go = dy[o] * w_scale[o];
-    if (go == 0.0f) continue;
-    const int8_t* row = w + static_cast<int64_t>(o) * in;
-#pragma omp simd
-    for (int32_t i = 0; i < in; ++i) dx[i] += go * static_cast<float>(row[i]);
-  }
+  linear_input_grad_rows(dy, Int8Rows{w, in}, w_scale, in, out, dx);
 }
 
 // A byte of mask at a time, its eight bits built (or read) without a branch, so the compiler

@@ -45,6 +45,11 @@ void depthwise_input_grad(const Int8ConvShape& s, const float* dy, const int8_t*
                           float* dx) noexcept;
 void linear_input_grad(const float* dy, const int8_t* w, const float* w_scale, int32_t in, int32_t out,
                        float* dx) noexcept;
+// The same with the weight's rows in two places (a partly trained layer on a device).
+void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const Int8SplitWeight& w, const float* w_scale,
+                       float* dx) noexcept;
+void linear_input_grad(const float* dy, const Int8SplitWeight& w, const float* w_scale, int32_t in, int32_t out,
+                       float* dx) noexcept;
 
 // The backward of the clamp that ends every int8 layer (a fused ReLU or ReLU6, or saturation):
 // the gradient passes where the int8 output lies strictly inside (act_min, act_max) and is zero

@@ -20,14 +20,14 @@ inline int32_t dot_shifted(const int8_t* x, int32_t zx, const int8_t* w, int32_t
 // channel counts of small MobileNets. Padded taps are zeros in the patch.
 constexpr int32_t kMaxPatch = 2048;  // 4 KB of stack
 
+
 // emit(oc, acc) for acc = bias[oc] + patch . w[oc, :], every output channel.
-template <typename Emit>
-inline void filters_times_patch(const int16_t* patch, int32_t n, const int8_t* w, const int32_t* bias,
+template <typename Rows, typename Emit>
+inline void filters_times_patch(const int16_t* patch, int32_t n, const Rows& w, const int32_t* bias,
                                 int32_t c_out, Emit&& emit) noexcept {
   int32_t oc = 0;
   for (; oc + 4 <= c_out; oc += 4) {
-    const int8_t* w0 = w + static_cast<int64_t>(oc) * n;
-    const int8_t *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
+    const int8_t *w0 = w.row(oc), *w1 = w.row(oc + 1), *w2 = w.row(oc + 2), *w3 = w.row(oc + 3);
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
 #pragma omp simd reduction(+ : a0, a1, a2, a3)
     for (int32_t i = 0; i < n; ++i) {
@@ -43,7 +43,7 @@ inline void filters_times_patch(const int16_t* patch, int32_t n, const int8_t* w
     emit(oc + 3, a3 + (bias ? bias[oc + 3] : 0));
   }
   for (; oc < c_out; ++oc) {
-    const int8_t* wr = w + static_cast<int64_t>(oc) * n;
+    const int8_t* wr = w.row(oc);
     int32_t a = 0;
 #pragma omp simd reduction(+ : a)
     for (int32_t i = 0; i < n; ++i) a += static_cast<int32_t>(patch[i]) * wr[i];
@@ -78,7 +78,8 @@ inline void gather_patch(const Int8ConvShape& s, const int8_t* x, int32_t zx, in
 }
 
 // Any filter of at most kMaxPatch taps.
-void conv_patches(const Int8ConvShape& s, const int8_t* x, int32_t zx, const int8_t* w, const int32_t* bias,
+template <typename Rows>
+void conv_patches(const Int8ConvShape& s, const int8_t* x, int32_t zx, const Rows& w, const int32_t* bias,
                   const Requant& rq, int8_t* y) noexcept {
   int16_t patch[kMaxPatch];
   const int32_t oh_n = s.out_h(), ow_n = s.out_w(), k = s.kernel, ci = s.c_in;
@@ -110,7 +111,8 @@ constexpr int32_t kMaxBlockedTaps = 256;  // a 4 KB int8 table, as conv_patches'
 constexpr int32_t kBlockedTapsLimit = 48;
 static_assert(kBlockedTapsLimit <= kMaxBlockedTaps);
 
-void conv_oc_blocks(const Int8ConvShape& s, const int8_t* x, int32_t zx, const int8_t* w, const int32_t* bias,
+template <typename Rows>
+void conv_oc_blocks(const Int8ConvShape& s, const int8_t* x, int32_t zx, const Rows& w, const int32_t* bias,
                     const Requant& rq, int8_t* y) noexcept {
   int8_t table[kMaxBlockedTaps * kOcBlock];
   int16_t patch[kMaxBlockedTaps];
@@ -121,7 +123,7 @@ void conv_oc_blocks(const Int8ConvShape& s, const int8_t* x, int32_t zx, const i
     const int32_t cb = s.c_out - oc0 < kOcBlock ? s.c_out - oc0 : kOcBlock;
     for (int32_t i = 0; i < n; ++i) {
       for (int32_t j = 0; j < kOcBlock; ++j)
-        table[i * kOcBlock + j] = j < cb ? w[static_cast<int64_t>(oc0 + j) * n + i] : int8_t{0};
+        table[i * kOcBlock + j] = j < cb ? w.row(oc0 + j)[i] : int8_t{0};
     }
     for (int32_t oh = 0; oh < oh_n; ++oh) {
       const int32_t ih0 = oh * s.stride - s.pad;
@@ -153,10 +155,9 @@ void conv_oc_blocks(const Int8ConvShape& s, const int8_t* x, int32_t zx, const i
   }
 }
 
-}  // namespace
-
-void int8_conv2d(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point, const int8_t* w,
-                 const int32_t* bias, const Requant& rq, int8_t* y) noexcept {
+template <typename Rows>
+void conv2d(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point, const Rows& w, const int32_t* bias,
+            const Requant& rq, int8_t* y) noexcept {
   if (int64_t{s.kernel} * s.kernel * s.c_in <= kBlockedTapsLimit) {
     conv_oc_blocks(s, x, x_zero_point, w, bias, rq, y);
     return;
@@ -166,7 +167,6 @@ void int8_conv2d(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point, 
     return;
   }
   const int32_t oh_n = s.out_h(), ow_n = s.out_w(), k = s.kernel;
-  const int64_t filter = static_cast<int64_t>(k) * k * s.c_in;
   for (int32_t oh = 0; oh < oh_n; ++oh) {
     // The window's rows and columns inside the image; padded taps add zero and are skipped.
     const int32_t ih0 = oh * s.stride - s.pad;
@@ -176,7 +176,7 @@ void int8_conv2d(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point, 
       const int32_t kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = iw0 + k > s.w ? s.w - iw0 : k;
       int8_t* yp = y + (static_cast<int64_t>(oh) * ow_n + ow) * s.c_out;
       for (int32_t oc = 0; oc < s.c_out; ++oc) {
-        const int8_t* wf = w + oc * filter;
+        const int8_t* wf = w.row(oc);
         int32_t acc = bias ? bias[oc] : 0;
         for (int32_t kh = kh_lo; kh < kh_hi; ++kh) {
           const int8_t* xrow = x + (static_cast<int64_t>(ih0 + kh) * s.w + iw0) * s.c_in;
@@ -189,6 +189,30 @@ void int8_conv2d(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point, 
       }
     }
   }
+}
+
+template <typename Rows, typename Emit>
+void linear(const int8_t* x, int32_t x_zero_point, const Rows& w, const int32_t* bias, int32_t in, int32_t out,
+            Emit&& emit) noexcept {
+  if (in <= kMaxPatch) {
+    int16_t patch[kMaxPatch];
+    shifted_copy(x, x_zero_point, in, patch);
+    filters_times_patch(patch, in, w, bias, out, emit);
+    return;
+  }
+  for (int32_t o = 0; o < out; ++o) emit(o, (bias ? bias[o] : 0) + dot_shifted(x, x_zero_point, w.row(o), in));
+}
+
+}  // namespace
+
+void int8_conv2d(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point, const int8_t* w,
+                 const int32_t* bias, const Requant& rq, int8_t* y) noexcept {
+  conv2d(s, x, x_zero_point, Int8Rows{w, int64_t{s.kernel} * s.kernel * s.c_in}, bias, rq, y);
+}
+
+void int8_conv2d(const Int8ConvShape& s, const int8_t* x, int32_t x_zero_point, const Int8SplitWeight& w,
+                 const int32_t* bias, const Requant& rq, int8_t* y) noexcept {
+  conv2d(s, x, x_zero_point, w, bias, rq, y);
 }
 
 // One channel at a time (its plane copied to scratch, so its outputs may overwrite the input), an
@@ -309,28 +333,24 @@ bool int8_depthwise_conv2d_inplace(const Int8ConvShape& s, int8_t* data, int32_t
 
 void int8_linear(const int8_t* x, int32_t x_zero_point, const int8_t* w, const int32_t* bias, int32_t in,
                  int32_t out, const Requant& rq, int8_t* y) noexcept {
-  auto emit = [&](int32_t o, int32_t acc) { y[o] = requantize(acc, rq.multiplier[o], rq.shift[o], rq); };
-  if (in <= kMaxPatch) {
-    int16_t patch[kMaxPatch];
-    shifted_copy(x, x_zero_point, in, patch);
-    filters_times_patch(patch, in, w, bias, out, emit);
-    return;
-  }
-  for (int32_t o = 0; o < out; ++o)
-    emit(o, (bias ? bias[o] : 0) + dot_shifted(x, x_zero_point, w + static_cast<int64_t>(o) * in, in));
+  linear(x, x_zero_point, Int8Rows{w, in}, bias, in, out,
+         [&](int32_t o, int32_t acc) { y[o] = requantize(acc, rq.multiplier[o], rq.shift[o], rq); });
+}
+
+void int8_linear(const int8_t* x, int32_t x_zero_point, const Int8SplitWeight& w, const int32_t* bias,
+                 int32_t in, int32_t out, const Requant& rq, int8_t* y) noexcept {
+  linear(x, x_zero_point, w, bias, in, out,
+         [&](int32_t o, int32_t acc) { y[o] = requantize(acc, rq.multiplier[o], rq.shift[o], rq); });
 }
 
 void int8_linear_accumulate(const int8_t* x, int32_t x_zero_point, const int8_t* w, const int32_t* bias,
                             int32_t in, int32_t out, int32_t* acc) noexcept {
-  auto emit = [acc](int32_t o, int32_t a) { acc[o] = a; };
-  if (in <= kMaxPatch) {
-    int16_t patch[kMaxPatch];
-    shifted_copy(x, x_zero_point, in, patch);
-    filters_times_patch(patch, in, w, bias, out, emit);
-    return;
-  }
-  for (int32_t o = 0; o < out; ++o)
-    emit(o, (bias ? bias[o] : 0) + dot_shifted(x, x_zero_point, w + static_cast<int64_t>(o) * in, in));
+  linear(x, x_zero_point, Int8Rows{w, in}, bias, in, out, [acc](int32_t o, int32_t a) { acc[o] = a; });
+}
+
+void int8_linear_accumulate(const int8_t* x, int32_t x_zero_point, const Int8SplitWeight& w,
+                            const int32_t* bias, int32_t in, int32_t out, int32_t* acc) noexcept {
+  linear(x, x_zero_point, w, bias, in, out, [acc](int32_t o, int32_t a) { acc[o] = a; });
 }
 
 }  // namespace tern::cpu

@@ -10,6 +10,7 @@
 #include "runtime/kernels/reference/conv.h"
 #include "runtime/kernels/reference/int8_conv.h"
 #include "runtime/rng.h"
+#include "tests/support/split_weight.h"
 
 namespace tern {
 namespace {
@@ -102,6 +103,24 @@ TEST(Int8Conv, MatchesTheNaiveReference) {
     // result that sits on a tie, by one step.
     EXPECT_LE(d.max, 1) << c.h << "x" << c.w << " k" << c.kernel;
     EXPECT_LE(d.count, 1) << c.h << "x" << c.w << " k" << c.kernel;
+  }
+}
+
+// A partly trained layer's weight read from two places gives the result of the assembled weight,
+// bit for bit, on every path (tap-major table, stack patch, direct).
+TEST(Int8Conv, SplitWeightEqualsTheAssembledWeight) {
+  Rng rng(22);
+  for (const ConvCase& c : kConvCases) {
+    const Int8ConvShape s{c.h, c.w, c.c_in, c.c_out, c.kernel, c.stride, c.pad};
+    const auto x = random_int8(rng, int64_t{c.h} * c.w * c.c_in);
+    const testing::SplitWeight w(rng, random_int8(rng, int64_t{c.c_out} * c.kernel * c.kernel * c.c_in, -127, 127),
+                                 c.c_out);
+    const auto bias = random_bias(rng, c.c_out);
+    LayerQuant q(rng, c.c_out, int64_t{c.kernel} * c.kernel * c.c_in);
+    std::vector<int8_t> y(static_cast<size_t>(int64_t{s.out_h()} * s.out_w() * c.c_out), 0), y_plain = y;
+    cpu::int8_conv2d(s, x.data(), q.zx, w.split(), bias.data(), q.rq, y.data());
+    cpu::int8_conv2d(s, x.data(), q.zx, w.assembled.data(), bias.data(), q.rq, y_plain.data());
+    EXPECT_EQ(y, y_plain) << c.h << "x" << c.w << "x" << c.c_in << " k" << c.kernel;
   }
 }
 
@@ -265,6 +284,24 @@ TEST(Int8Linear, MatchesTheReferenceAndItsAccumulatorForm) {
       ASSERT_EQ(acc[o], want) << o;
       EXPECT_EQ(y[o], cpu::requantize(acc[o], q.mult[o], q.shift[o], q.rq));
     }
+  }
+}
+
+TEST(Int8Linear, SplitWeightEqualsTheAssembledWeight) {
+  Rng rng(28);
+  for (auto [in, out] : {std::pair{64, 10}, std::pair{3136, 128}, std::pair{1, 3}, std::pair{200, 1}}) {
+    const auto x = random_int8(rng, in);
+    const testing::SplitWeight w(rng, random_int8(rng, int64_t{in} * out, -127, 127), out);
+    const auto bias = random_bias(rng, out);
+    LayerQuant q(rng, out, in);
+    std::vector<int8_t> y(static_cast<size_t>(out)), y_plain(y.size());
+    cpu::int8_linear(x.data(), q.zx, w.split(), bias.data(), in, out, q.rq, y.data());
+    cpu::int8_linear(x.data(), q.zx, w.assembled.data(), bias.data(), in, out, q.rq, y_plain.data());
+    EXPECT_EQ(y, y_plain) << in << "->" << out;
+    std::vector<int32_t> acc(static_cast<size_t>(out)), acc_plain(acc.size());
+    cpu::int8_linear_accumulate(x.data(), q.zx, w.split(), bias.data(), in, out, acc.data());
+    cpu::int8_linear_accumulate(x.data(), q.zx, w.assembled.data(), bias.data(), in, out, acc_plain.data());
+    EXPECT_EQ(acc, acc_plain) << in << "->" << out;
   }
 }
 
