@@ -36,6 +36,7 @@ using namespace tern;
 void declare(Flags& f) {
   f.add_string("checkpoint", "", "tern-train checkpoint: a file, or a --checkpoint-dir (its latest)");
   f.add_string("model", "cnn", "the checkpoint's model name in the zoo");
+  f.add_float("width-mult", 1.0, "channel multiplier the model was trained with (mobilenetv2, mcunet)");
   f.add_string("dataset", "fashion-mnist", "dataset: fashion-mnist|synthetic");
   f.add_string("data-dir", kDefaultFashionMnistDir, "directory with the dataset's IDX files");
   f.add_int("class-lo", 5, "first new class");
@@ -131,6 +132,7 @@ int run(const Flags& f) {
   mc.height = sample.at(1);
   mc.width = sample.at(2);
   mc.num_classes = full_train.num_classes;
+  mc.width_mult = static_cast<float>(f.get_float("width-mult"));
   auto net = make_model(model_name, mc);
   restore_model(*net, ckpt, model_name);
 

@@ -30,7 +30,7 @@ using namespace tern::ondevice;
 void declare(Flags& f) {
   f.add_string("checkpoint", "", "tern-train checkpoint: a file, or a --checkpoint-dir (its latest)");
   f.add_string("model", "cnn", "the checkpoint's model name in the zoo");
-  f.add_float("width-mult", 1.0, "channel multiplier the model was trained with (mobilenetv2)");
+  f.add_float("width-mult", 1.0, "channel multiplier the model was trained with (mobilenetv2, mcunet)");
   f.add_string("dataset", "fashion-mnist", "dataset: fashion-mnist|synthetic");
   f.add_string("data-dir", kDefaultFashionMnistDir, "directory with the dataset's IDX files");
   f.add_string("classes", "5-9", "fine-tune on classes A-B (a new head with B-A+1 outputs)");

@@ -48,7 +48,7 @@ void declare(Flags& f) {
   f.add_bool("nesterov", false, "Nesterov momentum (SGD)");
   f.add_float("weight-decay", 5e-4, "weight decay (not applied to biases and norm scales)");
   f.add_float("clip-grad-norm", 0, "clip the global gradient norm to this (0: off)");
-  f.add_float("width-mult", 1.0, "channel multiplier for resnet20 and mobilenetv2");
+  f.add_float("width-mult", 1.0, "channel multiplier for resnet20, mobilenetv2 and mcunet (its 7x7 and 4x4 stages)");
   f.add_int("limit-train", 0, "use only the first N training samples (0: all)");
   f.add_string("classes", "", "train and test on classes A-B only, e.g. 0-4 (default: all); labels keep their values");
   f.add_int("seed", 42, "seed for initialisation and shuffling");

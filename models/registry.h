@@ -17,7 +17,7 @@ struct ModelConfig {
   int64_t height = 28;
   int64_t width = 28;
   int64_t num_classes = 10;
-  float width_mult = 1.0f;  // channel multiplier (MobileNetV2, ResNet)
+  float width_mult = 1.0f;  // channel multiplier (MobileNetV2, ResNet; MCUNet's 7x7 and 4x4 stages)
   uint64_t seed = 0;        // parameter initialisation
   // Decoder-only transformers (gpt-tiny), which take token ids [B, T] instead of images.
   int64_t vocab = 256;   // token ids in [0, vocab); a character corpus sets its own

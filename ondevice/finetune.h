@@ -11,9 +11,11 @@
 // Parameters train in their quantised units (qas.h): each trained layer keeps an f32 master copy of its
 // trained weight rows (W / s_W) and of its bias (b / (s_W * s_x)) in the arena, updated by SGD; after each
 // update the int8 weight is re-quantised as clamp(round(master), -127, 127) and the int32 bias as
-// round(master). A device cannot rewrite flash, so the kernels of a trained layer read its int8 weight and
-// int32 bias from working buffers in the arena, rebuilt by each op that reads them (the frozen rows from
-// the model, the trained ones rounded from the master copy): only the ops' transient bytes, planned. The scales (and so the requantisation multipliers) stay fixed, so the int8 graph is
+// round(master). A device cannot rewrite flash, so the kernels of a trained layer read its frozen rows
+// from the model and its trained rows (and int32 bias) from working buffers in the arena, rebuilt by each
+// op that reads them from the master copy: only the ops' transient bytes, planned, and for a conv or
+// linear layer only the trained rows (cpu::Int8SplitWeight). The scales (and so the requantisation
+// multipliers) stay fixed, so the int8 graph is
 // always a valid QuantizedModel and the master copy keeps the sub-step changes that rounding would lose.
 #pragma once
 

@@ -11,6 +11,7 @@
 #include "ondevice/finetune.h"
 #include "ondevice/quantize.h"
 #include "ondevice/update_plan.h"
+#include "runtime/error.h"
 #include "runtime/rng.h"
 
 namespace tern {
@@ -22,9 +23,9 @@ struct Converted {
   ondevice::QuantizedModel q;
 };
 
-Converted convert(uint64_t seed) {
+Converted convert(uint64_t seed, float width_mult = 1.0f) {
   Converted c;
-  c.net = make_model("mcunet", ModelConfig{});
+  c.net = make_model("mcunet", ModelConfig{.width_mult = width_mult});
   Rng rng(seed);
   c.images = Tensor::empty({16, 1, 28, 28});
   for (int64_t i = 0; i < c.images.numel(); ++i) c.images.f32()[i] = rng.normal();
@@ -62,6 +63,30 @@ TEST(Mcunet, BiasOnlyAndSparseStepsFit256KBAndFullDoesNot) {
   // bench/finetune_transfer.py's sparse plan for mcunet.
   EXPECT_LE(peak("bias:last=12;weight:11=0.25,10.6=0.25,10.0=0.125,9.body.6=0.25"), 256u * 1024);
   EXPECT_GT(peak("full"), 256u * 1024);
+}
+
+// --width-mult widens the 7x7 and 4x4 stages and the head only: the 28x28 and 14x14 layers keep their
+// shapes (their f32 gradients are what a step's arena holds when backward reaches them).
+TEST(Mcunet, WidthMultWidensOnlyTheLateStages) {
+  Converted narrow = convert(7), wide = convert(7, 4.0f);
+  const std::vector<ondevice::LayerSpec> a = ondevice::layer_specs(narrow.q), b = ondevice::layer_specs(wide.q);
+  ASSERT_EQ(a.size(), b.size());
+  size_t same = 0, widened = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].name, b[i].name);
+    if (a[i].weight_elems == 0) continue;  // pooling
+    if (a[i].weight_elems == b[i].weight_elems) {
+      ++same;
+    } else {
+      ++widened;
+      EXPECT_GE(b[i].weight_elems, 4 * a[i].weight_elems) << a[i].name;
+    }
+  }
+  // The stem, blocks 3-5 and block 6's expansion and depthwise (1 + 2 + 3 + 3 + 2); block 6's projection
+  // and everything after it (4 blocks of 3, 1 of 3, the head conv and the linear head: 1 + 12 + 2).
+  EXPECT_EQ(same, 11u);
+  EXPECT_EQ(widened, 15u);
+  EXPECT_THROW(make_model("mcunet", ModelConfig{.width_mult = 0.5f}), Error);
 }
 
 }  // namespace
