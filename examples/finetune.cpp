@@ -55,6 +55,7 @@ void declare(Flags& f) {
   f.add_int("probe-images", 500,
             "--update auto: training images each contribution probe fine-tunes on, and at most as many held-out "
             "training images it is scored on");
+  f.add_int("threads", 1, "--update auto: probes fine-tuned at once, one per thread (the result does not depend on it)");
   f.add_string("output", "", "write the fine-tuned int8 model here (the flat on-device format)");
   f.add_bool("show-plan", true, "print the per-layer memory table");
   f.add_string("metrics", "", "write JSON lines (one per epoch, one final) to this file");
@@ -97,7 +98,7 @@ Dataset select_classes(const Dataset& d, ClassRange r, int64_t limit) {
 // training images and scored on the last ones (never the test set), then the search under the budget.
 UpdateScheme search_scheme(const std::string& spec, const QuantizedModel& q,
                            const std::vector<LayerSpec>& layers, const Dataset& train,
-                           const FinetuneOptions& opt, size_t budget, int64_t probe_images) {
+                           const FinetuneOptions& opt, size_t budget, int64_t probe_images, int threads) {
   const std::string method = spec == "auto" ? "greedy" : spec.substr(5);
   if (method != "greedy" && method != "evolution")
     throw UsageError("--update '" + spec + "': expected auto, auto:greedy or auto:evolution");
@@ -119,9 +120,10 @@ UpdateScheme search_scheme(const std::string& spec, const QuantizedModel& q,
   ContributionOptions copt;
   copt.finetune = opt;
   copt.budget = budget;
+  copt.threads = threads;
   std::printf("update search: measuring each part's contribution (%lld training images per probe, scored on "
-              "%lld held-out ones)\n",
-              static_cast<long long>(fit), static_cast<long long>(held_out));
+              "%lld held-out ones; %d at a time)\n",
+              static_cast<long long>(fit), static_cast<long long>(held_out), threads);
   std::unique_ptr<ProgressBar> bar;
   const ContributionReport report = measure_contributions(q, data, copt, [&](int done, int total) {
     if (!bar) bar = std::make_unique<ProgressBar>("contributions", total);
@@ -156,6 +158,7 @@ int run(const Flags& f) {
   if (!(momentum >= 0 && momentum < 1))
     throw UsageError(detail::concat("--momentum must be in [0, 1), got ", momentum));
   if (f.get_int("calibration-images") < 1) throw UsageError("--calibration-images must be at least 1");
+  if (f.get_int("threads") < 1) throw UsageError("--threads must be at least 1");
   if (f.get_int("limit-train") < 0 || f.get_int("limit-test") < 0)
     throw UsageError("--limit-train and --limit-test must be >= 0");
   const std::string qas_text = f.get_string("qas"), head_text = f.get_string("head-init");
@@ -215,7 +218,8 @@ int run(const Flags& f) {
   const std::string update = f.get_string("update");
   const UpdateScheme scheme =
       update.rfind("auto", 0) == 0
-          ? search_scheme(update, q, layers, train, opt, budget, f.get_int("probe-images"))
+          ? search_scheme(update, q, layers, train, opt, budget, f.get_int("probe-images"),
+                          static_cast<int>(f.get_int("threads")))
           : with_last_layer_trained(parse_update_scheme(update, layers), layers);
   std::unique_ptr<LrSchedule> schedule;
   try {

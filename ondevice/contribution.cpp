@@ -1,6 +1,10 @@
 #include "ondevice/contribution.h"
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "optim/lr_schedule.h"
@@ -42,6 +46,40 @@ std::vector<int> bias_probe_points(int max_k, int probes) {
   return ks;
 }
 
+// The validation accuracy of each scheme's probe, on up to `threads` threads taking the next scheme in
+// turn; the first error stops the others from starting more and is rethrown.
+std::vector<float> run_probes(const QuantizedModel& model, const std::vector<UpdateScheme>& schemes,
+                              const ProbeData& data, const FinetuneOptions& options, int threads,
+                              const std::function<void(int, int)>& progress) {
+  const int n = static_cast<int>(schemes.size());
+  std::vector<float> accuracy(schemes.size());
+  std::atomic<int> next{0};
+  std::mutex mutex;  // guards done, error and the progress calls
+  int done = 0;
+  std::exception_ptr error;
+  auto work = [&] {
+    for (int i = next++; i < n; i = next++) {
+      try {
+        accuracy[static_cast<size_t>(i)] = probe_accuracy(model, schemes[static_cast<size_t>(i)], data, options);
+      } catch (...) {
+        const std::lock_guard<std::mutex> lock(mutex);
+        if (!error) error = std::current_exception();
+        next = n;
+        return;
+      }
+      const std::lock_guard<std::mutex> lock(mutex);
+      ++done;
+      if (progress && !error) progress(done, n);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < std::min(threads, n); ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+  return accuracy;
+}
+
 }  // namespace
 
 ContributionReport measure_contributions(const QuantizedModel& model, const ProbeData& data,
@@ -52,6 +90,7 @@ ContributionReport measure_contributions(const QuantizedModel& model, const Prob
              data.validation_count, ")");
   TERN_CHECK(options.bias_probes >= 1, "contributions: bias_probes must be at least 1, got ",
              options.bias_probes);
+  TERN_CHECK(options.threads >= 1, "contributions: threads must be at least 1, got ", options.threads);
   const std::vector<LayerSpec> layers = layer_specs(model);
   const int L = static_cast<int>(layers.size());
   auto with_head = [&](UpdateScheme s) { return with_last_layer_trained(std::move(s), layers); };
@@ -86,26 +125,25 @@ ContributionReport measure_contributions(const QuantizedModel& model, const Prob
         ++report.skipped;
     }
   }
-  const int total = 1 + static_cast<int>(ks.size() + weight_probes.size());
-  auto probe = [&](const UpdateScheme& s) {
-    const float accuracy = probe_accuracy(model, with_head(s), data, options.finetune);
-    ++report.probes;
-    if (progress) progress(report.probes, total);
-    return accuracy;
-  };
+  // Every probe, the head alone first, then the weight parts, then bias:last=k for k in ks.
+  std::vector<UpdateScheme> schemes{with_head(no_update(layers))};
+  for (const WeightProbe& p : weight_probes) schemes.push_back(with_head(weight_part(p.layer, p.ratio)));
+  for (int k : ks) schemes.push_back(with_head(bias_last(k)));
+  const std::vector<float> accuracy = run_probes(model, schemes, data, options.finetune, options.threads, progress);
+  report.probes = static_cast<int>(schemes.size());
 
-  report.head_accuracy = probe(no_update(layers));
+  report.head_accuracy = accuracy[0];
   Contributions& c = report.contributions;
   c.weight.assign(layers.size(), {0, 0, 0, 0, 0});
+  size_t at = 1;
   for (const WeightProbe& p : weight_probes)
-    c.weight[static_cast<size_t>(p.layer)][static_cast<size_t>(p.ratio)] =
-        probe(weight_part(p.layer, p.ratio)) - report.head_accuracy;
+    c.weight[static_cast<size_t>(p.layer)][static_cast<size_t>(p.ratio)] = accuracy[at++] - report.head_accuracy;
   // bias_last[k] for k = 0..max_k: measured at ks, linear in between (from 0 gain at k = 0).
   c.bias_last.assign(static_cast<size_t>(max_k) + 1, 0.0f);
   int prev_k = 0;
   float prev_gain = 0;
   for (int k : ks) {
-    const float gain = probe(bias_last(k)) - report.head_accuracy;
+    const float gain = accuracy[at++] - report.head_accuracy;
     for (int j = prev_k + 1; j <= k; ++j)
       c.bias_last[static_cast<size_t>(j)] =
           prev_gain + (gain - prev_gain) * static_cast<float>(j - prev_k) / static_cast<float>(k - prev_k);

@@ -35,6 +35,9 @@ struct ContributionOptions {
   // bias:last=k is probed at up to this many k spread over 1..(layers with biases), always the
   // largest that fits; the gains in between are interpolated linearly (k = 0 gains 0).
   int bias_probes = 8;
+  // Probes run at once, each on its own thread (they are independent fine-tuning runs); the
+  // contributions do not depend on it.
+  int threads = 1;
 };
 
 struct ContributionReport {
@@ -49,8 +52,8 @@ struct ContributionReport {
 SchemeCost step_cost_with_head(const QuantizedModel& model, const StepOptions& step);
 
 // Measures the contributions of the model's parts (biases of the last k layers; each weight but the
-// head's at every ratio of kUpdateRatios). progress(done, total) is called after each probe. Throws
-// tern::Error for empty data or a head-only step over the budget.
+// head's at every ratio of kUpdateRatios). progress(done, total) is called after each probe, one call at
+// a time. Throws tern::Error for empty data, threads < 1 or a head-only step over the budget.
 ContributionReport measure_contributions(const QuantizedModel& model, const ProbeData& data,
                                          const ContributionOptions& options,
                                          const std::function<void(int, int)>& progress = {});

@@ -36,7 +36,7 @@ PY
 }
 check bias bias
 check sparse "bias:all;weight:4=0.25"
-check auto auto --probe-images 200
+check auto auto --probe-images 200 --threads 2
 grep -q "^update search (greedy): .*planned peak" "$dir/auto.log" || { cat "$dir/auto.log"; fail "auto: no search result"; }
 
 err=$("$finetune" --checkpoint "$dir/ckpt" --update full --memory-budget 256KB --limit-train 50 --limit-test 50 2>&1)
@@ -59,4 +59,5 @@ usage "--momentum" --momentum 1
 usage "--momentum" --momentum -0.5
 usage "--memory-budget" --update auto --memory-budget 0  # the search needs a budget
 usage "auto:greedy" --update auto:random
+usage "--threads" --update auto --memory-budget 256KB --threads 0
 echo "ok: bias-only, sparse and searched updates within 256KB above chance; full update refused over budget; bad flags refused"

@@ -148,6 +148,29 @@ TEST(Contribution, PartsOverTheBudgetAreNotProbedAndTheSearchFits) {
     EXPECT_LE(peak(found.scheme), opt.budget);
 }
 
+// The probes are independent runs: on three threads they give the same contributions, exactly, and
+// the progress calls still count 1..total one at a time.
+TEST(Contribution, ThreadsDoNotChangeTheContributions) {
+  const auto t = make_task();
+  ContributionOptions opt;
+  opt.finetune = probe_options();
+  opt.bias_probes = 2;
+  const ContributionReport one = measure_contributions(t->q, t->data, opt);
+  opt.threads = 3;
+  int calls = 0;
+  const ContributionReport three = measure_contributions(t->q, t->data, opt, [&](int done, int total) {
+    EXPECT_EQ(done, ++calls);
+    EXPECT_EQ(total, one.probes);
+  });
+  EXPECT_EQ(calls, one.probes);
+  EXPECT_EQ(three.probes, one.probes);
+  EXPECT_EQ(three.head_accuracy, one.head_accuracy);
+  EXPECT_EQ(three.contributions.weight, one.contributions.weight);
+  EXPECT_EQ(three.contributions.bias_last, one.contributions.bias_last);
+  opt.threads = 0;
+  EXPECT_THROW(measure_contributions(t->q, t->data, opt), Error);
+}
+
 TEST(Contribution, RefusesEmptyDataAndAHeadOverTheBudget) {
   const auto t = make_task();
   ContributionOptions opt;
