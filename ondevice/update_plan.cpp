@@ -240,6 +240,7 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
   check_layers(layers);
   TERN_CHECK(o.activation_bytes > 0 && o.gradient_bytes > 0, "update plan: element sizes must be > 0");
   TERN_CHECK(o.optimizer_states >= 0, "update plan: optimizer_states must be >= 0");
+  TERN_CHECK(o.gradient_channels >= 1, "update plan: gradient_channels must be >= 1, got ", o.gradient_channels);
   const int L = static_cast<int>(layers.size());
   int first_trained = L;
   for (int i = 0; i < L; ++i) {

@@ -282,6 +282,8 @@ TEST(UpdatePlan, BufferSizesFollowTheOptions) {
   EXPECT_EQ(find_buffer(build_training_step(layers, options).buffers, "c1.weight.grad")->size,
             4 * per_channel * 4);
   EXPECT_EQ(find_buffer(build_training_step(layers, options).buffers, "c1.bias.grad")->size, 16u * 4);
+  options.gradient_channels = 0;
+  EXPECT_THROW(build_training_step(layers, options), Error);
 }
 
 // A depthwise layer's weight gradient is held whole even per channel: its rows are kernel x kernel
