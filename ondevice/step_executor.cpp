@@ -283,14 +283,17 @@ void backward(const StepProgram& p, int i, std::byte* const* buffers, StepState&
     }
     // The updates, after the input gradient has read the weights they change.
     if (l.train_bias) update_bias(p, l, buffers);
-    if (depthwise && l.channel_count > 0) update_weight_rows(p, l, 0, l.channel_count, dw, buffers);
-    for (int32_t j0 = 0; !depthwise && j0 < l.channel_count; j0 += kGradientChannelsAtOnce) {
-      const int32_t n = l.channel_count - j0 < kGradientChannelsAtOnce ? l.channel_count - j0 : kGradientChannelsAtOnce;
-      if (is(l, StepOpKind::conv2d))
-        cpu::conv2d_weight_grad_channels(s, x, l.in_zero_point, l.in_scale, dy, l.channels + j0, n, dw);
-      else
-        cpu::linear_weight_grad_channels(x, l.in_zero_point, l.in_scale, s.c_in, dy, l.channels + j0, n, dw);
-      update_weight_rows(p, l, j0, n, dw, buffers);
+    if (depthwise) {
+      if (l.channel_count > 0) update_weight_rows(p, l, 0, l.channel_count, dw, buffers);
+    } else {
+      for (int32_t j0 = 0; j0 < l.channel_count; j0 += kGradientChannelsAtOnce) {
+        const int32_t n = l.channel_count - j0 < kGradientChannelsAtOnce ? l.channel_count - j0 : kGradientChannelsAtOnce;
+        if (is(l, StepOpKind::conv2d))
+          cpu::conv2d_weight_grad_channels(s, x, l.in_zero_point, l.in_scale, dy, l.channels + j0, n, dw);
+        else
+          cpu::linear_weight_grad_channels(x, l.in_zero_point, l.in_scale, s.c_in, dy, l.channels + j0, n, dw);
+        update_weight_rows(p, l, j0, n, dw, buffers);
+      }
     }
   } else if (wants_dx) {
     for (int64_t e = 0; e < n_in; ++e) dx[e] = 0.0f;
