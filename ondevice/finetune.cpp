@@ -74,6 +74,7 @@ Chain build_chain(const QuantizedModel& m) {
       l.bias_elems = op.bias.size();
       l.out_channels = op.out_channels();
       l.relu = op.activation != Activation::none;
+      l.pointwise = op.kind == QuantOpKind::conv2d && op.kernel == 1 && op.stride == 1 && op.pad == 0;
     }
     if (op.kind == QuantOpKind::depthwise_conv2d) l.forward_scratch_bytes = static_cast<size_t>(in.h) * in.w;
     if (op.kind == QuantOpKind::max_pool)
@@ -145,6 +146,9 @@ Prepared prepare(const QuantizedModel& model, const UpdateScheme& scheme, const 
   check_layers(layers);
   const int L = static_cast<int>(layers.size());
   const int first = first_trained_layer(layers);
+  std::vector<bool> fused(L, false);  // runs its backward inside a fused block's op: no scratch of its own
+  for (const FusedBlock& b : fused_blocks(layers, o))
+    for (int i = b.first; i <= b.project; ++i) fused[i] = true;
   for (int i = 0; i < L; ++i) {
     LayerSpec& l = layers[i];
     const QuantOp& op = model.ops[static_cast<size_t>(p.chain.op_of[i])];
@@ -158,6 +162,8 @@ Prepared prepare(const QuantizedModel& model, const UpdateScheme& scheme, const 
     TERN_CHECK(add < 0 || model.ops[static_cast<size_t>(add)].activation == Activation::none,
                "on-device training: add '", model.ops[static_cast<size_t>(add)].name,
                "' has a fused activation; backward through it is not supported (train only layers after it)");
+    if (fused[i])
+      continue;
     if (depthwise_backward_in_place(layers, i, first, o))
       l.backward_scratch_bytes = (in_pixels + out_pixels) * 4;  // one channel's dy and dx planes
     else if (i > first && is_skip_source(layers, i))
@@ -295,6 +301,11 @@ void Finetuner::build_program() {
                " of ", bytes, " bytes planned for '", layers_[static_cast<size_t>(i)].name, "'");
     return b;
   };
+  const std::vector<FusedBlock> blocks = fused_blocks(layers_, options_.step);
+  // Whether layer i's input is a hidden tensor of a fused block (its gradient is never held whole).
+  auto is_hidden_in_fused_block = [&](int i) {
+    return std::any_of(blocks.begin(), blocks.end(), [&](const FusedBlock& b) { return i > b.first && i <= b.project; });
+  };
   channels_.assign(static_cast<size_t>(L), {});
   channel_slots_.assign(static_cast<size_t>(L), {});
   step_layers_.assign(static_cast<size_t>(L), StepLayer{});
@@ -388,7 +399,16 @@ void Finetuner::build_program() {
                                "bias working copy", i);
       if (options_.momentum > 0) l.bias_state = require(find(spec.name + ".bias.state"), bytes, "velocity", i);
     }
-    if (i > first_trained_) TERN_CHECK(l.grad_in >= 0, "on-device training: no input-gradient buffer for '", spec.name, "'");
+    if (i > first_trained_ && !is_hidden_in_fused_block(i))
+      TERN_CHECK(l.grad_in >= 0, "on-device training: no input-gradient buffer for '", spec.name, "'");
+  }
+  for (const FusedBlock& b : blocks) {
+    StepLayer& project = step_layers_[static_cast<size_t>(b.project)];
+    project.fused_first = b.first;
+    project.hidden_group_channels = b.group_channels;
+    project.hidden_group = require(find(layers_[static_cast<size_t>(b.project)].name + ".hidden_grad_group"),
+                                   hidden_group_bytes(layers_, b, options_.step), "hidden-gradient group", b.project);
+    for (int i = b.first; i < b.project; ++i) step_layers_[static_cast<size_t>(i)].fused_into = b.project;
   }
   const QuantOp& last = model_.ops[static_cast<size_t>(op_of_[L - 1])];
   const QuantTensor& output = model_.tensors[static_cast<size_t>(model_.output)];

@@ -48,20 +48,35 @@ const int8_t* weight_for_op(const StepLayer& l, std::byte* const* buffers, int32
   return to;
 }
 
-// Calls op with a conv or linear layer's weight as an op reads it: the model's array when frozen;
-// with trained rows, the model's rows for the frozen channels and the trained rows rounded from their
-// f32 master copy into the working buffer (channel_count rows, not a copy of the whole weight).
-template <typename Op>
-void with_weight(const StepLayer& l, std::byte* const* buffers, int32_t working, Op&& op) {
-  if (l.channel_count == 0) {
-    op(l.weight);
-    return;
+// A conv or linear layer's weight as an op reads it: the model's array when frozen; with trained rows,
+// the model's rows for the frozen channels and the trained rows rounded from their f32 master copy into
+// the working buffer (channel_count rows, not a copy of the whole weight). apply(op) calls op with
+// whichever it is (the kernels take both).
+struct WeightView {
+  const int8_t* whole = nullptr;
+  cpu::Int8SplitWeight split;
+
+  template <typename Op>
+  void apply(Op&& op) const {
+    if (whole != nullptr)
+      op(whole);
+    else
+      op(split);
   }
+};
+
+WeightView weight_view(const StepLayer& l, std::byte* const* buffers, int32_t working) {
+  if (l.channel_count == 0) return WeightView{l.weight, {}};
   const int64_t cols = l.weight_elems / l.out_channels;
   int8_t* rows = at<int8_t>(buffers, working);
   const float* master = at<float>(buffers, l.weight_master);
   for (int64_t e = 0; e < l.channel_count * cols; ++e) rows[e] = round_to_int8(master[e]);
-  op(cpu::Int8SplitWeight{l.weight, rows, l.channel_slot, cols});
+  return WeightView{nullptr, cpu::Int8SplitWeight{l.weight, rows, l.channel_slot, cols}};
+}
+
+template <typename Op>
+void with_weight(const StepLayer& l, std::byte* const* buffers, int32_t working, Op&& op) {
+  weight_view(l, buffers, working).apply(op);
 }
 
 // The int32 bias the forward reads: the model's, or rounded from its master copy when it trains.
@@ -217,8 +232,131 @@ void update_weight_rows(const StepProgram& p, const StepLayer& l, int32_t j0, in
   }
 }
 
+// A conv or linear layer's trained rows, their gradient computed and applied kGradientChannelsAtOnce
+// output channels at a time from its saved input x and its output gradient dy.
+void update_weight_by_channels(const StepProgram& p, const StepLayer& l, const int8_t* x, const float* dy,
+                               std::byte* const* buffers) {
+  float* dw = at<float>(buffers, l.weight_grad);
+  for (int32_t j0 = 0; j0 < l.channel_count; j0 += kGradientChannelsAtOnce) {
+    const int32_t n = l.channel_count - j0 < kGradientChannelsAtOnce ? l.channel_count - j0 : kGradientChannelsAtOnce;
+    if (is(l, StepOpKind::conv2d))
+      cpu::conv2d_weight_grad_channels(l.conv, x, l.in_zero_point, l.in_scale, dy, l.channels + j0, n, dw);
+    else
+      cpu::linear_weight_grad_channels(x, l.in_zero_point, l.in_scale, l.conv.c_in, dy, l.channels + j0, n, dw);
+    update_weight_rows(p, l, j0, n, dw, buffers);
+  }
+}
+
+// The backward of a fused inverted-residual block (update_plan.h's FusedBlock), run by the op of its
+// projection (layer i): a group of hidden channels at a time, the projection's input gradient for those
+// channels, through the depthwise conv's mask and backward and the expansion's mask, then the
+// expansion's share of the block's input gradient, added group after group. The depthwise conv's and the
+// expansion's parameters are per hidden channel, so each group yields and applies their gradients
+// there; the projection's come from dy as usual. Every value is computed by the same kernels with the
+// same terms in the same order as layer by layer, so both give the same floats.
+void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, StepState& state) {
+  const StepLayer& proj = p.layers[i];
+  const StepLayer& dw = p.layers[i - 1];
+  const StepLayer* expand = proj.fused_first == i - 2 ? &p.layers[i - 2] : nullptr;
+  const int32_t first = proj.fused_first;
+  const bool wants_dx = first > p.first_trained;
+  const bool wants_hidden_in = expand != nullptr || wants_dx;  // the depthwise conv's input gradient
+  const float* dy = at<float>(buffers, proj.grad_out);
+  const cpu::Int8ConvShape& sd = dw.conv;
+  const int32_t hidden = sd.c_out, group = proj.hidden_group_channels, kk = sd.kernel * sd.kernel;
+  const int64_t in_plane = int64_t{sd.h} * sd.w, out_plane = int64_t{sd.out_h()} * sd.out_w();
+  // The group's gradients of the depthwise conv's output [out_plane, group] and input [in_plane, group],
+  // then the group's channels of its saved input when its weight trains.
+  float* g_out = at<float>(buffers, proj.hidden_group);
+  float* g_in = g_out + out_plane * group;
+  int8_t* x_group = reinterpret_cast<int8_t*>(g_in + in_plane * group);
+  float* dx = wants_dx ? at<float>(buffers, p.layers[first].grad_in) : nullptr;
+  const int64_t n_dx = p.layers[first].in_elems;
+  if (expand != nullptr && dx != nullptr)
+    for (int64_t e = 0; e < n_dx; ++e) dx[e] = 0.0f;
+
+  const int64_t proj_pixels = int64_t{proj.conv.out_h()} * proj.conv.out_w();
+  if (proj.train_bias) cpu::bias_grad(dy, proj_pixels, proj.out_channels, at<float>(buffers, proj.bias_grad));
+  // The weights the input gradients read, from before this step's updates.
+  const WeightView w_proj = weight_view(proj, buffers, proj.weight_working_backward);
+  const int8_t* w_dw = wants_hidden_in ? weight_for_op(dw, buffers, dw.weight_working_backward) : nullptr;
+  const WeightView w_expand =
+      expand != nullptr && wants_dx ? weight_view(*expand, buffers, expand->weight_working_backward) : WeightView{};
+
+  int32_t jd = 0, je = 0;  // the next trained rows of the depthwise conv and the expansion (channels increase)
+  for (int32_t c0 = 0; c0 < hidden; c0 += group) {
+    const int32_t n = hidden - c0 < group ? hidden - c0 : group;
+    cpu::Int8ConvShape one = sd;  // the depthwise conv on the group's channels
+    one.c_in = one.c_out = n;
+    w_proj.apply([&](const auto& w) {
+      cpu::pointwise_input_grad_columns(proj.conv, dy, w, proj.weight_scale, c0, n, g_out);
+    });
+    if (const uint8_t* bits = at<uint8_t>(buffers, dw.mask)) cpu::apply_mask_bits_columns(bits, out_plane, hidden, c0, n, g_out);
+    if (dw.train_bias) cpu::bias_grad(g_out, out_plane, n, at<float>(buffers, dw.bias_grad) + c0);
+    if (jd < dw.channel_count && dw.channels[jd] < c0 + n) {
+      const int8_t* x = at<int8_t>(buffers, dw.value_in);
+      for (int64_t px = 0; px < in_plane; ++px)
+        for (int32_t j = 0; j < n; ++j) x_group[px * n + j] = x[px * hidden + c0 + j];
+      float* dw_grad = at<float>(buffers, dw.weight_grad);
+      const int32_t j0 = jd;
+      for (; jd < dw.channel_count && dw.channels[jd] < c0 + n; ++jd) {
+        const int32_t local = dw.channels[jd] - c0;
+        cpu::depthwise_weight_grad_channels(one, x_group, dw.in_zero_point, dw.in_scale, g_out, &local, 1,
+                                            dw_grad + (jd - j0) * kk);
+      }
+      update_weight_rows(p, dw, j0, jd - j0, dw_grad, buffers);
+    }
+    if (!wants_hidden_in) continue;
+    cpu::depthwise_input_grad(one, g_out, w_dw + c0 * kk, dw.weight_scale + c0, g_in);
+    if (expand == nullptr) {  // the depthwise conv's input gradient is the block's
+      for (int64_t px = 0; px < in_plane; ++px)
+        for (int32_t j = 0; j < n; ++j) dx[px * hidden + c0 + j] = g_in[px * n + j];
+      continue;
+    }
+    if (const uint8_t* bits = at<uint8_t>(buffers, expand->mask)) cpu::apply_mask_bits_columns(bits, in_plane, hidden, c0, n, g_in);
+    if (expand->train_bias) cpu::bias_grad(g_in, in_plane, n, at<float>(buffers, expand->bias_grad) + c0);
+    if (je < expand->channel_count && expand->channels[je] < c0 + n) {
+      cpu::Int8ConvShape se = expand->conv;  // the expansion's output channels in the group
+      se.c_out = n;
+      const int8_t* x = at<int8_t>(buffers, expand->value_in);
+      const int64_t cols = expand->weight_elems / expand->out_channels;
+      float* e_grad = at<float>(buffers, expand->weight_grad);
+      int32_t j0 = je;
+      for (; je < expand->channel_count && expand->channels[je] < c0 + n; ++je) {
+        const int32_t local = expand->channels[je] - c0;
+        cpu::conv2d_weight_grad_channels(se, x, expand->in_zero_point, expand->in_scale, g_in, &local, 1,
+                                         e_grad + (je - j0) * cols);
+        if (je + 1 - j0 == kGradientChannelsAtOnce) {
+          update_weight_rows(p, *expand, j0, je + 1 - j0, e_grad, buffers);
+          j0 = je + 1;
+        }
+      }
+      if (je > j0) update_weight_rows(p, *expand, j0, je - j0, e_grad, buffers);
+    }
+    if (wants_dx)
+      w_expand.apply([&](const auto& w) {
+        cpu::pointwise_input_grad_add(expand->conv, g_in, w, expand->weight_scale, c0, n, dx);
+      });
+  }
+  if (wants_dx) {
+    // The residual's share last: the sum is the same either way round.
+    if (proj.residual_from == first)
+      for (int64_t e = 0; e < n_dx; ++e) dx[e] += dy[e];
+    state.grad_written[first] = 1;
+  }
+  if (proj.train_bias) update_bias(p, proj, buffers);
+  update_weight_by_channels(p, proj, at<int8_t>(buffers, proj.value_in), dy, buffers);
+  if (dw.train_bias) update_bias(p, dw, buffers);
+  if (expand != nullptr && expand->train_bias) update_bias(p, *expand, buffers);
+}
+
 void backward(const StepProgram& p, int i, std::byte* const* buffers, StepState& state) {
   const StepLayer& l = p.layers[i];
+  if (l.fused_into >= 0) return;  // done by its block's op
+  if (l.fused_first >= 0) {
+    fused_backward(p, i, buffers, state);
+    return;
+  }
   uint8_t* written = state.grad_written;
   float* dy = at<float>(buffers, l.grad_out);
   const int64_t n_out = l.out_elems, n_in = l.in_elems;
@@ -286,14 +424,7 @@ void backward(const StepProgram& p, int i, std::byte* const* buffers, StepState&
     if (depthwise) {
       if (l.channel_count > 0) update_weight_rows(p, l, 0, l.channel_count, dw, buffers);
     } else {
-      for (int32_t j0 = 0; j0 < l.channel_count; j0 += kGradientChannelsAtOnce) {
-        const int32_t n = l.channel_count - j0 < kGradientChannelsAtOnce ? l.channel_count - j0 : kGradientChannelsAtOnce;
-        if (is(l, StepOpKind::conv2d))
-          cpu::conv2d_weight_grad_channels(s, x, l.in_zero_point, l.in_scale, dy, l.channels + j0, n, dw);
-        else
-          cpu::linear_weight_grad_channels(x, l.in_zero_point, l.in_scale, s.c_in, dy, l.channels + j0, n, dw);
-        update_weight_rows(p, l, j0, n, dw, buffers);
-      }
+      update_weight_by_channels(p, l, x, dy, buffers);
     }
   } else if (wants_dx) {
     for (int64_t e = 0; e < n_in; ++e) dx[e] = 0.0f;

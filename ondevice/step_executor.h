@@ -75,6 +75,12 @@ struct StepLayer {
   int32_t weight_master = -1, weight_grad = -1, weight_state = -1, weight_working = -1,
           weight_working_backward = -1;
   int32_t bias_master = -1, bias_grad = -1, bias_state = -1, bias_working = -1;
+
+  // A fused inverted-residual block (update_plan.h's FusedBlock): on its projection, the block's first
+  // layer, the hidden channels a group takes and the buffer of the group's gradients; on the layers
+  // before the projection, the projection's index (their own backward op then does nothing).
+  int32_t fused_first = -1, hidden_group_channels = 0, hidden_group = -1;
+  int32_t fused_into = -1;
 };
 
 // A conv or linear layer's weight gradient is computed and applied this many output channels at a

@@ -236,6 +236,52 @@ void check_layers(std::span<const LayerSpec> layers) {
   }
 }
 
+std::vector<FusedBlock> fused_blocks(std::span<const LayerSpec> layers, const StepOptions& o) {
+  std::vector<FusedBlock> blocks;
+  if (o.hidden_group_bytes == 0) return blocks;
+  const int L = static_cast<int>(layers.size());
+  int first_trained = L;
+  for (int i = 0; i < L && first_trained == L; ++i)
+    if (layers[i].train.trains()) first_trained = i;
+  auto is_pointwise = [&](int i) {
+    return i >= 0 && layers[i].kind == LayerKind::kConv && layers[i].pointwise;
+  };
+  // Whether a layer other than `except` adds tensor t.
+  auto residual_reads = [&](int t, int except) {
+    for (int j = 0; j < L; ++j)
+      if (j != except && layers[j].residual_from == t) return true;
+    return false;
+  };
+  for (int p = 1; p < L; ++p) {
+    const int d = p - 1;
+    if (!is_pointwise(p) || layers[p].relu || layers[d].kind != LayerKind::kDepthwiseConv || d < first_trained ||
+        layers[d].residual_from >= 0 || residual_reads(p, -1))
+      continue;
+    const int hidden = layers[d].out_channels;
+    const int e = d - 1;
+    const bool expansion = e >= first_trained && is_pointwise(e) && layers[e].out_channels == hidden &&
+                           layers[e].residual_from < 0 && !residual_reads(d, -1);
+    const int first = expansion ? e : d;
+    // The projection's residual may add into the block's input gradient, or into none (a tensor at or
+    // below the first trained layer has no gradient).
+    const int skip = layers[p].residual_from;
+    if ((skip > first_trained && skip != first) || residual_reads(first, p)) continue;
+    const size_t planes = (layers[d].input_elems + layers[d].output_elems) / static_cast<size_t>(hidden);
+    const size_t fit = o.hidden_group_bytes / (planes * o.gradient_bytes);
+    const int group = static_cast<int>(std::clamp<size_t>(fit, 1, static_cast<size_t>(hidden)));
+    blocks.push_back(FusedBlock{first, p, group});
+  }
+  return blocks;
+}
+
+size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& b, const StepOptions& o) {
+  const LayerSpec& d = layers[static_cast<size_t>(b.project - 1)];
+  const size_t hidden = static_cast<size_t>(d.out_channels), group = static_cast<size_t>(b.group_channels);
+  const size_t in_plane = d.input_elems / hidden, out_plane = d.output_elems / hidden;
+  const size_t gradients = (in_plane + out_plane) * group * o.gradient_bytes;
+  return gradients + (d.train.weight_ratio > 0 ? in_plane * group * o.activation_bytes : 0);
+}
+
 TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOptions& o) {
   check_layers(layers);
   TERN_CHECK(o.activation_bytes > 0 && o.gradient_bytes > 0, "update plan: element sizes must be > 0");
@@ -250,16 +296,27 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
     }
   }
   const bool trains = first_trained < L;
-  auto backward_op = [L](int i) { return 2 * L - i; };
+  // Layer i's backward runs at op 2L - i, or inside its fused block's op (that of the projection).
+  const std::vector<FusedBlock> blocks = fused_blocks(layers, o);
+  std::vector<int> runs_in(L);
+  std::vector<bool> hidden(L + 1, false);  // tensors inside a fused block: no whole gradient
+  for (int i = 0; i < L; ++i) runs_in[i] = i;
+  for (const FusedBlock& b : blocks) {
+    for (int i = b.first; i < b.project; ++i) runs_in[i] = b.project;
+    for (int t = b.first + 1; t <= b.project; ++t) hidden[t] = true;
+  }
+  auto backward_op = [&](int i) { return 2 * L - runs_in[i]; };
   const int optimizer_op =
       trains && o.apply == GradientApply::kAfterBackward ? 2 * L - first_trained + 1 : -1;
-  const int last_op = !trains ? L : optimizer_op >= 0 ? optimizer_op : backward_op(first_trained);
+  const int last_op = !trains ? L : optimizer_op >= 0 ? optimizer_op : 2 * L - first_trained;
 
   TrainingStep step;
   step.ops.resize(last_op + 1);
   for (int i = 0; i < L; ++i) step.ops[i] = layers[i].name + ".forward";
   step.ops[L] = "loss";
-  for (int i = first_trained; i < L; ++i) step.ops[backward_op(i)] = layers[i].name + ".backward";
+  for (int i = first_trained; i < L; ++i)
+    step.ops[2 * L - i] = layers[i].name + ".backward" +
+                          (runs_in[i] != i ? " (in " + layers[runs_in[i]].name + ".backward)" : std::string());
   if (optimizer_op >= 0) step.ops[optimizer_op] = "optimizer.step";
 
   auto add = [&](std::string name, const std::string& layer, BufferKind kind, size_t size, int first,
@@ -325,6 +382,7 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
   // nothing reads later, when no residual has added into the gradient of tensor t before.
   std::vector<int> grad_buffer(L + 2, -1);
   for (int t = L; t > first_trained; --t) {
+    if (hidden[t]) continue;
     const std::string name = tensor_name(layers, t) + ".grad";
     const size_t bytes = elems[t] * o.gradient_bytes;
     bool skip_source = false;
@@ -336,7 +394,7 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
       }
     }
     if (t < L && o.in_place_depthwise_backward && layers[t].kind == LayerKind::kDepthwiseConv &&
-        !skip_source) {
+        !skip_source && runs_in[t] == t) {
       Buffer& b = step.buffers[grad_buffer[t + 1]];
       b.name += "|" + name;
       b.size = std::max(b.size, bytes);
@@ -348,6 +406,10 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
           Buffer{name, charged_to(t), BufferKind::kGradient, bytes, o.alignment, first, backward_op(t - 1)});
     }
   }
+
+  for (const FusedBlock& b : blocks)
+    add(layers[b.project].name + ".hidden_grad_group", layers[b.project].name, BufferKind::kGradient,
+        hidden_group_bytes(layers, b, o), backward_op(b.project), backward_op(b.project));
 
   // Trained parameters: their SRAM (master) copy and optimizer state live through the whole step (and
   // between steps); a gradient lives until the update that consumes it.

@@ -42,6 +42,7 @@ struct LayerSpec {
   int out_channels = 0;    // weight rows; weight_elems is a multiple of it
   bool relu = false;       // a ReLU (or ReLU6) follows the op; backward needs its mask
   int residual_from = -1;  // a tensor index <= this layer's own input's, added to the output; -1: none
+  bool pointwise = false;  // a 1x1 conv (stride 1, no padding): a fused block's expansion or projection
   size_t forward_scratch_bytes = 0;  // the op's workspace (im2col, a depthwise channel)
   size_t backward_scratch_bytes = 0;
   LayerUpdate train;  // which parts train in this step
@@ -81,9 +82,35 @@ struct StepOptions {
   // channel's weight gradient first; last channel first when the input is larger, at stride 2), unless a
   // residual already added into the input gradient.
   bool in_place_depthwise_backward = true;
+  // Backward crosses an inverted-residual block (fused_blocks) as one op, this many bytes of hidden
+  // gradient at a time; 0: layer by layer, each hidden gradient held whole.
+  size_t hidden_group_bytes = 16 * 1024;
   size_t alignment = 4;  // every buffer's offset
   PlacementStrategy strategy = PlacementStrategy::kBestFit;
 };
+
+// An inverted-residual block (MobileNetV2's 1x1 expansion, depthwise conv, linear 1x1 projection) whose
+// backward runs as one op, the projection's, a group of `group_channels` hidden channels at a time: the
+// projection's input gradient for the group's channels, its depthwise backward (each channel stands
+// alone), then the expansion's share of the block's input gradient, added up group by group. The hidden
+// tensors' gradients, the largest buffers of a backward through a frozen block, exist a group at a time.
+// A block is fused when backward reaches its depthwise conv (the first trained layer is at or below it);
+// the expansion is part of it when backward reaches that too; nothing outside the block may read its
+// hidden tensors, and the only residual into the block's input gradient is the projection's own.
+struct FusedBlock {
+  int first = 0;    // the expansion, or the depthwise conv when the block has none
+  int project = 0;  // the 1x1 projection; the depthwise conv is project - 1
+  int group_channels = 0;
+  bool has_expansion() const { return first == project - 2; }
+};
+// The fused blocks of a chain with its `train` set, in order; none when hidden_group_bytes is 0.
+// group_channels: as many as fit hidden_group_bytes of gradient (the depthwise conv's input and output
+// planes), at least 1, at most the hidden channels.
+std::vector<FusedBlock> fused_blocks(std::span<const LayerSpec> layers, const StepOptions& options);
+// The bytes of the hidden-gradient group of a fused block (the buffer "<projection>.hidden_grad_group"):
+// the group's gradient planes before and after the depthwise conv (f32), and when the depthwise weight
+// trains, the group's channels of its saved input (int8), which its weight gradient reads.
+size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& block, const StepOptions& options);
 
 // The buffers and operators of one training step. Operators: layer i's forward at i, the loss at L
 // (L layers), then layer i's backward at 2L - i for every layer from the last down to the first one

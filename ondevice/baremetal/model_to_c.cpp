@@ -159,7 +159,9 @@ void write_step(std::ofstream& f, const tern::ondevice::Finetuner& ft, const std
       << ", .weight_grad = " << l.weight_grad << ", .weight_state = " << l.weight_state
       << ", .weight_working = " << l.weight_working << ", .weight_working_backward = " << l.weight_working_backward
       << ",\n   .bias_master = " << l.bias_master << ", .bias_grad = " << l.bias_grad
-      << ", .bias_state = " << l.bias_state << ", .bias_working = " << l.bias_working << "},\n";
+      << ", .bias_state = " << l.bias_state << ", .bias_working = " << l.bias_working
+      << ",\n   .fused_first = " << l.fused_first << ", .hidden_group_channels = " << l.hidden_group_channels
+      << ", .hidden_group = " << l.hidden_group << ", .fused_into = " << l.fused_into << "},\n";
   }
   f << "};\n";
   f << "extern const tern::ondevice::StepProgram tern_step_program = {.layers = tern_step_layers, .layer_count = "

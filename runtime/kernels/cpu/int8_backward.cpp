@@ -126,11 +126,13 @@ void linear_weight_grad_channels(const int8_t* x, int32_t x_zero_point, float x_
 
 namespace {
 
+// dx += the input gradient; with add = false dx is zeroed first.
 template <typename Rows>
 void conv2d_input_grad_rows(const Int8ConvShape& s, const float* dy, const Rows& w, const float* w_scale,
-                            float* dx) noexcept {
+                            float* dx, bool add = false) noexcept {
   const int64_t x_numel = static_cast<int64_t>(s.h) * s.w * s.c_in;
-  for (int64_t i = 0; i < x_numel; ++i) dx[i] = 0.0f;
+  if (!add)
+    for (int64_t i = 0; i < x_numel; ++i) dx[i] = 0.0f;
   const int32_t oh_n = s.out_h(), ow_n = s.out_w();
   for (int32_t oh = 0; oh < oh_n; ++oh) {
     for (int32_t ow = 0; ow < ow_n; ++ow) {
@@ -205,6 +207,62 @@ void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const Int8SplitW
 void linear_input_grad(const float* dy, const Int8SplitWeight& w, const float* w_scale, int32_t in, int32_t out,
                        float* dx) noexcept {
   linear_input_grad_rows(dy, w, w_scale, in, out, dx);
+}
+
+namespace {
+
+// A weight's rows seen from column c0 on (a 1x1 conv's input channels c0 ...).
+template <typename Rows>
+struct ColumnsFrom {
+  Rows rows;
+  int64_t c0;
+  const int8_t* row(int32_t oc) const noexcept { return rows.row(oc) + c0; }
+};
+
+// A weight's rows first .. (a 1x1 conv's output channels first ...).
+template <typename Rows>
+struct RowsFrom {
+  Rows rows;
+  int32_t first;
+  const int8_t* row(int32_t oc) const noexcept { return rows.row(first + oc); }
+};
+
+template <typename Rows>
+void pointwise_input_grad_columns_rows(const Int8ConvShape& s, const float* dy, const Rows& w, const float* w_scale,
+                                       int32_t c0, int32_t count, float* dx) noexcept {
+  Int8ConvShape slice = s;
+  slice.c_in = count;
+  conv2d_input_grad_rows(slice, dy, ColumnsFrom<Rows>{w, c0}, w_scale, dx);
+}
+
+template <typename Rows>
+void pointwise_input_grad_add_rows(const Int8ConvShape& s, const float* dy, const Rows& w, const float* w_scale,
+                                   int32_t c0, int32_t count, float* dx) noexcept {
+  Int8ConvShape slice = s;
+  slice.c_out = count;
+  conv2d_input_grad_rows(slice, dy, RowsFrom<Rows>{w, c0}, w_scale + c0, dx, /*add=*/true);
+}
+
+}  // namespace
+
+void pointwise_input_grad_columns(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
+                                  int32_t c0, int32_t count, float* dx) noexcept {
+  pointwise_input_grad_columns_rows(s, dy, Int8Rows{w, s.c_in}, w_scale, c0, count, dx);
+}
+
+void pointwise_input_grad_columns(const Int8ConvShape& s, const float* dy, const Int8SplitWeight& w,
+                                  const float* w_scale, int32_t c0, int32_t count, float* dx) noexcept {
+  pointwise_input_grad_columns_rows(s, dy, w, w_scale, c0, count, dx);
+}
+
+void pointwise_input_grad_add(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
+                              int32_t c0, int32_t count, float* dx) noexcept {
+  pointwise_input_grad_add_rows(s, dy, Int8Rows{w, s.c_in}, w_scale, c0, count, dx);
+}
+
+void pointwise_input_grad_add(const Int8ConvShape& s, const float* dy, const Int8SplitWeight& w,
+                              const float* w_scale, int32_t c0, int32_t count, float* dx) noexcept {
+  pointwise_input_grad_add_rows(s, dy, w, w_scale, c0, count, dx);
 }
 
 // Channels in blocks of kDwBlock, each block's weights first laid out tap-major as floats in a small
@@ -329,6 +387,17 @@ void apply_mask_bits(const uint8_t* bits, int64_t n, float* dy) noexcept {
   }
   for (int64_t i = whole * 8; i < n; ++i)
     if (!((bits[i >> 3] >> (i & 7)) & 1u)) dy[i] = 0.0f;
+}
+
+void apply_mask_bits_columns(const uint8_t* bits, int64_t pixels, int64_t c, int64_t c0, int64_t count,
+                             float* dy) noexcept {
+  for (int64_t p = 0; p < pixels; ++p) {
+    float* row = dy + p * count;
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t i = p * c + c0 + j;
+      if (!((bits[i >> 3] >> (i & 7)) & 1u)) row[j] = 0.0f;
+    }
+  }
 }
 
 }  // namespace tern::cpu

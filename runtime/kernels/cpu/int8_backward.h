@@ -51,6 +51,22 @@ void conv2d_input_grad(const Int8ConvShape& s, const float* dy, const Int8SplitW
 void linear_input_grad(const float* dy, const Int8SplitWeight& w, const float* w_scale, int32_t in, int32_t out,
                        float* dx) noexcept;
 
+// A 1x1 convolution's input gradient a group of channels at a time, for a backward that crosses an
+// inverted-residual block without holding its hidden gradients whole (ondevice/step_executor.cpp). s is
+// the whole layer's shape (kernel 1, stride 1, pad 0), dy / dx its gradients or a group of them:
+// _columns writes dx [pixels, count], input channels c0 .. c0 + count of the input gradient (dy whole);
+// _add adds to dx [pixels, c_in] the share of output channels c0 .. c0 + count, dy [pixels, count].
+// Every element takes its terms in the order conv2d_input_grad takes them: groups in increasing order,
+// added into a zeroed dx, give its result bit for bit.
+void pointwise_input_grad_columns(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
+                                  int32_t c0, int32_t count, float* dx) noexcept;
+void pointwise_input_grad_columns(const Int8ConvShape& s, const float* dy, const Int8SplitWeight& w,
+                                  const float* w_scale, int32_t c0, int32_t count, float* dx) noexcept;
+void pointwise_input_grad_add(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
+                              int32_t c0, int32_t count, float* dx) noexcept;
+void pointwise_input_grad_add(const Int8ConvShape& s, const float* dy, const Int8SplitWeight& w,
+                              const float* w_scale, int32_t c0, int32_t count, float* dx) noexcept;
+
 // The backward of the clamp that ends every int8 layer (a fused ReLU or ReLU6, or saturation):
 // the gradient passes where the int8 output lies strictly inside (act_min, act_max) and is zero
 // where it was clamped (or sits on a ReLU's zero, PyTorch's relu'(0) = 0). As a bit mask, one bit
@@ -58,5 +74,8 @@ void linear_input_grad(const float* dy, const Int8SplitWeight& w, const float* w
 void clamp_mask_bits(const int8_t* y, int64_t n, int32_t act_min, int32_t act_max, uint8_t* bits) noexcept;
 // dy[i] = 0 where bit i is clear (in place).
 void apply_mask_bits(const uint8_t* bits, int64_t n, float* dy) noexcept;
+// The same for channels c0 .. c0 + count of a [pixels, c] tensor whose gradient group is dy [pixels, count].
+void apply_mask_bits_columns(const uint8_t* bits, int64_t pixels, int64_t c, int64_t c0, int64_t count,
+                             float* dy) noexcept;
 
 }  // namespace tern::cpu

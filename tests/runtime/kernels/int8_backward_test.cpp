@@ -179,6 +179,59 @@ TEST(Int8Backward, InputGradientsOfASplitWeightEqualThoseOfTheAssembledWeight) {
   EXPECT_EQ(dx, dx_plain);
 }
 
+// A 1x1 conv's input gradient taken a group of channels at a time (the fused backward of an
+// inverted-residual block) equals the whole one bit for bit: the input channels of a projection's
+// gradient by columns, and an expansion's input gradient summed over groups of its output channels.
+TEST(Int8Backward, PointwiseInputGradientsByChannelGroupsEqualTheWholeOne) {
+  Rng rng(47);
+  const Int8ConvShape s{5, 3, 13, 29, 1, 1, 0};  // pixels 15, c_in 13, c_out 29 (primes: uneven groups)
+  const int64_t pixels = int64_t{s.h} * s.w;
+  const testing::SplitWeight w(rng, random_int8(rng, int64_t{s.c_out} * s.c_in, -127, 127), s.c_out);
+  std::vector<float> w_scale(static_cast<size_t>(s.c_out));
+  for (float& v : w_scale) v = 0.001f + 0.01f * rng.uniform();
+  auto dy = random_floats(rng, pixels * s.c_out);
+  for (size_t i = 0; i < dy.size(); i += 3) dy[i] = 0.0f;
+  std::vector<float> whole(static_cast<size_t>(pixels * s.c_in));
+  cpu::conv2d_input_grad(s, dy.data(), w.split(), w_scale.data(), whole.data());
+
+  for (const int32_t group : {1, 4, 5, 13}) {
+    std::vector<float> by_columns(whole.size(), -1.0f), part(static_cast<size_t>(pixels * group), 7.0f);
+    for (int32_t c0 = 0; c0 < s.c_in; c0 += group) {
+      const int32_t n = std::min(group, s.c_in - c0);
+      cpu::pointwise_input_grad_columns(s, dy.data(), w.split(), w_scale.data(), c0, n, part.data());
+      for (int64_t px = 0; px < pixels; ++px)
+        for (int32_t j = 0; j < n; ++j) by_columns[static_cast<size_t>(px * s.c_in + c0 + j)] = part[static_cast<size_t>(px * n + j)];
+    }
+    EXPECT_EQ(by_columns, whole) << "columns in groups of " << group;
+
+    std::vector<float> summed(whole.size(), 0.0f);
+    for (int32_t c0 = 0; c0 < s.c_out; c0 += group) {
+      const int32_t n = std::min(group, s.c_out - c0);
+      std::vector<float> dy_group(static_cast<size_t>(pixels * n));
+      for (int64_t px = 0; px < pixels; ++px)
+        for (int32_t j = 0; j < n; ++j) dy_group[static_cast<size_t>(px * n + j)] = dy[static_cast<size_t>(px * s.c_out + c0 + j)];
+      cpu::pointwise_input_grad_add(s, dy_group.data(), w.assembled.data(), w_scale.data(), c0, n, summed.data());
+    }
+    EXPECT_EQ(summed, whole) << "output channels in groups of " << group;
+  }
+}
+
+TEST(Int8Backward, ColumnMaskClearsTheGroupsMaskedElements) {
+  const int64_t pixels = 3, c = 11, n = pixels * c;
+  std::vector<int8_t> y(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) y[static_cast<size_t>(i)] = static_cast<int8_t>(i % 4 == 0 ? 0 : 5);
+  std::vector<uint8_t> bits(static_cast<size_t>((n + 7) / 8));
+  cpu::clamp_mask_bits(y.data(), n, 0, 6, bits.data());
+  std::vector<float> whole(static_cast<size_t>(n), 1.5f);
+  cpu::apply_mask_bits(bits.data(), n, whole.data());
+  const int64_t c0 = 6, count = 4;
+  std::vector<float> group(static_cast<size_t>(pixels * count), 1.5f);
+  cpu::apply_mask_bits_columns(bits.data(), pixels, c, c0, count, group.data());
+  for (int64_t p = 0; p < pixels; ++p)
+    for (int64_t j = 0; j < count; ++j)
+      EXPECT_EQ(group[static_cast<size_t>(p * count + j)], whole[static_cast<size_t>(p * c + c0 + j)]) << p << "," << j;
+}
+
 // The reference's dense gradients are themselves checked against tern's f32 convolution
 // backward on the dequantised tensors, so the int8 layouts (NHWC, OHWI) cannot hide a transpose.
 TEST(Int8Backward, ReferenceGradientsAgreeWithTheFloatConvolutionBackward) {
