@@ -306,6 +306,9 @@ void Finetuner::build_program() {
   auto is_hidden_in_fused_block = [&](int i) {
     return std::any_of(blocks.begin(), blocks.end(), [&](const FusedBlock& b) { return i > b.first && i <= b.project; });
   };
+  auto is_fused_expansion = [&](int i) {
+    return std::any_of(blocks.begin(), blocks.end(), [&](const FusedBlock& b) { return b.has_expansion() && i == b.first; });
+  };
   channels_.assign(static_cast<size_t>(L), {});
   channel_slots_.assign(static_cast<size_t>(L), {});
   step_layers_.assign(static_cast<size_t>(L), StepLayer{});
@@ -379,14 +382,18 @@ void Finetuner::build_program() {
       const size_t cols = op.weight.size() / static_cast<size_t>(op.out_channels());
       const size_t trained = ch.size() * cols * sizeof(float);
       // What the executor holds (step_executor.h): a conv or linear layer's gradient a few channels at a
-      // time and its trained rows as the working copy; a depthwise layer's whole gradient and weight.
+      // time and its trained rows as the working copy; a depthwise layer's whole weight and gradient.
       const bool depthwise = spec.kind == LayerKind::kDepthwiseConv;
-      const size_t grad_rows = depthwise ? ch.size() : std::min<size_t>(ch.size(), kGradientChannelsAtOnce);
+      // In a fused block the depthwise conv's gradient is a group's rows at a time.
+      const auto block = std::find_if(blocks.begin(), blocks.end(), [&](const FusedBlock& b) { return i == b.project - 1; });
+      const size_t grad_rows = !depthwise                ? std::min<size_t>(ch.size(), kGradientChannelsAtOnce)
+                               : block != blocks.end() ? std::min<size_t>(ch.size(), static_cast<size_t>(block->group_channels))
+                                                         : ch.size();
       const size_t working = depthwise ? op.weight.size() : ch.size() * cols;
       l.weight_master = require(find(spec.name + ".weight"), trained, "weight master copy", i);
       l.weight_grad = require(find(spec.name + ".weight.grad"), grad_rows * cols * sizeof(float), "weight gradient", i);
       l.weight_working = require(find(spec.name + ".weight.working"), working, "weight working copy", i);
-      if (i > first_trained_)
+      if (i > first_trained_ && !is_fused_expansion(i))
         l.weight_working_backward =
             require(find(spec.name + ".weight.working_backward"), working, "weight working copy", i);
       if (options_.momentum > 0) l.weight_state = require(find(spec.name + ".weight.state"), trained, "velocity", i);

@@ -265,11 +265,17 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
   const cpu::Int8ConvShape& sd = dw.conv;
   const int32_t hidden = sd.c_out, group = proj.hidden_group_channels, kk = sd.kernel * sd.kernel;
   const int64_t in_plane = int64_t{sd.h} * sd.w, out_plane = int64_t{sd.out_h()} * sd.out_w();
-  // The group's gradients of the depthwise conv's output [out_plane, group] and input [in_plane, group],
-  // then the group's channels of its saved input when its weight trains.
+  // The group buffer (update_plan.h's hidden_group_bytes): the group's gradients of the depthwise conv's
+  // output [out_plane, group] and input [in_plane, group]; when the expansion trains, the slot table of
+  // its group rows; when the depthwise weight trains, the group's channels of its saved input; and the
+  // expansion's trained rows of the group, rounded from their master copy.
+  const bool expand_trains = expand != nullptr && expand->channel_count > 0;
+  const int64_t e_cols = expand != nullptr ? expand->weight_elems / expand->out_channels : 0;
   float* g_out = at<float>(buffers, proj.hidden_group);
   float* g_in = g_out + out_plane * group;
-  int8_t* x_group = reinterpret_cast<int8_t*>(g_in + in_plane * group);
+  int32_t* e_slots = reinterpret_cast<int32_t*>(g_in + in_plane * group);
+  int8_t* x_group = reinterpret_cast<int8_t*>(e_slots + (expand_trains ? group : 0));
+  int8_t* e_rows = x_group + (dw.channel_count > 0 ? in_plane * group : 0);
   float* dx = wants_dx ? at<float>(buffers, p.layers[first].grad_in) : nullptr;
   const int64_t n_dx = p.layers[first].in_elems;
   if (expand != nullptr && dx != nullptr)
@@ -280,8 +286,6 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
   // The weights the input gradients read, from before this step's updates.
   const WeightView w_proj = weight_view(proj, buffers, proj.weight_working_backward);
   const int8_t* w_dw = wants_hidden_in ? weight_for_op(dw, buffers, dw.weight_working_backward) : nullptr;
-  const WeightView w_expand =
-      expand != nullptr && wants_dx ? weight_view(*expand, buffers, expand->weight_working_backward) : WeightView{};
 
   int32_t jd = 0, je = 0;  // the next trained rows of the depthwise conv and the expansion (channels increase)
   for (int32_t c0 = 0; c0 < hidden; c0 += group) {
@@ -315,11 +319,22 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
     }
     if (const uint8_t* bits = at<uint8_t>(buffers, expand->mask)) cpu::apply_mask_bits_columns(bits, in_plane, hidden, c0, n, g_in);
     if (expand->train_bias) cpu::bias_grad(g_in, in_plane, n, at<float>(buffers, expand->bias_grad) + c0);
+    // The expansion's rows of the group as its input gradient reads them, before the group's update.
+    const cpu::Int8SplitWeight e_group{expand->weight + c0 * e_cols, e_rows, e_slots, e_cols};
+    if (expand_trains && wants_dx) {
+      const float* master = at<float>(buffers, expand->weight_master);
+      for (int32_t g = 0; g < n; ++g) {
+        const int32_t j = expand->channel_slot[c0 + g];
+        e_slots[g] = j < 0 ? -1 : j - je;
+        if (j >= 0)
+          for (int64_t k = 0; k < e_cols; ++k) e_rows[(j - je) * e_cols + k] = round_to_int8(master[j * e_cols + k]);
+      }
+    }
     if (je < expand->channel_count && expand->channels[je] < c0 + n) {
       cpu::Int8ConvShape se = expand->conv;  // the expansion's output channels in the group
       se.c_out = n;
       const int8_t* x = at<int8_t>(buffers, expand->value_in);
-      const int64_t cols = expand->weight_elems / expand->out_channels;
+      const int64_t cols = e_cols;
       float* e_grad = at<float>(buffers, expand->weight_grad);
       int32_t j0 = je;
       for (; je < expand->channel_count && expand->channels[je] < c0 + n; ++je) {
@@ -333,10 +348,10 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
       }
       if (je > j0) update_weight_rows(p, *expand, j0, je - j0, e_grad, buffers);
     }
-    if (wants_dx)
-      w_expand.apply([&](const auto& w) {
-        cpu::pointwise_input_grad_add(expand->conv, g_in, w, expand->weight_scale, c0, n, dx);
-      });
+    if (wants_dx && expand_trains)
+      cpu::pointwise_input_grad_add(expand->conv, g_in, e_group, expand->weight_scale + c0, 0, n, dx);
+    else if (wants_dx)
+      cpu::pointwise_input_grad_add(expand->conv, g_in, expand->weight, expand->weight_scale, c0, n, dx);
   }
   if (wants_dx) {
     // The residual's share last: the sum is the same either way round.

@@ -279,7 +279,13 @@ size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& b
   const size_t hidden = static_cast<size_t>(d.out_channels), group = static_cast<size_t>(b.group_channels);
   const size_t in_plane = d.input_elems / hidden, out_plane = d.output_elems / hidden;
   const size_t gradients = (in_plane + out_plane) * group * o.gradient_bytes;
-  return gradients + (d.train.weight_ratio > 0 ? in_plane * group * o.activation_bytes : 0);
+  const size_t dw_input = d.train.weight_ratio > 0 ? in_plane * group * o.activation_bytes : 0;
+  const LayerSpec& e = layers[static_cast<size_t>(b.first)];
+  const size_t expansion_rows =
+      b.has_expansion() && e.train.weight_ratio > 0
+          ? group * (e.weight_elems / static_cast<size_t>(e.out_channels) * o.working_weight_bytes + sizeof(int32_t))
+          : 0;
+  return gradients + dw_input + expansion_rows;
 }
 
 TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOptions& o) {
@@ -300,8 +306,12 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
   const std::vector<FusedBlock> blocks = fused_blocks(layers, o);
   std::vector<int> runs_in(L);
   std::vector<bool> hidden(L + 1, false);  // tensors inside a fused block: no whole gradient
+  std::vector<bool> expansion(L, false);   // a fused block's expansion: its rows rebuilt a group at a time
+  std::vector<size_t> group_of(L, 0);      // a fused block's depthwise conv: its gradient a group at a time
   for (int i = 0; i < L; ++i) runs_in[i] = i;
   for (const FusedBlock& b : blocks) {
+    expansion[b.first] = b.has_expansion();
+    group_of[b.project - 1] = static_cast<size_t>(b.group_channels);
     for (int i = b.first; i < b.project; ++i) runs_in[i] = b.project;
     for (int t = b.first + 1; t <= b.project; ++t) hidden[t] = true;
   }
@@ -428,9 +438,10 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
       const bool depthwise = l.kind == LayerKind::kDepthwiseConv;
       const size_t working = (depthwise ? l.weight_elems : n) * o.working_weight_bytes;
       add(l.name + ".weight.working", l.name, BufferKind::kScratch, working, i, i);
-      if (i > first_trained)
+      if (i > first_trained && !expansion[i])
         add(l.name + ".weight.working_backward", l.name, BufferKind::kScratch, working, backward, backward);
-      const size_t channels_at_once = depthwise ? n / per_channel
+      const size_t channels_at_once = group_of[i] > 0 ? std::min(n / per_channel, group_of[i])
+                                      : depthwise ? n / per_channel
                                                 : std::min(n / per_channel, static_cast<size_t>(o.gradient_channels));
       const size_t grad = o.apply == GradientApply::kPerChannel ? channels_at_once * per_channel : n;
       add(l.name + ".weight.grad", l.name, BufferKind::kGradient, grad * o.gradient_bytes, backward,

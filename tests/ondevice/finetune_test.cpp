@@ -429,8 +429,8 @@ TEST(Finetune, MomentumFollowsTheHeavyBallRecurrence) {
 // Backward across an inverted-residual block as one op, a group of hidden channels at a time, computes
 // every value with the same terms in the same order as layer by layer: the models after a few steps
 // with momentum are equal to the last bit, for schemes whose first trained layer is below every block
-// (all biases), is a block's expansion, or is its depthwise conv, with weights training in all three
-// layers of a block, and for groups of one channel. The fused plan holds no whole hidden gradient.
+// (all biases, alone or with weights training in all three layers of a block), is a block's expansion,
+// or is its depthwise conv, and for groups of one channel. The fused plan holds no whole hidden gradient.
 TEST(Finetune, FusedBlocksGiveTheLayerByLayerStepBitForBit) {
   const Fixture& f = mobilenet();
   const std::vector<LayerSpec> layers = layer_specs(f.q);
@@ -445,7 +445,7 @@ TEST(Finetune, FusedBlocksGiveTheLayerByLayerStepBitForBit) {
   const std::string d = layers[static_cast<size_t>(block->first + 1)].name;
   const std::string p = layers[static_cast<size_t>(block->project)].name;
   const std::vector<std::string> schemes = {
-      "bias", "bias:last=12;weight:" + e + "=0.5," + d + "=0.25," + p + "=0.125", "bias:" + e + ";weight:" + e + "=0.25",
+      "bias", "bias:all;weight:" + e + "=0.5," + d + "=0.25," + p + "=0.125", "bias:" + e + ";weight:" + e + "=0.25",
       "bias:" + d + ";weight:" + d + "=1"};
   for (const std::string& text : schemes) {
     for (const size_t group_bytes : {size_t{16 * 1024}, size_t{1}}) {
