@@ -6,7 +6,9 @@
 // softmax cross-entropy on the f32 logits (a linear head's int32 accumulators times s_x * s_w). Backward,
 // in f32, from the last layer down to the first one that trains: input gradients through frozen int8
 // layers, bias gradients, the chosen channels' weight gradients; each layer's parameters are updated in
-// place (SGD, QAS on or off) as soon as its backward has run, so no full gradient tensor is held.
+// place (SGD, QAS on or off) as soon as its backward has run, so no full gradient tensor is held. An
+// inverted-residual block's backward runs as one op a group of hidden channels at a time (update_plan.h's
+// FusedBlock), so neither are its hidden activations' gradients; the results are those of layer by layer.
 //
 // Parameters train in their quantised units (qas.h): each trained layer keeps an f32 master copy of its
 // trained weight rows (W / s_W) and of its bias (b / (s_W * s_x)) in the arena, updated by SGD; after each

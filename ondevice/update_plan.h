@@ -57,7 +57,8 @@ void check_layers(std::span<const LayerSpec> layers);
 // as its gradient is ready: a layer's gradient lives only during its backward op (kPerLayer), or only
 // StepOptions::gradient_channels output channels' weight gradient exists at a time (kPerChannel, the
 // sparse-update kernel's loop; a depthwise layer's rows are kernel x kernel values and its gradient is
-// held whole, as its in-place backward needs it before the input gradient overwrites dy).
+// held whole, as its in-place backward needs it before the input gradient overwrites dy — except in a
+// fused block, where it goes a group of channels at a time).
 enum class GradientApply : uint8_t { kAfterBackward, kPerLayer, kPerChannel };
 
 struct StepOptions {

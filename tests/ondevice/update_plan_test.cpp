@@ -364,6 +364,88 @@ TEST(UpdatePlan, ResidualKeepsItsSourceAliveAndItsGradientStartsAtTheAdd) {
       Error);
 }
 
+// The hand-written MobileNetV2 with its 1x1 convolutions marked pointwise, as tern-finetune's layer
+// list marks them: its inverted-residual blocks can be fused.
+std::vector<LayerSpec> mobilenetv2_w035_pointwise() {
+  std::vector<LayerSpec> layers = mobilenetv2_w035();
+  for (LayerSpec& l : layers)
+    l.pointwise = l.name.ends_with(".expand") || l.name.ends_with(".project") || l.name == "head";
+  return layers;
+}
+
+// With every bias training, backward crosses all 17 blocks: each is fused (the first has no expansion),
+// its group as wide as 16 KB of hidden gradient allows, its hidden tensors without a gradient buffer, and
+// its input gradient written by the projection's op, which runs the whole block.
+TEST(UpdatePlan, InvertedResidualBlocksBackwardAsOneOpAGroupOfHiddenChannelsAtATime) {
+  const std::vector<LayerSpec> base = mobilenetv2_w035_pointwise();
+  const std::vector<LayerSpec> net = with_update(base, bias_only_update(base));
+  StepOptions options;
+  const std::vector<FusedBlock> blocks = fused_blocks(net, options);
+  ASSERT_EQ(blocks.size(), 17u);
+  EXPECT_FALSE(blocks[0].has_expansion());
+  EXPECT_EQ(net[static_cast<size_t>(blocks[0].first)].name, "b0.dw");
+  EXPECT_EQ(blocks[0].group_channels, 2);  // 16384 / ((784 + 784) pixels * 4 bytes)
+  const FusedBlock& b3 = blocks[3];        // b3: 16 -> 96 hidden channels at 28x28, stride 2 to 14x14
+  ASSERT_TRUE(b3.has_expansion());
+  EXPECT_EQ(net[static_cast<size_t>(b3.first)].name, "b3.expand");
+  EXPECT_EQ(b3.group_channels, 16384 / ((784 + 196) * 4));
+  EXPECT_EQ(hidden_group_bytes(net, b3, options), size_t{(784 + 196) * 4} * 4);
+
+  const TrainingStep step = build_training_step(net, options);
+  for (const Buffer& b : step.buffers) {
+    EXPECT_FALSE(name_has_part(b.name, "b3.expand.out.grad") || name_has_part(b.name, "b3.dw.out.grad")) << b.name;
+  }
+  const Buffer* group = find_buffer(step.buffers, "b3.project.hidden_grad_group");
+  ASSERT_NE(group, nullptr);
+  EXPECT_EQ(group->first, op_index(step, "b3.project.backward"));
+  EXPECT_EQ(group->last, group->first);
+  EXPECT_EQ(group->size, hidden_group_bytes(net, b3, options));
+  EXPECT_NE(op_index(step, "b3.expand.backward (in b3.project.backward)"), -1);
+  const Buffer* input_grad = find_buffer(step.buffers, "b2.project.out.grad");
+  ASSERT_NE(input_grad, nullptr);
+  EXPECT_EQ(input_grad->first, op_index(step, "b3.project.backward"));
+  EXPECT_EQ(input_grad->last, op_index(step, "b2.project.backward"));
+
+  const size_t fused_peak = plan_training_step(net, options).peak;
+  options.hidden_group_bytes = 0;
+  EXPECT_TRUE(fused_blocks(net, options).empty());
+  EXPECT_LT(fused_peak, plan_training_step(net, options).peak);
+}
+
+// A block is fused only where the whole block's backward can run in one op: a projection with an
+// activation, a hidden tensor another layer adds, or backward stopping above the depthwise conv keep
+// the layer-by-layer backward; an expansion above the first trained layer stays out of the block.
+TEST(UpdatePlan, BlocksAreFusedOnlyWhereTheirBackwardCanRunAsOneOp) {
+  ChainBuilder b(8, 6, 6);
+  b.conv("stem", 8, 3, 1, true);
+  const int block_input = b.next_input();
+  b.conv("expand", 48, 1, 1, true);
+  b.depthwise("dw", 1);
+  b.conv("project", 8, 1, 1, false, block_input);
+  b.pool("pool");
+  std::vector<LayerSpec> layers = b.layers;
+  for (const char* name : {"expand", "project"})
+    for (LayerSpec& l : layers)
+      if (l.name == name) l.pointwise = true;
+  auto blocks_of = [](std::vector<LayerSpec> net, const char* first_trained) {
+    for (LayerSpec& l : net)
+      if (l.name == first_trained) l.train.bias = true;
+    return fused_blocks(net, StepOptions{});
+  };
+  ASSERT_EQ(blocks_of(layers, "stem").size(), 1u);
+  EXPECT_TRUE(blocks_of(layers, "stem")[0].has_expansion());
+  EXPECT_EQ(blocks_of(layers, "stem")[0].group_channels, 48);  // 36 + 36 pixels: every channel fits
+  EXPECT_TRUE(blocks_of(layers, "expand")[0].has_expansion());
+  EXPECT_FALSE(blocks_of(layers, "dw")[0].has_expansion());
+  EXPECT_TRUE(blocks_of(layers, "project").empty());
+  std::vector<LayerSpec> relu = layers;
+  relu[3].relu = true;
+  EXPECT_TRUE(blocks_of(relu, "stem").empty());
+  std::vector<LayerSpec> reads_hidden = layers;
+  reads_hidden[2].residual_from = 2;  // dw adds its input, expand.out, to its output
+  EXPECT_TRUE(blocks_of(reads_hidden, "stem").empty());
+}
+
 TEST(UpdatePlan, DepthwiseConvWritesOverAnInputNothingElseReads) {
   const std::vector<LayerSpec> net = with_update(mobilenetv2_w035(), bias_only_update(mobilenetv2_w035()));
   StepOptions options;
