@@ -40,6 +40,9 @@ void declare(Flags& f) {
                "then search for the most within --memory-budget)");
   f.add_string("qas", "on", "quantization-aware scaling of the gradients: on|off");
   f.add_string("memory-budget", "256KB", "refuse a step whose arena exceeds this (e.g. 256KB, 1MB; 0: none)");
+  f.add_string("hidden-group", "16KB",
+               "f32 hidden gradient an inverted-residual block's backward holds at once, a group of hidden "
+               "channels at a time (0: layer by layer, each hidden gradient whole; the results are the same)");
   f.add_int("epochs", 1, "passes over the new classes' training images");
   f.add_float("lr", 0.01, "SGD learning rate (with QAS: as for fp32 SGD at batch 1)");
   f.add_string("lr-schedule", "cosine",
@@ -166,11 +169,16 @@ int run(const Flags& f) {
   if (head_text != "zeros" && head_text != "random")
     throw UsageError("--head-init must be zeros or random, got '" + head_text + "'");
   if (f.get_string("checkpoint").empty()) throw UsageError("--checkpoint is required (a tern-train checkpoint)");
-  size_t budget = 0;
+  size_t budget = 0, hidden_group = 0;
   try {
     budget = parse_bytes(f.get_string("memory-budget"));
   } catch (const Error& e) {
     throw UsageError(std::string("--memory-budget: ") + e.what());
+  }
+  try {
+    hidden_group = parse_bytes(f.get_string("hidden-group"));
+  } catch (const Error& e) {
+    throw UsageError(std::string("--hidden-group: ") + e.what());
   }
   Calibration calibration;
   try {
@@ -215,6 +223,7 @@ int run(const Flags& f) {
   opt.qas = qas_text == "on";
   opt.momentum = static_cast<float>(momentum);
   opt.step.optimizer_states = momentum > 0 ? 1 : 0;
+  opt.step.hidden_group_bytes = hidden_group;
   const std::string update = f.get_string("update");
   const UpdateScheme scheme =
       update.rfind("auto", 0) == 0

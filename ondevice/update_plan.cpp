@@ -266,9 +266,11 @@ std::vector<FusedBlock> fused_blocks(std::span<const LayerSpec> layers, const St
     // below the first trained layer has no gradient).
     const int skip = layers[p].residual_from;
     if ((skip > first_trained && skip != first) || residual_reads(first, p)) continue;
+    // At most a quarter of the hidden channels: the group's two planes then hold at most half of what
+    // the layer-by-layer backward's one hidden gradient (written over itself by the depthwise conv) does.
     const size_t planes = (layers[d].input_elems + layers[d].output_elems) / static_cast<size_t>(hidden);
     const size_t fit = o.hidden_group_bytes / (planes * o.gradient_bytes);
-    const int group = static_cast<int>(std::clamp<size_t>(fit, 1, static_cast<size_t>(hidden)));
+    const int group = static_cast<int>(std::clamp<size_t>(fit, 1, std::max(1, hidden / 4)));
     blocks.push_back(FusedBlock{first, p, group});
   }
   return blocks;
@@ -281,9 +283,12 @@ size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& b
   const size_t gradients = (in_plane + out_plane) * group * o.gradient_bytes;
   const size_t dw_input = d.train.weight_ratio > 0 ? in_plane * group * o.activation_bytes : 0;
   const LayerSpec& e = layers[static_cast<size_t>(b.first)];
+  // The expansion's trained rows among the group's channels (at most the group, at most those it trains).
   const size_t expansion_rows =
       b.has_expansion() && e.train.weight_ratio > 0
-          ? group * (e.weight_elems / static_cast<size_t>(e.out_channels) * o.working_weight_bytes + sizeof(int32_t))
+          ? std::min<size_t>(group, static_cast<size_t>(channels_for_ratio(e.out_channels, e.train.weight_ratio))) *
+                    (e.weight_elems / static_cast<size_t>(e.out_channels) * o.working_weight_bytes) +
+                group * sizeof(int32_t)
           : 0;
   return gradients + dw_input + expansion_rows;
 }

@@ -106,7 +106,7 @@ struct FusedBlock {
 };
 // The fused blocks of a chain with its `train` set, in order; none when hidden_group_bytes is 0.
 // group_channels: as many as fit hidden_group_bytes of gradient (the depthwise conv's input and output
-// planes), at least 1, at most the hidden channels.
+// planes), at least 1, at most a quarter of the hidden channels.
 std::vector<FusedBlock> fused_blocks(std::span<const LayerSpec> layers, const StepOptions& options);
 // The bytes of the hidden-gradient group of a fused block (the buffer "<projection>.hidden_grad_group"):
 // the group's gradient planes before and after the depthwise conv (f32); when the depthwise weight

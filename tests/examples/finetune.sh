@@ -60,4 +60,5 @@ usage "--momentum" --momentum -0.5
 usage "--memory-budget" --update auto --memory-budget 0  # the search needs a budget
 usage "auto:greedy" --update auto:random
 usage "--threads" --update auto --memory-budget 256KB --threads 0
+usage "--hidden-group" --hidden-group 16XB
 echo "ok: bias-only, sparse and searched updates within 256KB above chance; full update refused over budget; bad flags refused"
