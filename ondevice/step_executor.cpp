@@ -247,6 +247,19 @@ void update_weight_by_channels(const StepProgram& p, const StepLayer& l, const i
   }
 }
 
+// The trained rows j, j + 1, ... of l whose channels lie below `end`, at most `most`: their channels
+// less c0 in local[], and how many.
+constexpr int32_t kLocalRows = 16;
+static_assert(kGradientChannelsAtOnce <= kLocalRows);
+int32_t rows_in_group(const StepLayer& l, int32_t j, int32_t end, int32_t c0, int32_t most, int32_t* local) {
+  int32_t m = 0;
+  while (m < most && j + m < l.channel_count && l.channels[j + m] < end) {
+    local[m] = l.channels[j + m] - c0;
+    ++m;
+  }
+  return m;
+}
+
 // The backward of a fused inverted-residual block (update_plan.h's FusedBlock), run by the op of its
 // projection (layer i): a group of hidden channels at a time, the projection's input gradient for those
 // channels, through the depthwise conv's mask and backward and the expansion's mask, then the
@@ -288,6 +301,7 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
   const int8_t* w_dw = wants_hidden_in ? weight_for_op(dw, buffers, dw.weight_working_backward) : nullptr;
 
   int32_t jd = 0, je = 0;  // the next trained rows of the depthwise conv and the expansion (channels increase)
+  int32_t local[kLocalRows];  // their channels within the group
   for (int32_t c0 = 0; c0 < hidden; c0 += group) {
     const int32_t n = hidden - c0 < group ? hidden - c0 : group;
     cpu::Int8ConvShape one = sd;  // the depthwise conv on the group's channels
@@ -303,10 +317,11 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
         for (int32_t j = 0; j < n; ++j) x_group[px * n + j] = x[px * hidden + c0 + j];
       float* dw_grad = at<float>(buffers, dw.weight_grad);
       const int32_t j0 = jd;
-      for (; jd < dw.channel_count && dw.channels[jd] < c0 + n; ++jd) {
-        const int32_t local = dw.channels[jd] - c0;
-        cpu::depthwise_weight_grad_channels(one, x_group, dw.in_zero_point, dw.in_scale, g_out, &local, 1,
+      while (jd < dw.channel_count && dw.channels[jd] < c0 + n) {
+        const int32_t m = rows_in_group(dw, jd, c0 + n, c0, kLocalRows, local);
+        cpu::depthwise_weight_grad_channels(one, x_group, dw.in_zero_point, dw.in_scale, g_out, local, m,
                                             dw_grad + (jd - j0) * kk);
+        jd += m;
       }
       update_weight_rows(p, dw, j0, jd - j0, dw_grad, buffers);
     }
@@ -334,19 +349,13 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
       cpu::Int8ConvShape se = expand->conv;  // the expansion's output channels in the group
       se.c_out = n;
       const int8_t* x = at<int8_t>(buffers, expand->value_in);
-      const int64_t cols = e_cols;
       float* e_grad = at<float>(buffers, expand->weight_grad);
-      int32_t j0 = je;
-      for (; je < expand->channel_count && expand->channels[je] < c0 + n; ++je) {
-        const int32_t local = expand->channels[je] - c0;
-        cpu::conv2d_weight_grad_channels(se, x, expand->in_zero_point, expand->in_scale, g_in, &local, 1,
-                                         e_grad + (je - j0) * cols);
-        if (je + 1 - j0 == kGradientChannelsAtOnce) {
-          update_weight_rows(p, *expand, j0, je + 1 - j0, e_grad, buffers);
-          j0 = je + 1;
-        }
+      while (je < expand->channel_count && expand->channels[je] < c0 + n) {
+        const int32_t m = rows_in_group(*expand, je, c0 + n, c0, kGradientChannelsAtOnce, local);
+        cpu::conv2d_weight_grad_channels(se, x, expand->in_zero_point, expand->in_scale, g_in, local, m, e_grad);
+        update_weight_rows(p, *expand, je, m, e_grad, buffers);
+        je += m;
       }
-      if (je > j0) update_weight_rows(p, *expand, j0, je - j0, e_grad, buffers);
     }
     if (wants_dx && expand_trains)
       cpu::pointwise_input_grad_add(expand->conv, g_in, e_group, expand->weight_scale + c0, 0, n, dx);

@@ -211,14 +211,6 @@ void linear_input_grad(const float* dy, const Int8SplitWeight& w, const float* w
 
 namespace {
 
-// A weight's rows seen from column c0 on (a 1x1 conv's input channels c0 ...).
-template <typename Rows>
-struct ColumnsFrom {
-  Rows rows;
-  int64_t c0;
-  const int8_t* row(int32_t oc) const noexcept { return rows.row(oc) + c0; }
-};
-
 // A weight's rows first .. (a 1x1 conv's output channels first ...).
 template <typename Rows>
 struct RowsFrom {
@@ -227,12 +219,44 @@ struct RowsFrom {
   const int8_t* row(int32_t oc) const noexcept { return rows.row(first + oc); }
 };
 
+// A group's columns are few (a handful of channels at large planes), too few for a loop over them to
+// vectorise: kPixelBlock pixels go at once instead, the lanes of one column's loop. Each element still
+// takes its terms in increasing output channel, from +0, as conv2d_input_grad_rows takes them; that one
+// skips a zero gradient, and here a lane adds its zero product instead, which leaves it unchanged: a sum
+// that starts at +0 is never -0, and x + (+-0) is x for every other x.
+constexpr int32_t kPixelBlock = 8;
+constexpr int32_t kColumnBlock = 16;
+
 template <typename Rows>
 void pointwise_input_grad_columns_rows(const Int8ConvShape& s, const float* dy, const Rows& w, const float* w_scale,
                                        int32_t c0, int32_t count, float* dx) noexcept {
-  Int8ConvShape slice = s;
-  slice.c_in = count;
-  conv2d_input_grad_rows(slice, dy, ColumnsFrom<Rows>{w, c0}, w_scale, dx);
+  const int64_t pixels = static_cast<int64_t>(s.h) * s.w;
+  float acc[kColumnBlock][kPixelBlock];
+  float go[kPixelBlock];
+  for (int64_t p0 = 0; p0 < pixels; p0 += kPixelBlock) {
+    const int32_t np = pixels - p0 < kPixelBlock ? static_cast<int32_t>(pixels - p0) : kPixelBlock;
+    for (int32_t cb = 0; cb < count; cb += kColumnBlock) {
+      const int32_t nc = count - cb < kColumnBlock ? count - cb : kColumnBlock;
+      for (int32_t j = 0; j < kColumnBlock; ++j)
+        for (int32_t q = 0; q < kPixelBlock; ++q) acc[j][q] = 0.0f;
+      for (int32_t oc = 0; oc < s.c_out; ++oc) {
+        bool any = false;
+        for (int32_t q = 0; q < kPixelBlock; ++q) {
+          go[q] = q < np ? dy[(p0 + q) * s.c_out + oc] * w_scale[oc] : 0.0f;
+          any |= go[q] != 0.0f;
+        }
+        if (!any) continue;
+        const int8_t* row = w.row(oc) + c0 + cb;
+        for (int32_t j = 0; j < nc; ++j) {
+          const float wv = static_cast<float>(row[j]);
+#pragma omp simd
+          for (int32_t q = 0; q < kPixelBlock; ++q) acc[j][q] += go[q] * wv;
+        }
+      }
+      for (int32_t q = 0; q < np; ++q)
+        for (int32_t j = 0; j < nc; ++j) dx[(p0 + q) * count + cb + j] = acc[j][q];
+    }
+  }
 }
 
 template <typename Rows>
@@ -389,13 +413,23 @@ void apply_mask_bits(const uint8_t* bits, int64_t n, float* dy) noexcept {
     if (!((bits[i >> 3] >> (i & 7)) & 1u)) dy[i] = 0.0f;
 }
 
+// Up to 32 bits of a row at a time, read from the (at most five) bytes that hold them, applied to the
+// floats' bits so the loop has no branch.
 void apply_mask_bits_columns(const uint8_t* bits, int64_t pixels, int64_t c, int64_t c0, int64_t count,
                              float* dy) noexcept {
   for (int64_t p = 0; p < pixels; ++p) {
     float* row = dy + p * count;
-    for (int64_t j = 0; j < count; ++j) {
-      const int64_t i = p * c + c0 + j;
-      if (!((bits[i >> 3] >> (i & 7)) & 1u)) row[j] = 0.0f;
+    for (int64_t j0 = 0; j0 < count; j0 += 32) {
+      const int32_t n = count - j0 < 32 ? static_cast<int32_t>(count - j0) : 32;
+      const int64_t first = p * c + c0 + j0;
+      const int32_t shift = static_cast<int32_t>(first & 7);
+      const int32_t bytes = (shift + n + 7) / 8;
+      uint64_t word = 0;
+      for (int32_t k = 0; k < bytes; ++k) word |= static_cast<uint64_t>(bits[(first >> 3) + k]) << (8 * k);
+      const uint32_t keep = static_cast<uint32_t>(word >> shift);
+      // A cleared element becomes +0 (all bits clear), as apply_mask_bits writes it.
+      uint32_t* as_bits = reinterpret_cast<uint32_t*>(row + j0);
+      for (int32_t j = 0; j < n; ++j) as_bits[j] &= 0u - (keep >> j & 1u);
     }
   }
 }

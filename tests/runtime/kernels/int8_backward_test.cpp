@@ -184,7 +184,7 @@ TEST(Int8Backward, InputGradientsOfASplitWeightEqualThoseOfTheAssembledWeight) {
 // gradient by columns, and an expansion's input gradient summed over groups of its output channels.
 TEST(Int8Backward, PointwiseInputGradientsByChannelGroupsEqualTheWholeOne) {
   Rng rng(47);
-  const Int8ConvShape s{5, 3, 13, 29, 1, 1, 0};  // pixels 15, c_in 13, c_out 29 (primes: uneven groups)
+  const Int8ConvShape s{5, 3, 37, 29, 1, 1, 0};  // pixels 15, c_in 37, c_out 29 (primes: uneven groups)
   const int64_t pixels = int64_t{s.h} * s.w;
   const testing::SplitWeight w(rng, random_int8(rng, int64_t{s.c_out} * s.c_in, -127, 127), s.c_out);
   std::vector<float> w_scale(static_cast<size_t>(s.c_out));
@@ -194,7 +194,7 @@ TEST(Int8Backward, PointwiseInputGradientsByChannelGroupsEqualTheWholeOne) {
   std::vector<float> whole(static_cast<size_t>(pixels * s.c_in));
   cpu::conv2d_input_grad(s, dy.data(), w.split(), w_scale.data(), whole.data());
 
-  for (const int32_t group : {1, 4, 5, 13}) {
+  for (const int32_t group : {1, 4, 5, 13, 37}) {
     std::vector<float> by_columns(whole.size(), -1.0f), part(static_cast<size_t>(pixels * group), 7.0f);
     for (int32_t c0 = 0; c0 < s.c_in; c0 += group) {
       const int32_t n = std::min(group, s.c_in - c0);
