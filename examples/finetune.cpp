@@ -40,9 +40,10 @@ void declare(Flags& f) {
                "then search for the most within --memory-budget)");
   f.add_string("qas", "on", "quantization-aware scaling of the gradients: on|off");
   f.add_string("memory-budget", "256KB", "refuse a step whose arena exceeds this (e.g. 256KB, 1MB; 0: none)");
-  f.add_string("hidden-group", "16KB",
-               "f32 hidden gradient an inverted-residual block's backward holds at once, a group of hidden "
-               "channels at a time (0: layer by layer, each hidden gradient whole; the results are the same)");
+  f.add_string(
+      "hidden-group", "16KB",
+      "f32 hidden gradient an inverted-residual block's backward holds at once, a group of hidden "
+      "channels at a time (0: layer by layer, each hidden gradient whole; the results are the same)");
   f.add_int("epochs", 1, "passes over the new classes' training images");
   f.add_float("lr", 0.01, "SGD learning rate (with QAS: as for fp32 SGD at batch 1)");
   f.add_string("lr-schedule", "cosine",

@@ -162,8 +162,7 @@ Prepared prepare(const QuantizedModel& model, const UpdateScheme& scheme, const 
     TERN_CHECK(add < 0 || model.ops[static_cast<size_t>(add)].activation == Activation::none,
                "on-device training: add '", model.ops[static_cast<size_t>(add)].name,
                "' has a fused activation; backward through it is not supported (train only layers after it)");
-    if (fused[i])
-      continue;
+    if (fused[i]) continue;
     if (depthwise_backward_in_place(layers, i, first, o))
       l.backward_scratch_bytes = (in_pixels + out_pixels) * 4;  // one channel's dy and dx planes
     else if (i > first && is_skip_source(layers, i))
@@ -304,10 +303,12 @@ void Finetuner::build_program() {
   const std::vector<FusedBlock> blocks = fused_blocks(layers_, options_.step);
   // Whether layer i's input is a hidden tensor of a fused block (its gradient is never held whole).
   auto is_hidden_in_fused_block = [&](int i) {
-    return std::any_of(blocks.begin(), blocks.end(), [&](const FusedBlock& b) { return i > b.first && i <= b.project; });
+    return std::any_of(blocks.begin(), blocks.end(),
+                       [&](const FusedBlock& b) { return i > b.first && i <= b.project; });
   };
   auto is_fused_expansion = [&](int i) {
-    return std::any_of(blocks.begin(), blocks.end(), [&](const FusedBlock& b) { return b.has_expansion() && i == b.first; });
+    return std::any_of(blocks.begin(), blocks.end(),
+                       [&](const FusedBlock& b) { return b.has_expansion() && i == b.first; });
   };
   channels_.assign(static_cast<size_t>(L), {});
   channel_slots_.assign(static_cast<size_t>(L), {});
@@ -385,10 +386,12 @@ void Finetuner::build_program() {
       // time and its trained rows as the working copy; a depthwise layer's whole weight and gradient.
       const bool depthwise = spec.kind == LayerKind::kDepthwiseConv;
       // In a fused block the depthwise conv's gradient is a group's rows at a time.
-      const auto block = std::find_if(blocks.begin(), blocks.end(), [&](const FusedBlock& b) { return i == b.project - 1; });
-      const size_t grad_rows = !depthwise                ? std::min<size_t>(ch.size(), kGradientChannelsAtOnce)
-                               : block != blocks.end() ? std::min<size_t>(ch.size(), static_cast<size_t>(block->group_channels))
-                                                         : ch.size();
+      const auto block =
+          std::find_if(blocks.begin(), blocks.end(), [&](const FusedBlock& b) { return i == b.project - 1; });
+      const size_t grad_rows = !depthwise ? std::min<size_t>(ch.size(), kGradientChannelsAtOnce)
+                               : block != blocks.end()
+                                   ? std::min<size_t>(ch.size(), static_cast<size_t>(block->group_channels))
+                                   : ch.size();
       const size_t working = depthwise ? op.weight.size() : ch.size() * cols;
       l.weight_master = require(find(spec.name + ".weight"), trained, "weight master copy", i);
       l.weight_grad = require(find(spec.name + ".weight.grad"), grad_rows * cols * sizeof(float), "weight gradient", i);
@@ -413,8 +416,9 @@ void Finetuner::build_program() {
     StepLayer& project = step_layers_[static_cast<size_t>(b.project)];
     project.fused_first = b.first;
     project.hidden_group_channels = b.group_channels;
-    project.hidden_group = require(find(layers_[static_cast<size_t>(b.project)].name + ".hidden_grad_group"),
-                                   hidden_group_bytes(layers_, b, options_.step), "hidden-gradient group", b.project);
+    project.hidden_group =
+        require(find(layers_[static_cast<size_t>(b.project)].name + ".hidden_grad_group"),
+                hidden_group_bytes(layers_, b, options_.step), "hidden-gradient group", b.project);
     for (int i = b.first; i < b.project; ++i) step_layers_[static_cast<size_t>(i)].fused_into = b.project;
   }
   const QuantOp& last = model_.ops[static_cast<size_t>(op_of_[L - 1])];

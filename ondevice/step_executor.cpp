@@ -238,11 +238,13 @@ void update_weight_by_channels(const StepProgram& p, const StepLayer& l, const i
                                std::byte* const* buffers) {
   float* dw = at<float>(buffers, l.weight_grad);
   for (int32_t j0 = 0; j0 < l.channel_count; j0 += kGradientChannelsAtOnce) {
-    const int32_t n = l.channel_count - j0 < kGradientChannelsAtOnce ? l.channel_count - j0 : kGradientChannelsAtOnce;
+    const int32_t n =
+        l.channel_count - j0 < kGradientChannelsAtOnce ? l.channel_count - j0 : kGradientChannelsAtOnce;
     if (is(l, StepOpKind::conv2d))
       cpu::conv2d_weight_grad_channels(l.conv, x, l.in_zero_point, l.in_scale, dy, l.channels + j0, n, dw);
     else
-      cpu::linear_weight_grad_channels(x, l.in_zero_point, l.in_scale, l.conv.c_in, dy, l.channels + j0, n, dw);
+      cpu::linear_weight_grad_channels(x, l.in_zero_point, l.in_scale, l.conv.c_in, dy, l.channels + j0, n,
+                                       dw);
     update_weight_rows(p, l, j0, n, dw, buffers);
   }
 }
@@ -250,7 +252,6 @@ void update_weight_by_channels(const StepProgram& p, const StepLayer& l, const i
 // The trained rows j, j + 1, ... of l whose channels lie below `end`, at most `most`: their channels
 // less c0 in local[], and how many.
 constexpr int32_t kLocalRows = 16;
-static_assert(kGradientChannelsAtOnce <= kLocalRows);
 int32_t rows_in_group(const StepLayer& l, int32_t j, int32_t end, int32_t c0, int32_t most, int32_t* local) {
   int32_t m = 0;
   while (m < most && j + m < l.channel_count && l.channels[j + m] < end) {
@@ -258,6 +259,49 @@ int32_t rows_in_group(const StepLayer& l, int32_t j, int32_t end, int32_t c0, in
     ++m;
   }
   return m;
+}
+
+// A fused block's depthwise conv (shape `one`: the group's n channels from c0): the gradients of its
+// trained rows j, ... in the group, from the group's output gradient g_out and its saved input's group
+// channels (copied to x_group), then their updates. Returns the first row past the group.
+int32_t train_depthwise_rows(const StepProgram& p, const StepLayer& dw, const cpu::Int8ConvShape& one,
+                             int32_t c0, int32_t j, const float* g_out, int8_t* x_group,
+                             std::byte* const* buffers) {
+  const int32_t n = one.c_out, kk = one.kernel * one.kernel;
+  const int64_t in_plane = int64_t{one.h} * one.w;
+  const int8_t* x = at<int8_t>(buffers, dw.value_in);
+  for (int64_t px = 0; px < in_plane; ++px)
+    for (int32_t g = 0; g < n; ++g) x_group[px * n + g] = x[px * dw.conv.c_in + c0 + g];
+  float* grad = at<float>(buffers, dw.weight_grad);
+  int32_t local[kLocalRows];
+  const int32_t j0 = j;
+  while (j < dw.channel_count && dw.channels[j] < c0 + n) {
+    const int32_t m = rows_in_group(dw, j, c0 + n, c0, kLocalRows, local);
+    cpu::depthwise_weight_grad_channels(one, x_group, dw.in_zero_point, dw.in_scale, g_out, local, m,
+                                        grad + (j - j0) * kk);
+    j += m;
+  }
+  update_weight_rows(p, dw, j0, j - j0, grad, buffers);
+  return j;
+}
+
+// A fused block's expansion: the gradients of its trained rows j, ... among the group's n channels from
+// c0, from the group's gradient g_in of its output, and their updates, kGradientChannelsAtOnce at a
+// time. Returns the first row past the group.
+int32_t train_expansion_rows(const StepProgram& p, const StepLayer& e, int32_t c0, int32_t n, int32_t j,
+                             const float* g_in, std::byte* const* buffers) {
+  cpu::Int8ConvShape se = e.conv;  // the expansion's output channels in the group
+  se.c_out = n;
+  const int8_t* x = at<int8_t>(buffers, e.value_in);
+  float* grad = at<float>(buffers, e.weight_grad);
+  int32_t local[kGradientChannelsAtOnce];
+  while (j < e.channel_count && e.channels[j] < c0 + n) {
+    const int32_t m = rows_in_group(e, j, c0 + n, c0, kGradientChannelsAtOnce, local);
+    cpu::conv2d_weight_grad_channels(se, x, e.in_zero_point, e.in_scale, g_in, local, m, grad);
+    update_weight_rows(p, e, j, m, grad, buffers);
+    j += m;
+  }
+  return j;
 }
 
 // The backward of a fused inverted-residual block (update_plan.h's FusedBlock), run by the op of its
@@ -300,8 +344,8 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
   const WeightView w_proj = weight_view(proj, buffers, proj.weight_working_backward);
   const int8_t* w_dw = wants_hidden_in ? weight_for_op(dw, buffers, dw.weight_working_backward) : nullptr;
 
-  int32_t jd = 0, je = 0;  // the next trained rows of the depthwise conv and the expansion (channels increase)
-  int32_t local[kLocalRows];  // their channels within the group
+  int32_t jd = 0,
+          je = 0;  // the next trained rows of the depthwise conv and the expansion (channels increase)
   for (int32_t c0 = 0; c0 < hidden; c0 += group) {
     const int32_t n = hidden - c0 < group ? hidden - c0 : group;
     cpu::Int8ConvShape one = sd;  // the depthwise conv on the group's channels
@@ -309,22 +353,11 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
     w_proj.apply([&](const auto& w) {
       cpu::pointwise_input_grad_columns(proj.conv, dy, w, proj.weight_scale, c0, n, g_out);
     });
-    if (const uint8_t* bits = at<uint8_t>(buffers, dw.mask)) cpu::apply_mask_bits_columns(bits, out_plane, hidden, c0, n, g_out);
+    if (const uint8_t* bits = at<uint8_t>(buffers, dw.mask))
+      cpu::apply_mask_bits_columns(bits, out_plane, hidden, c0, n, g_out);
     if (dw.train_bias) cpu::bias_grad(g_out, out_plane, n, at<float>(buffers, dw.bias_grad) + c0);
-    if (jd < dw.channel_count && dw.channels[jd] < c0 + n) {
-      const int8_t* x = at<int8_t>(buffers, dw.value_in);
-      for (int64_t px = 0; px < in_plane; ++px)
-        for (int32_t j = 0; j < n; ++j) x_group[px * n + j] = x[px * hidden + c0 + j];
-      float* dw_grad = at<float>(buffers, dw.weight_grad);
-      const int32_t j0 = jd;
-      while (jd < dw.channel_count && dw.channels[jd] < c0 + n) {
-        const int32_t m = rows_in_group(dw, jd, c0 + n, c0, kLocalRows, local);
-        cpu::depthwise_weight_grad_channels(one, x_group, dw.in_zero_point, dw.in_scale, g_out, local, m,
-                                            dw_grad + (jd - j0) * kk);
-        jd += m;
-      }
-      update_weight_rows(p, dw, j0, jd - j0, dw_grad, buffers);
-    }
+    if (jd < dw.channel_count && dw.channels[jd] < c0 + n)
+      jd = train_depthwise_rows(p, dw, one, c0, jd, g_out, x_group, buffers);
     if (!wants_hidden_in) continue;
     cpu::depthwise_input_grad(one, g_out, w_dw + c0 * kk, dw.weight_scale + c0, g_in);
     if (expand == nullptr) {  // the depthwise conv's input gradient is the block's
@@ -332,7 +365,8 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
         for (int32_t j = 0; j < n; ++j) dx[px * hidden + c0 + j] = g_in[px * n + j];
       continue;
     }
-    if (const uint8_t* bits = at<uint8_t>(buffers, expand->mask)) cpu::apply_mask_bits_columns(bits, in_plane, hidden, c0, n, g_in);
+    if (const uint8_t* bits = at<uint8_t>(buffers, expand->mask))
+      cpu::apply_mask_bits_columns(bits, in_plane, hidden, c0, n, g_in);
     if (expand->train_bias) cpu::bias_grad(g_in, in_plane, n, at<float>(buffers, expand->bias_grad) + c0);
     // The expansion's rows of the group as its input gradient reads them, before the group's update.
     const cpu::Int8SplitWeight e_group{expand->weight + c0 * e_cols, e_rows, e_slots, e_cols};
@@ -342,21 +376,12 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
         const int32_t j = expand->channel_slot[c0 + g];
         e_slots[g] = j < 0 ? -1 : j - je;
         if (j >= 0)
-          for (int64_t k = 0; k < e_cols; ++k) e_rows[(j - je) * e_cols + k] = round_to_int8(master[j * e_cols + k]);
+          for (int64_t k = 0; k < e_cols; ++k)
+            e_rows[(j - je) * e_cols + k] = round_to_int8(master[j * e_cols + k]);
       }
     }
-    if (je < expand->channel_count && expand->channels[je] < c0 + n) {
-      cpu::Int8ConvShape se = expand->conv;  // the expansion's output channels in the group
-      se.c_out = n;
-      const int8_t* x = at<int8_t>(buffers, expand->value_in);
-      float* e_grad = at<float>(buffers, expand->weight_grad);
-      while (je < expand->channel_count && expand->channels[je] < c0 + n) {
-        const int32_t m = rows_in_group(*expand, je, c0 + n, c0, kGradientChannelsAtOnce, local);
-        cpu::conv2d_weight_grad_channels(se, x, expand->in_zero_point, expand->in_scale, g_in, local, m, e_grad);
-        update_weight_rows(p, *expand, je, m, e_grad, buffers);
-        je += m;
-      }
-    }
+    if (je < expand->channel_count && expand->channels[je] < c0 + n)
+      je = train_expansion_rows(p, *expand, c0, n, je, g_in, buffers);
     if (wants_dx && expand_trains)
       cpu::pointwise_input_grad_add(expand->conv, g_in, e_group, expand->weight_scale + c0, 0, n, dx);
     else if (wants_dx)

@@ -254,8 +254,8 @@ std::vector<FusedBlock> fused_blocks(std::span<const LayerSpec> layers, const St
   };
   for (int p = 1; p < L; ++p) {
     const int d = p - 1;
-    if (!is_pointwise(p) || layers[p].relu || layers[d].kind != LayerKind::kDepthwiseConv || d < first_trained ||
-        layers[d].residual_from >= 0 || residual_reads(p, -1))
+    if (!is_pointwise(p) || layers[p].relu || layers[d].kind != LayerKind::kDepthwiseConv ||
+        d < first_trained || layers[d].residual_from >= 0 || residual_reads(p, -1))
       continue;
     const int hidden = layers[d].out_channels;
     const int e = d - 1;
@@ -286,7 +286,8 @@ size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& b
   // The expansion's trained rows among the group's channels (at most the group, at most those it trains).
   const size_t expansion_rows =
       b.has_expansion() && e.train.weight_ratio > 0
-          ? std::min<size_t>(group, static_cast<size_t>(channels_for_ratio(e.out_channels, e.train.weight_ratio))) *
+          ? std::min<size_t>(group,
+                             static_cast<size_t>(channels_for_ratio(e.out_channels, e.train.weight_ratio))) *
                     (e.weight_elems / static_cast<size_t>(e.out_channels) * o.working_weight_bytes) +
                 group * sizeof(int32_t)
           : 0;
@@ -330,8 +331,9 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
   for (int i = 0; i < L; ++i) step.ops[i] = layers[i].name + ".forward";
   step.ops[L] = "loss";
   for (int i = first_trained; i < L; ++i)
-    step.ops[2 * L - i] = layers[i].name + ".backward" +
-                          (runs_in[i] != i ? " (in " + layers[runs_in[i]].name + ".backward)" : std::string());
+    step.ops[2 * L - i] =
+        layers[i].name + ".backward" +
+        (runs_in[i] != i ? " (in " + layers[runs_in[i]].name + ".backward)" : std::string());
   if (optimizer_op >= 0) step.ops[optimizer_op] = "optimizer.step";
 
   auto add = [&](std::string name, const std::string& layer, BufferKind kind, size_t size, int first,
@@ -445,9 +447,10 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
       add(l.name + ".weight.working", l.name, BufferKind::kScratch, working, i, i);
       if (i > first_trained && !expansion[i])
         add(l.name + ".weight.working_backward", l.name, BufferKind::kScratch, working, backward, backward);
-      const size_t channels_at_once = group_of[i] > 0 ? std::min(n / per_channel, group_of[i])
-                                      : depthwise ? n / per_channel
-                                                : std::min(n / per_channel, static_cast<size_t>(o.gradient_channels));
+      const size_t channels_at_once =
+          group_of[i] > 0 ? std::min(n / per_channel, group_of[i])
+          : depthwise     ? n / per_channel
+                          : std::min(n / per_channel, static_cast<size_t>(o.gradient_channels));
       const size_t grad = o.apply == GradientApply::kPerChannel ? channels_at_once * per_channel : n;
       add(l.name + ".weight.grad", l.name, BufferKind::kGradient, grad * o.gradient_bytes, backward,
           grad_last);

@@ -114,7 +114,8 @@ std::vector<FusedBlock> fused_blocks(std::span<const LayerSpec> layers, const St
 // expansion's weight trains, its rows of the group's channels as the kernels read them (int8, rebuilt
 // from the master copy group by group, in place of a working copy of all its trained rows) and their
 // slot table (int32).
-size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& block, const StepOptions& options);
+size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& block,
+                          const StepOptions& options);
 
 // The buffers and operators of one training step. Operators: layer i's forward at i, the loss at L
 // (L layers), then layer i's backward at 2L - i for every layer from the last down to the first one

@@ -146,18 +146,21 @@ void write_step(std::ofstream& f, const tern::ondevice::Finetuner& ft, const std
         << ", .shift = " << image_address("int32_t", op.shift_offset) << ", .out_channels = " << l.out_channels
         << ", .weight_elems = " << l.weight_elems;
     }
-    f << ",\n   .residual_from = " << l.residual_from << ", .add_main_first = " << (l.add_main_first ? "true" : "false")
-      << ", .add = {" << l.add.a_zero_point << ", " << l.add.b_zero_point << ", " << l.add.y_zero_point << ", "
-      << exact(l.add.a_mult) << ", " << exact(l.add.b_mult) << ", " << l.add.act_min << ", " << l.add.act_max << "}"
-      << ",\n   .train_bias = " << (l.train_bias ? "true" : "false") << ", .channels = "
-      << (l.channel_count ? "tern_channels_" + std::to_string(i) : std::string("nullptr")) << ", .channel_slot = "
+    f << ",\n   .residual_from = " << l.residual_from
+      << ", .add_main_first = " << (l.add_main_first ? "true" : "false") << ", .add = {" << l.add.a_zero_point
+      << ", " << l.add.b_zero_point << ", " << l.add.y_zero_point << ", " << exact(l.add.a_mult) << ", "
+      << exact(l.add.b_mult) << ", " << l.add.act_min << ", " << l.add.act_max << "}"
+      << ",\n   .train_bias = " << (l.train_bias ? "true" : "false")
+      << ", .channels = " << (l.channel_count ? "tern_channels_" + std::to_string(i) : std::string("nullptr"))
+      << ", .channel_slot = "
       << (l.channel_count ? "tern_channel_slot_" + std::to_string(i) : std::string("nullptr"))
-      << ", .channel_count = " << l.channel_count << ",\n   .value_in = " << l.value_in << ", .value_out = " << l.value_out
-      << ", .grad_in = " << l.grad_in << ", .grad_out = " << l.grad_out << ", .mask = " << l.mask
-      << ", .argmax = " << l.argmax << ", .forward_scratch = " << l.forward_scratch
+      << ", .channel_count = " << l.channel_count << ",\n   .value_in = " << l.value_in
+      << ", .value_out = " << l.value_out << ", .grad_in = " << l.grad_in << ", .grad_out = " << l.grad_out
+      << ", .mask = " << l.mask << ", .argmax = " << l.argmax << ", .forward_scratch = " << l.forward_scratch
       << ", .backward_scratch = " << l.backward_scratch << ",\n   .weight_master = " << l.weight_master
       << ", .weight_grad = " << l.weight_grad << ", .weight_state = " << l.weight_state
-      << ", .weight_working = " << l.weight_working << ", .weight_working_backward = " << l.weight_working_backward
+      << ", .weight_working = " << l.weight_working
+      << ", .weight_working_backward = " << l.weight_working_backward
       << ",\n   .bias_master = " << l.bias_master << ", .bias_grad = " << l.bias_grad
       << ", .bias_state = " << l.bias_state << ", .bias_working = " << l.bias_working
       << ",\n   .fused_first = " << l.fused_first << ", .hidden_group_channels = " << l.hidden_group_channels

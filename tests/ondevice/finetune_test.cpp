@@ -435,7 +435,8 @@ TEST(Finetune, FusedBlocksGiveTheLayerByLayerStepBitForBit) {
   const Fixture& f = mobilenet();
   const std::vector<LayerSpec> layers = layer_specs(f.q);
   // A block with an expansion and a residual, to train weights in.
-  const std::vector<FusedBlock> all = fused_blocks(with_update(layers, bias_only_update(layers)), StepOptions{});
+  const std::vector<FusedBlock> all =
+      fused_blocks(with_update(layers, bias_only_update(layers)), StepOptions{});
   const auto block = std::find_if(all.begin(), all.end(), [&](const FusedBlock& b) {
     return b.has_expansion() && layers[static_cast<size_t>(b.project)].residual_from == b.first;
   });
@@ -445,8 +446,8 @@ TEST(Finetune, FusedBlocksGiveTheLayerByLayerStepBitForBit) {
   const std::string d = layers[static_cast<size_t>(block->first + 1)].name;
   const std::string p = layers[static_cast<size_t>(block->project)].name;
   const std::vector<std::string> schemes = {
-      "bias", "bias:all;weight:" + e + "=0.5," + d + "=0.25," + p + "=0.125", "bias:" + e + ";weight:" + e + "=0.25",
-      "bias:" + d + ";weight:" + d + "=1"};
+      "bias", "bias:all;weight:" + e + "=0.5," + d + "=0.25," + p + "=0.125",
+      "bias:" + e + ";weight:" + e + "=0.25", "bias:" + d + ";weight:" + d + "=1"};
   for (const std::string& text : schemes) {
     for (const size_t group_bytes : {size_t{16 * 1024}, size_t{1}}) {
       SCOPED_TRACE(text + " group bytes " + std::to_string(group_bytes));
@@ -467,7 +468,8 @@ TEST(Finetune, FusedBlocksGiveTheLayerByLayerStepBitForBit) {
       for (const Buffer& buf : a.plan().buffers) {  // no gradient of the hidden tensors
         const std::string name = "|" + buf.name + "|";
         EXPECT_TRUE(name.find("|" + e + ".out.grad|") == std::string::npos &&
-                    name.find("|" + d + ".out.grad|") == std::string::npos) << buf.name;
+                    name.find("|" + d + ".out.grad|") == std::string::npos)
+            << buf.name;
       }
       for (int i = 0; i < 3; ++i) {
         const StepResult ra = a.step(image(f.images, i), i % 10), rb = b.step(image(f.images, i), i % 10);

@@ -393,7 +393,8 @@ TEST(UpdatePlan, InvertedResidualBlocksBackwardAsOneOpAGroupOfHiddenChannelsAtAT
 
   const TrainingStep step = build_training_step(net, options);
   for (const Buffer& b : step.buffers) {
-    EXPECT_FALSE(name_has_part(b.name, "b3.expand.out.grad") || name_has_part(b.name, "b3.dw.out.grad")) << b.name;
+    EXPECT_FALSE(name_has_part(b.name, "b3.expand.out.grad") || name_has_part(b.name, "b3.dw.out.grad"))
+        << b.name;
   }
   const Buffer* group = find_buffer(step.buffers, "b3.project.hidden_grad_group");
   ASSERT_NE(group, nullptr);

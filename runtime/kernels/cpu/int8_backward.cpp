@@ -228,8 +228,8 @@ constexpr int32_t kPixelBlock = 8;
 constexpr int32_t kColumnBlock = 16;
 
 template <typename Rows>
-void pointwise_input_grad_columns_rows(const Int8ConvShape& s, const float* dy, const Rows& w, const float* w_scale,
-                                       int32_t c0, int32_t count, float* dx) noexcept {
+void pointwise_input_grad_columns_rows(const Int8ConvShape& s, const float* dy, const Rows& w,
+                                       const float* w_scale, int32_t c0, int32_t count, float* dx) noexcept {
   const int64_t pixels = static_cast<int64_t>(s.h) * s.w;
   float acc[kColumnBlock][kPixelBlock];
   float go[kPixelBlock];
@@ -260,8 +260,8 @@ void pointwise_input_grad_columns_rows(const Int8ConvShape& s, const float* dy, 
 }
 
 template <typename Rows>
-void pointwise_input_grad_add_rows(const Int8ConvShape& s, const float* dy, const Rows& w, const float* w_scale,
-                                   int32_t c0, int32_t count, float* dx) noexcept {
+void pointwise_input_grad_add_rows(const Int8ConvShape& s, const float* dy, const Rows& w,
+                                   const float* w_scale, int32_t c0, int32_t count, float* dx) noexcept {
   Int8ConvShape slice = s;
   slice.c_out = count;
   conv2d_input_grad_rows(slice, dy, RowsFrom<Rows>{w, c0}, w_scale + c0, dx, /*add=*/true);
@@ -269,8 +269,8 @@ void pointwise_input_grad_add_rows(const Int8ConvShape& s, const float* dy, cons
 
 }  // namespace
 
-void pointwise_input_grad_columns(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
-                                  int32_t c0, int32_t count, float* dx) noexcept {
+void pointwise_input_grad_columns(const Int8ConvShape& s, const float* dy, const int8_t* w,
+                                  const float* w_scale, int32_t c0, int32_t count, float* dx) noexcept {
   pointwise_input_grad_columns_rows(s, dy, Int8Rows{w, s.c_in}, w_scale, c0, count, dx);
 }
 

@@ -58,8 +58,8 @@ void linear_input_grad(const float* dy, const Int8SplitWeight& w, const float* w
 // _add adds to dx [pixels, c_in] the share of output channels c0 .. c0 + count, dy [pixels, count].
 // Every element takes its terms in the order conv2d_input_grad takes them: groups in increasing order,
 // added into a zeroed dx, give its result bit for bit.
-void pointwise_input_grad_columns(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,
-                                  int32_t c0, int32_t count, float* dx) noexcept;
+void pointwise_input_grad_columns(const Int8ConvShape& s, const float* dy, const int8_t* w,
+                                  const float* w_scale, int32_t c0, int32_t count, float* dx) noexcept;
 void pointwise_input_grad_columns(const Int8ConvShape& s, const float* dy, const Int8SplitWeight& w,
                                   const float* w_scale, int32_t c0, int32_t count, float* dx) noexcept;
 void pointwise_input_grad_add(const Int8ConvShape& s, const float* dy, const int8_t* w, const float* w_scale,

@@ -200,7 +200,8 @@ TEST(Int8Backward, PointwiseInputGradientsByChannelGroupsEqualTheWholeOne) {
       const int32_t n = std::min(group, s.c_in - c0);
       cpu::pointwise_input_grad_columns(s, dy.data(), w.split(), w_scale.data(), c0, n, part.data());
       for (int64_t px = 0; px < pixels; ++px)
-        for (int32_t j = 0; j < n; ++j) by_columns[static_cast<size_t>(px * s.c_in + c0 + j)] = part[static_cast<size_t>(px * n + j)];
+        for (int32_t j = 0; j < n; ++j)
+          by_columns[static_cast<size_t>(px * s.c_in + c0 + j)] = part[static_cast<size_t>(px * n + j)];
     }
     EXPECT_EQ(by_columns, whole) << "columns in groups of " << group;
 
@@ -209,8 +210,10 @@ TEST(Int8Backward, PointwiseInputGradientsByChannelGroupsEqualTheWholeOne) {
       const int32_t n = std::min(group, s.c_out - c0);
       std::vector<float> dy_group(static_cast<size_t>(pixels * n));
       for (int64_t px = 0; px < pixels; ++px)
-        for (int32_t j = 0; j < n; ++j) dy_group[static_cast<size_t>(px * n + j)] = dy[static_cast<size_t>(px * s.c_out + c0 + j)];
-      cpu::pointwise_input_grad_add(s, dy_group.data(), w.assembled.data(), w_scale.data(), c0, n, summed.data());
+        for (int32_t j = 0; j < n; ++j)
+          dy_group[static_cast<size_t>(px * n + j)] = dy[static_cast<size_t>(px * s.c_out + c0 + j)];
+      cpu::pointwise_input_grad_add(s, dy_group.data(), w.assembled.data(), w_scale.data(), c0, n,
+                                    summed.data());
     }
     EXPECT_EQ(summed, whole) << "output channels in groups of " << group;
   }
@@ -229,7 +232,8 @@ TEST(Int8Backward, ColumnMaskClearsTheGroupsMaskedElements) {
   cpu::apply_mask_bits_columns(bits.data(), pixels, c, c0, count, group.data());
   for (int64_t p = 0; p < pixels; ++p)
     for (int64_t j = 0; j < count; ++j)
-      EXPECT_EQ(group[static_cast<size_t>(p * count + j)], whole[static_cast<size_t>(p * c + c0 + j)]) << p << "," << j;
+      EXPECT_EQ(group[static_cast<size_t>(p * count + j)], whole[static_cast<size_t>(p * c + c0 + j)])
+          << p << "," << j;
 }
 
 // The reference's dense gradients are themselves checked against tern's f32 convolution
