@@ -1,5 +1,7 @@
 #include "runtime/kernels/cpu/int8_backward.h"
 
+#include <cstring>
+
 namespace tern::cpu {
 
 namespace {
@@ -428,8 +430,12 @@ void apply_mask_bits_columns(const uint8_t* bits, int64_t pixels, int64_t c, int
       for (int32_t k = 0; k < bytes; ++k) word |= static_cast<uint64_t>(bits[(first >> 3) + k]) << (8 * k);
       const uint32_t keep = static_cast<uint32_t>(word >> shift);
       // A cleared element becomes +0 (all bits clear), as apply_mask_bits writes it.
-      uint32_t* as_bits = reinterpret_cast<uint32_t*>(row + j0);
-      for (int32_t j = 0; j < n; ++j) as_bits[j] &= 0u - (keep >> j & 1u);
+      for (int32_t j = 0; j < n; ++j) {
+        uint32_t b;
+        std::memcpy(&b, row + j0 + j, sizeof b);
+        b &= 0u - (keep >> j & 1u);
+        std::memcpy(row + j0 + j, &b, sizeof b);
+      }
     }
   }
 }
