@@ -100,12 +100,6 @@ bool is_skip_source(std::span<const LayerSpec> layers, int t) {
   return false;
 }
 
-int first_trained_layer(std::span<const LayerSpec> layers) {
-  for (size_t i = 0; i < layers.size(); ++i)
-    if (layers[i].train.trains()) return static_cast<int>(i);
-  return static_cast<int>(layers.size());
-}
-
 // Whether depthwise layer i runs in place (as build_training_step decides it).
 bool depthwise_in_place(std::span<const LayerSpec> layers, int i, const StepOptions& o) {
   const int L = static_cast<int>(layers.size());

@@ -198,6 +198,12 @@ const char* layer_kind_name(LayerKind kind) {
   return "?";
 }
 
+int first_trained_layer(std::span<const LayerSpec> layers) {
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (layers[i].train.trains()) return static_cast<int>(i);
+  return static_cast<int>(layers.size());
+}
+
 void check_layers(std::span<const LayerSpec> layers) {
   TERN_CHECK(!layers.empty(), "update plan: the model has no layers");
   std::set<std::string> names;
@@ -240,9 +246,7 @@ std::vector<FusedBlock> fused_blocks(std::span<const LayerSpec> layers, const St
   std::vector<FusedBlock> blocks;
   if (o.hidden_group_bytes == 0) return blocks;
   const int L = static_cast<int>(layers.size());
-  int first_trained = L;
-  for (int i = 0; i < L && first_trained == L; ++i)
-    if (layers[i].train.trains()) first_trained = i;
+  const int first_trained = first_trained_layer(layers);
   auto is_pointwise = [&](int i) {
     return i >= 0 && layers[i].kind == LayerKind::kConv && layers[i].pointwise;
   };
@@ -300,13 +304,7 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
   TERN_CHECK(o.optimizer_states >= 0, "update plan: optimizer_states must be >= 0");
   TERN_CHECK(o.gradient_channels >= 1, "update plan: gradient_channels must be >= 1, got ", o.gradient_channels);
   const int L = static_cast<int>(layers.size());
-  int first_trained = L;
-  for (int i = 0; i < L; ++i) {
-    if (layers[i].train.trains()) {
-      first_trained = i;
-      break;
-    }
-  }
+  const int first_trained = first_trained_layer(layers);
   const bool trains = first_trained < L;
   // Layer i's backward runs at op 2L - i, or inside its fused block's op (that of the projection).
   const std::vector<FusedBlock> blocks = fused_blocks(layers, o);

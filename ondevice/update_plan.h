@@ -48,6 +48,9 @@ struct LayerSpec {
   LayerUpdate train;  // which parts train in this step
 };
 
+// The first layer with a trained part, where backward stops; layers.size() when nothing trains.
+int first_trained_layer(std::span<const LayerSpec> layers);
+
 // Checks the chain: unique names, matching sizes, residual indices, weights divisible into channels,
 // trained parts that exist, ratios from kUpdateRatios. Throws tern::Error naming the layer.
 void check_layers(std::span<const LayerSpec> layers);
