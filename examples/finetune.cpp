@@ -50,6 +50,9 @@ void declare(Flags& f) {
                "constant | cosine[:min_lr=X] (to min_lr over the run) | step:size=N[,gamma=G]; any may add "
                ",warmup=N[,start_factor=F]");
   f.add_float("momentum", 0, "SGD momentum; above 0 the arena holds a velocity per trained value");
+  f.add_string("master", "f32",
+               "how trained weights are kept between steps: f32 (4 bytes each, plus an int8 working copy while "
+               "an op reads them) | int16 (int8 + 8 fraction bits, stochastic rounding: 2 bytes) | int8 (1 byte)");
   f.add_string("calibration", "minmax", "int8 activation ranges: minmax|mse");
   f.add_int("calibration-images", 256, "training images the int8 ranges are calibrated on");
   f.add_string("head-init", "zeros", "the new head's weights: zeros|random");
@@ -181,6 +184,12 @@ int run(const Flags& f) {
   } catch (const Error& e) {
     throw UsageError(std::string("--hidden-group: ") + e.what());
   }
+  MasterFormat master = MasterFormat::f32;
+  try {
+    master = parse_master_format(f.get_string("master"));
+  } catch (const Error& e) {
+    throw UsageError(std::string("--master: ") + e.what());
+  }
   Calibration calibration;
   try {
     calibration = parse_calibration(f.get_string("calibration"));
@@ -225,6 +234,7 @@ int run(const Flags& f) {
   opt.momentum = static_cast<float>(momentum);
   opt.step.optimizer_states = momentum > 0 ? 1 : 0;
   opt.step.hidden_group_bytes = hidden_group;
+  set_master_format(opt, master);
   const std::string update = f.get_string("update");
   const UpdateScheme scheme =
       update.rfind("auto", 0) == 0
@@ -242,8 +252,9 @@ int run(const Flags& f) {
   std::printf("tern-finetune: %s from %s, int8 (%s calibration on %lld images), classes %d-%d as a new head of %d\n",
               model_name.c_str(), ckpt_path.c_str(), calibration_name(calibration), static_cast<long long>(n_calib),
               classes.lo, classes.hi, classes.count());
-  std::printf("update: %s, QAS %s, lr %s, momentum %g; %lld train / %lld test images\n",
+  std::printf("update: %s, QAS %s, lr %s, momentum %g, %s master; %lld train / %lld test images\n",
               describe(scheme, layers).c_str(), qas_text.c_str(), schedule->describe().c_str(), opt.momentum,
+              master_format_name(master),
               static_cast<long long>(train.size()), static_cast<long long>(test.size()));
   if (f.get_bool("show-plan")) std::printf("%s", format_memory_table(plan).c_str());
   std::printf("memory: planned peak %s (%zu bytes), budget %s, flash %s (%zu bytes)\n", format_bytes(plan.peak).c_str(),
@@ -313,6 +324,7 @@ int run(const Flags& f) {
       .add("lr", opt.lr)
       .add("lr_schedule", schedule->describe())
       .add("momentum", static_cast<double>(opt.momentum))
+      .add("master", master_format_name(master))
       .add("initial_test_accuracy", initial_accuracy)
       .add("test_accuracy", test_accuracy)
       .add("peak_memory_bytes", static_cast<int64_t>(ft.high_water()))

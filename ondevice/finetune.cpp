@@ -129,10 +129,15 @@ Prepared prepare(const QuantizedModel& model, const UpdateScheme& scheme, const 
              kGradientChannelsAtOnce, " output channels at a time; StepOptions must have apply = kPerChannel, "
              "gradient_channels = ", kGradientChannelsAtOnce, " and optimizer_states 0 (plain SGD) or 1 "
              "(momentum), got ", o.optimizer_states, " states");
-  TERN_CHECK(o.activation_bytes == 1 && o.gradient_bytes == 4 && o.trained_weight_bytes == 4 &&
-                 o.trained_bias_bytes == 4 && o.alignment >= 4,
-             "on-device training: the step stores int8 activations, f32 gradients and f32 master copies "
-             "(element sizes 1, 4, 4, 4) at an alignment of at least 4");
+  TERN_CHECK(o.activation_bytes == 1 && o.gradient_bytes == 4 && o.trained_bias_bytes == 4 &&
+                 o.working_weight_bytes == 1 && o.working_bias_bytes == 4 && o.alignment >= 4,
+             "on-device training: the step stores int8 activations, f32 gradients, f32 bias master copies "
+             "and int8 / int32 working copies (element sizes 1, 4, 4, 1, 4) at an alignment of at least 4");
+  TERN_CHECK((o.trained_weight_bytes == 4 && o.working_rows) ||
+                 ((o.trained_weight_bytes == 2 || o.trained_weight_bytes == 1) && !o.working_rows),
+             "on-device training: a trained weight is kept as f32 (4 bytes, read through working copies) or in "
+             "fixed point (2 or 1 bytes, read in place): StepOptions has trained_weight_bytes ",
+             o.trained_weight_bytes, " and working_rows ", o.working_rows, " (set_master_format sets both)");
   Prepared p;
   p.chain = build_chain(model);
   std::vector<LayerSpec>& layers = p.chain.layers;
@@ -249,6 +254,10 @@ Finetuner::Finetuner(QuantizedModel model, const UpdateScheme& scheme, const Fin
              "on-device training: momentum ", options.momentum, " needs step.optimizer_states = ",
              options.momentum > 0 ? 1 : 0, " (a planned velocity per trained value), got ",
              options.step.optimizer_states);
+  TERN_CHECK(options.step.trained_weight_bytes == static_cast<size_t>(options.master_format),
+             "on-device training: master format ", master_format_name(options.master_format), " needs ",
+             static_cast<int>(options.master_format), "-byte trained weights in the plan, got ",
+             options.step.trained_weight_bytes, " (set_master_format sets both)");
   Prepared p = prepare(model_, scheme, options.step);
   layers_ = std::move(p.chain.layers);
   op_of_ = std::move(p.chain.op_of);
@@ -375,7 +384,7 @@ void Finetuner::build_program() {
       l.channel_slot = slot.data();
       l.channel_count = static_cast<int32_t>(ch.size());
       const size_t cols = op.weight.size() / static_cast<size_t>(op.out_channels());
-      const size_t trained = ch.size() * cols * sizeof(float);
+      const size_t trained = ch.size() * cols * static_cast<size_t>(options_.master_format);
       // What the executor holds (step_executor.h): a conv or linear layer's gradient a few channels at a
       // time and its trained rows as the working copy; a depthwise layer's whole weight and gradient.
       const bool depthwise = spec.kind == LayerKind::kDepthwiseConv;
@@ -389,8 +398,10 @@ void Finetuner::build_program() {
       const size_t working = depthwise ? op.weight.size() : ch.size() * cols;
       l.weight_master = require(find(spec.name + ".weight"), trained, "weight master copy", i);
       l.weight_grad = require(find(spec.name + ".weight.grad"), grad_rows * cols * sizeof(float), "weight gradient", i);
-      l.weight_working = require(find(spec.name + ".weight.working"), working, "weight working copy", i);
-      if (i > first_trained_ && !is_fused_expansion(i))
+      const bool reads_working = depthwise || options_.step.working_rows;
+      if (reads_working)
+        l.weight_working = require(find(spec.name + ".weight.working"), working, "weight working copy", i);
+      if (reads_working && i > first_trained_ && !is_fused_expansion(i))
         l.weight_working_backward =
             require(find(spec.name + ".weight.working_backward"), working, "weight working copy", i);
       if (options_.momentum > 0) l.weight_state = require(find(spec.name + ".weight.state"), trained, "velocity", i);
@@ -427,7 +438,8 @@ void Finetuner::build_program() {
                          .output_scale = output.scale,
                          .lr = options_.lr,
                          .momentum = options_.momentum,
-                         .qas = options_.qas};
+                         .qas = options_.qas,
+                         .master_format = options_.master_format};
 }
 
 StepResult Finetuner::step(const float* image, int label) { return run_ops(image, nullptr, label, plan_.num_ops - 1); }
@@ -445,6 +457,8 @@ StepResult Finetuner::run_ops(const float* image, const int8_t* quantized, int l
   TERN_CHECK(label >= 0 && label < model_.num_classes(), "on-device training: label ", label,
              " is outside [0, ", model_.num_classes(), ")");
   std::fill(grad_written_.begin(), grad_written_.end(), 0);
+  const bool trains = last_op > static_cast<int>(layers_.size());
+  if (trains) program_.rounding_key = static_cast<uint32_t>(steps_);
   StepState state{grad_written_.data(), {}};
   for (int k = 0; k <= last_op; ++k) {
     for (int b : acquire_at_[static_cast<size_t>(k)]) {
@@ -475,7 +489,25 @@ StepResult Finetuner::run_ops(const float* image, const int8_t* quantized, int l
     ptr_[b] = nullptr;
   }
   high_water_ = allocator_->high_water();
+  if (trains) ++steps_;
   return state.result;
+}
+
+const char* master_format_name(MasterFormat f) {
+  return f == MasterFormat::f32 ? "f32" : f == MasterFormat::int16 ? "int16" : "int8";
+}
+
+MasterFormat parse_master_format(const std::string& name) {
+  if (name == "f32") return MasterFormat::f32;
+  if (name == "int16") return MasterFormat::int16;
+  if (name == "int8") return MasterFormat::int8;
+  throw Error("expected f32, int16 or int8, got '" + name + "'");
+}
+
+void set_master_format(FinetuneOptions& options, MasterFormat f) {
+  options.master_format = f;
+  options.step.trained_weight_bytes = static_cast<size_t>(f);
+  options.step.working_rows = f == MasterFormat::f32;
 }
 
 void Finetuner::set_lr(float lr) {

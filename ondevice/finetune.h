@@ -10,15 +10,16 @@
 // inverted-residual block's backward runs as one op a group of hidden channels at a time (update_plan.h's
 // FusedBlock), so neither are its hidden activations' gradients; the results are those of layer by layer.
 //
-// Parameters train in their quantised units (qas.h): each trained layer keeps an f32 master copy of its
-// trained weight rows (W / s_W) and of its bias (b / (s_W * s_x)) in the arena, updated by SGD; after each
-// update the int8 weight is re-quantised as clamp(round(master), -127, 127) and the int32 bias as
+// Parameters train in their quantised units (qas.h): each trained layer keeps a master copy of its
+// trained weight rows (W / s_W) and of its bias (b / (s_W * s_x), f32) in the arena, updated by SGD; after
+// each update the int8 weight is re-quantised as clamp(round(master), -127, 127) and the int32 bias as
 // round(master). A device cannot rewrite flash, so the kernels of a trained layer read its frozen rows
-// from the model and its trained rows (and int32 bias) from working buffers in the arena, rebuilt by each
-// op that reads them from the master copy: only the ops' transient bytes, planned, and for a conv or
-// linear layer only the trained rows (cpu::Int8SplitWeight). The scales (and so the requantisation
-// multipliers) stay fixed, so the int8 graph is
-// always a valid QuantizedModel and the master copy keeps the sub-step changes that rounding would lose.
+// from the model and its trained rows (and int32 bias) from the arena: for an f32 master copy, from
+// working buffers rebuilt by each op that reads them (only the ops' transient bytes, planned, and for a
+// conv or linear layer only the trained rows, cpu::Int8SplitWeight); for a fixed-point one
+// (FinetuneOptions::master_format int16 or int8), from its int8 plane in place. The scales (and so the
+// requantisation multipliers) stay fixed, so the int8 graph is always a valid QuantizedModel and the
+// master copy keeps the sub-step changes that rounding would lose (in expectation, for fixed point).
 #pragma once
 
 #include <cstddef>
@@ -56,11 +57,21 @@ struct FinetuneOptions {
   // QAS. Above 0 it needs step.optimizer_states = 1: one f32 velocity per trained value, planned in the
   // arena beside the master copies (so it shows in the peak); 0 is plain SGD with no state.
   float momentum = 0;
+  // How the trained weight rows are kept between steps (step_executor.h): f32 master copies, or fixed
+  // point with stochastic rounding (int16: 2 bytes per weight, int8: 1). It must agree with
+  // step.trained_weight_bytes and step.working_rows: set_master_format sets all three.
+  MasterFormat master_format = MasterFormat::f32;
   // Element sizes, alignment and strategy of the plan. apply must be kPerChannel with gradient_channels
   // kGradientChannelsAtOnce (updates in place as the gradients are ready, step_executor.h) and
   // optimizer_states 1 with momentum, 0 without; the constructor checks.
   StepOptions step;
 };
+
+// Sets options.master_format and the plan's sizes for it (step.trained_weight_bytes, step.working_rows).
+void set_master_format(FinetuneOptions& options, MasterFormat format);
+const char* master_format_name(MasterFormat format);
+// "f32", "int16" or "int8"; throws tern::Error for anything else.
+MasterFormat parse_master_format(const std::string& name);
 
 // Fine-tunes a copy of a QuantizedModel with one update scheme. Not thread-safe.
 class Finetuner {
@@ -122,6 +133,7 @@ class Finetuner {
   std::vector<std::byte*> ptr_;        // per plan buffer, while live
   std::vector<uint8_t> grad_written_;  // per tensor, within a step: a residual already wrote its gradient
   size_t high_water_ = 0;
+  int64_t steps_ = 0;  // training steps run: the stochastic rounding's key (StepProgram::rounding_key)
 };
 
 // The plan a Finetuner with this scheme would use (tern-finetune prints and checks it before training).

@@ -7,6 +7,7 @@
 #include "ondevice/qas.h"
 #include "runtime/kernels/cpu/int8_backward.h"
 #include "runtime/kernels/cpu/requantize.h"
+#include "runtime/kernels/cpu/sparse_update.h"
 
 // Only the C library and the shared kernels: this file is compiled for the bare-metal target too,
 // where there is no C++ standard library beyond a few shims (ondevice/baremetal/include).
@@ -34,24 +35,36 @@ bool has_weights(const StepLayer& l) {
   return is(l, StepOpKind::conv2d) || is(l, StepOpKind::depthwise_conv2d) || is(l, StepOpKind::linear);
 }
 
+// Rows j0 .. j0 + count of a layer's trained weight as the kernels read them (int8), from its master
+// copy: rounded from f32, or the int8 plane of a fixed-point copy.
+void trained_rows_int8(const StepProgram& p, const StepLayer& l, std::byte* const* buffers, int32_t j0,
+                       int32_t count, int8_t* to) {
+  const int64_t cols = l.weight_elems / l.out_channels, n = count * cols;
+  if (p.master_format == MasterFormat::f32) {
+    const float* master = at<float>(buffers, l.weight_master) + j0 * cols;
+    for (int64_t e = 0; e < n; ++e) to[e] = round_to_int8(master[e]);
+  } else {
+    std::memcpy(to, at<int8_t>(buffers, l.weight_master) + j0 * cols, static_cast<size_t>(n));
+  }
+}
+
 // A depthwise layer's int8 weight as an op reads it: the model's when frozen, or rebuilt in its working
-// buffer (the model's rows with the trained rows rounded from their f32 master copy), as a device must:
-// flash cannot be rewritten. (Its rows are kernel x kernel bytes: the whole copy is small.)
-const int8_t* weight_for_op(const StepLayer& l, std::byte* const* buffers, int32_t working) {
+// buffer (the model's rows with the trained rows from their master copy), as a device must: flash
+// cannot be rewritten. (Its rows are kernel x kernel bytes: the whole copy is small.)
+const int8_t* weight_for_op(const StepProgram& p, const StepLayer& l, std::byte* const* buffers,
+                            int32_t working) {
   int8_t* to = at<int8_t>(buffers, working);
   if (to == nullptr) return l.weight;
   std::memcpy(to, l.weight, static_cast<size_t>(l.weight_elems));
   const int64_t cols = l.weight_elems / l.out_channels;
-  const float* master = at<float>(buffers, l.weight_master);
-  for (int32_t j = 0; j < l.channel_count; ++j)
-    for (int64_t e = 0; e < cols; ++e) to[l.channels[j] * cols + e] = round_to_int8(master[j * cols + e]);
+  for (int32_t j = 0; j < l.channel_count; ++j) trained_rows_int8(p, l, buffers, j, 1, to + l.channels[j] * cols);
   return to;
 }
 
 // A conv or linear layer's weight as an op reads it: the model's array when frozen; with trained rows,
-// the model's rows for the frozen channels and the trained rows rounded from their f32 master copy into
-// the working buffer (channel_count rows, not a copy of the whole weight). apply(op) calls op with
-// whichever it is (the kernels take both).
+// the model's rows for the frozen channels and the trained rows (cpu::Int8SplitWeight, channel_count
+// rows, not a copy of the whole weight): an f32 master copy's rounded into the working buffer, a
+// fixed-point copy's int8 plane itself. apply(op) calls op with whichever it is (the kernels take both).
 struct WeightView {
   const int8_t* whole = nullptr;
   cpu::Int8SplitWeight split;
@@ -65,18 +78,20 @@ struct WeightView {
   }
 };
 
-WeightView weight_view(const StepLayer& l, std::byte* const* buffers, int32_t working) {
+WeightView weight_view(const StepProgram& p, const StepLayer& l, std::byte* const* buffers, int32_t working) {
   if (l.channel_count == 0) return WeightView{l.weight, {}};
   const int64_t cols = l.weight_elems / l.out_channels;
-  int8_t* rows = at<int8_t>(buffers, working);
-  const float* master = at<float>(buffers, l.weight_master);
-  for (int64_t e = 0; e < l.channel_count * cols; ++e) rows[e] = round_to_int8(master[e]);
+  int8_t* rows = at<int8_t>(buffers, l.weight_master);
+  if (p.master_format == MasterFormat::f32) {
+    rows = at<int8_t>(buffers, working);
+    trained_rows_int8(p, l, buffers, 0, l.channel_count, rows);
+  }
   return WeightView{nullptr, cpu::Int8SplitWeight{l.weight, rows, l.channel_slot, cols}};
 }
 
 template <typename Op>
-void with_weight(const StepLayer& l, std::byte* const* buffers, int32_t working, Op&& op) {
-  weight_view(l, buffers, working).apply(op);
+void with_weight(const StepProgram& p, const StepLayer& l, std::byte* const* buffers, int32_t working, Op&& op) {
+  weight_view(p, l, buffers, working).apply(op);
 }
 
 // The int32 bias the forward reads: the model's, or rounded from its master copy when it trains.
@@ -95,10 +110,10 @@ void forward(const StepProgram& p, int i, std::byte* const* buffers) {
   const int32_t* biases = bias_for_forward(l, buffers);
   const cpu::Requant rq{l.multiplier, l.shift, l.out_zero_point, l.act_min, l.act_max};
   if (is(l, StepOpKind::conv2d)) {
-    with_weight(l, buffers, l.weight_working,
+    with_weight(p, l, buffers, l.weight_working,
                 [&](const auto& w) { cpu::int8_conv2d(l.conv, x, l.in_zero_point, w, biases, rq, y); });
   } else if (is(l, StepOpKind::depthwise_conv2d)) {
-    const int8_t* weights = weight_for_op(l, buffers, l.weight_working);
+    const int8_t* weights = weight_for_op(p, l, buffers, l.weight_working);
     int8_t* scratch = at<int8_t>(buffers, l.forward_scratch);
     if (l.value_in == l.value_out) {
       cpu::int8_depthwise_conv2d_inplace(l.conv, y, l.in_zero_point, weights, biases, rq, scratch);
@@ -123,13 +138,13 @@ void forward(const StepProgram& p, int i, std::byte* const* buffers) {
     const int32_t in = static_cast<int32_t>(l.in_elems), n = l.out_channels;
     if (i == p.layer_count - 1 && p.logits_f32) {
       int32_t* acc = reinterpret_cast<int32_t*>(y);
-      with_weight(l, buffers, l.weight_working, [&](const auto& w) {
+      with_weight(p, l, buffers, l.weight_working, [&](const auto& w) {
         cpu::int8_linear_accumulate(x, l.in_zero_point, w, biases, in, n, acc);
       });
       float* logits = reinterpret_cast<float*>(y);
       for (int32_t c = 0; c < n; ++c) logits[c] = l.in_scale * l.weight_scale[c] * static_cast<float>(acc[c]);
     } else {
-      with_weight(l, buffers, l.weight_working,
+      with_weight(p, l, buffers, l.weight_working,
                   [&](const auto& w) { cpu::int8_linear(x, l.in_zero_point, w, biases, in, n, rq, y); });
     }
   } else if (is(l, StepOpKind::max_pool)) {
@@ -216,20 +231,26 @@ void update_bias(const StepProgram& p, const StepLayer& l, std::byte* const* buf
 // The trained rows j0 .. j0 + count from their gradient g [count, cols].
 void update_weight_rows(const StepProgram& p, const StepLayer& l, int32_t j0, int32_t count, float* g,
                         std::byte* const* buffers) {
-  const int64_t cols = l.weight_elems / l.out_channels;
-  float* master = at<float>(buffers, l.weight_master) + j0 * cols;
+  const int64_t cols = l.weight_elems / l.out_channels, n = count * cols;
   const int32_t* channels = l.channels + j0;
   to_quantized_weight_grad(g, count, cols, channels, l.weight_scale);
   qas_scale_weight_grad(g, count, cols, channels, l.weight_scale, p.qas);
   float* v = at<float>(buffers, l.weight_state);
-  with_momentum(p.momentum, g, v ? v + j0 * cols : nullptr, count * cols);
-  for (int64_t j = 0; j < count; ++j) {
-    for (int64_t e = 0; e < cols; ++e) {
-      float& m = master[j * cols + e];
-      m -= p.lr * g[j * cols + e];
-      if (l.weight_mirror) l.weight_mirror[channels[j] * cols + e] = round_to_int8(m);
-    }
+  with_momentum(p.momentum, g, v ? v + j0 * cols : nullptr, n);
+  if (p.master_format == MasterFormat::f32) {
+    float* master = at<float>(buffers, l.weight_master) + j0 * cols;
+    for (int64_t e = 0; e < n; ++e) master[e] -= p.lr * g[e];
+  } else {
+    int8_t* hi = at<int8_t>(buffers, l.weight_master);
+    uint8_t* lo = p.master_format == MasterFormat::int16
+                      ? reinterpret_cast<uint8_t*>(hi) + l.channel_count * cols + j0 * cols
+                      : nullptr;
+    const uint32_t layer_key = cpu::mix32(p.rounding_key * 0x9e3779b9U + static_cast<uint32_t>(&l - p.layers));
+    cpu::fixed_point_sgd(hi + j0 * cols, lo, g, n, p.lr, layer_key, j0 * cols);
   }
+  if (l.weight_mirror)
+    for (int32_t j = 0; j < count; ++j)
+      trained_rows_int8(p, l, buffers, j0 + j, 1, l.weight_mirror + channels[j] * cols);
 }
 
 // A conv or linear layer's trained rows, their gradient computed and applied kGradientChannelsAtOnce
@@ -341,8 +362,8 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
   const int64_t proj_pixels = int64_t{proj.conv.out_h()} * proj.conv.out_w();
   if (proj.train_bias) cpu::bias_grad(dy, proj_pixels, proj.out_channels, at<float>(buffers, proj.bias_grad));
   // The weights the input gradients read, from before this step's updates.
-  const WeightView w_proj = weight_view(proj, buffers, proj.weight_working_backward);
-  const int8_t* w_dw = wants_hidden_in ? weight_for_op(dw, buffers, dw.weight_working_backward) : nullptr;
+  const WeightView w_proj = weight_view(p, proj, buffers, proj.weight_working_backward);
+  const int8_t* w_dw = wants_hidden_in ? weight_for_op(p, dw, buffers, dw.weight_working_backward) : nullptr;
 
   int32_t jd = 0,
           je = 0;  // the next trained rows of the depthwise conv and the expansion (channels increase)
@@ -371,13 +392,10 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
     // The expansion's rows of the group as its input gradient reads them, before the group's update.
     const cpu::Int8SplitWeight e_group{expand->weight + c0 * e_cols, e_rows, e_slots, e_cols};
     if (expand_trains && wants_dx) {
-      const float* master = at<float>(buffers, expand->weight_master);
       for (int32_t g = 0; g < n; ++g) {
         const int32_t j = expand->channel_slot[c0 + g];
         e_slots[g] = j < 0 ? -1 : j - je;
-        if (j >= 0)
-          for (int64_t k = 0; k < e_cols; ++k)
-            e_rows[(j - je) * e_cols + k] = round_to_int8(master[j * e_cols + k]);
+        if (j >= 0) trained_rows_int8(p, *expand, buffers, j, 1, e_rows + (j - je) * e_cols);
       }
     }
     if (je < expand->channel_count && expand->channels[je] < c0 + n)
@@ -442,14 +460,14 @@ void backward(const StepProgram& p, int i, std::byte* const* buffers, StepState&
     if (depthwise && l.channel_count > 0)
       cpu::depthwise_weight_grad_channels(s, x, l.in_zero_point, l.in_scale, dy, l.channels, l.channel_count, dw);
     if (wants_dx && !depthwise) {
-      with_weight(l, buffers, l.weight_working_backward, [&](const auto& w) {
+      with_weight(p, l, buffers, l.weight_working_backward, [&](const auto& w) {
         if (is(l, StepOpKind::conv2d))
           cpu::conv2d_input_grad(s, dy, w, l.weight_scale, dx);
         else
           cpu::linear_input_grad(dy, w, l.weight_scale, s.c_in, s.c_out, dx);
       });
     } else if (wants_dx) {
-      const int8_t* weights = weight_for_op(l, buffers, l.weight_working_backward);
+      const int8_t* weights = weight_for_op(p, l, buffers, l.weight_working_backward);
       if (l.grad_in != l.grad_out) {
         cpu::depthwise_input_grad(s, dy, weights, l.weight_scale, dx);
       } else {
@@ -518,10 +536,16 @@ void init_trained_state(const StepProgram& program, std::byte* const* buffers) n
   for (int i = program.first_trained; i < program.layer_count; ++i) {
     const StepLayer& l = program.layers[i];
     if (l.channel_count > 0) {
-      const int64_t cols = l.weight_elems / l.out_channels;
-      float* master = at<float>(buffers, l.weight_master);
-      for (int32_t j = 0; j < l.channel_count; ++j)
-        for (int64_t e = 0; e < cols; ++e) master[j * cols + e] = static_cast<float>(l.weight[l.channels[j] * cols + e]);
+      const int64_t cols = l.weight_elems / l.out_channels, n = l.channel_count * cols;
+      std::byte* master = buffers[l.weight_master];
+      for (int32_t j = 0; j < l.channel_count; ++j) {
+        const int8_t* row = l.weight + l.channels[j] * cols;
+        if (program.master_format == MasterFormat::f32)
+          for (int64_t e = 0; e < cols; ++e) reinterpret_cast<float*>(master)[j * cols + e] = static_cast<float>(row[e]);
+        else
+          std::memcpy(master + j * cols, row, static_cast<size_t>(cols));
+      }
+      if (program.master_format == MasterFormat::int16) std::memset(master + n, 128, static_cast<size_t>(n));
       if (float* v = at<float>(buffers, l.weight_state))
         for (int64_t e = 0; e < l.channel_count * cols; ++e) v[e] = 0.0f;
     }

@@ -88,6 +88,14 @@ struct StepLayer {
 // kPerChannel); a depthwise layer's, whose rows are kernel x kernel values, all at once.
 constexpr int32_t kGradientChannelsAtOnce = 4;
 
+// How a trained weight row is kept in SRAM between steps, in quantised units (value / s_W). f32: a float
+// per weight, rounded to int8 into a working copy by each op that reads it. int16: the int8 weight as the
+// kernels read it (round(value)) followed, in a second plane of the same buffer, by 8 fraction bits
+// (value - round(value) in 1/256 steps, stored + 128). int8: the int8 weight alone. The fixed-point
+// forms round each update stochastically to their step (1/256 or 1), so in expectation no update is
+// lost, at 2 or 1 bytes per weight instead of 4 + 1.
+enum class MasterFormat : uint8_t { f32 = 4, int16 = 2, int8 = 1 };
+
 struct StepProgram {
   const StepLayer* layers = nullptr;
   int32_t layer_count = 0;
@@ -100,6 +108,11 @@ struct StepProgram {
   float lr = 0.01f;
   float momentum = 0.0f;
   bool qas = true;
+  MasterFormat master_format = MasterFormat::f32;  // of the trained weight rows
+  // The key of this step's stochastic rounding (MasterFormat int16 / int8): the caller changes it every
+  // step, as it sets lr; each weight's rounding draws from (key, layer, element), in whatever order
+  // the updates run, so a step's result does not depend on how its backward is scheduled.
+  uint32_t rounding_key = 0;
 };
 
 struct StepResult {
@@ -122,7 +135,8 @@ void run_step_op(const StepProgram& program, int k, std::byte* const* buffers, i
                  StepState& state) noexcept;
 
 // Writes the master copies (and zero momentum) of every trained parameter from the model's values,
-// before the first step: the weight rows of the trained channels as f32 int8 values, the bias as f32.
+// before the first step: the weight rows of the trained channels in the program's master_format,
+// the bias as f32.
 void init_trained_state(const StepProgram& program, std::byte* const* buffers) noexcept;
 
 }  // namespace tern::ondevice

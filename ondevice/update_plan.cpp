@@ -442,9 +442,11 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
       // computes an input gradient (every trained layer but the first).
       const bool depthwise = l.kind == LayerKind::kDepthwiseConv;
       const size_t working = (depthwise ? l.weight_elems : n) * o.working_weight_bytes;
-      add(l.name + ".weight.working", l.name, BufferKind::kScratch, working, i, i);
-      if (i > first_trained && !expansion[i])
-        add(l.name + ".weight.working_backward", l.name, BufferKind::kScratch, working, backward, backward);
+      if (depthwise || o.working_rows) {
+        add(l.name + ".weight.working", l.name, BufferKind::kScratch, working, i, i);
+        if (i > first_trained && !expansion[i])
+          add(l.name + ".weight.working_backward", l.name, BufferKind::kScratch, working, backward, backward);
+      }
       const size_t channels_at_once =
           group_of[i] > 0 ? std::min(n / per_channel, group_of[i])
           : depthwise     ? n / per_channel

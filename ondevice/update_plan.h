@@ -78,6 +78,10 @@ struct StepOptions {
   // for the forward. 0: the kernels read the master copy (fp32 training).
   size_t working_weight_bytes = 1;
   size_t working_bias_bytes = 4;
+  // Whether a conv or linear layer's kernels read its trained rows from such a working copy (an f32
+  // master copy); false: from the SRAM copy itself, whose first plane is the int8 rows (a fixed-point
+  // master copy, step_executor.h's MasterFormat int16 / int8, trained_weight_bytes 2 / 1).
+  bool working_rows = true;
   int optimizer_states = 0;         // f32 values per trained element: 0 SGD, 1 momentum, 2 Adam
   GradientApply apply = GradientApply::kPerChannel;
   int gradient_channels = 4;  // kPerChannel: output channels whose weight gradient exists at once

@@ -270,7 +270,7 @@ TEST(Finetune, SparseUpdateTouchesOnlyChosenChannelsAndTrainedParts) {
 
 // Fine-tuning a new head plus the biases learns a small task: three classes, each an image prototype
 // plus noise (sigma 0.5). Chance is 1/3; after 4 passes over 60 images the held-out accuracy is
-// measured at 100% for both schemes; the bound is 80%.
+// measured at 100% for both schemes with f32, int16 and int8 master copies; the bound is 80%.
 TEST(Finetune, NewHeadLearnsATaskAboveChance) {
   Fixture f = make_fixture("cnn", 7);
   replace_head(f.q, 3, HeadInit::zeros, 1);
@@ -282,10 +282,12 @@ TEST(Finetune, NewHeadLearnsATaskAboveChance) {
     for (size_t p = 0; p < img.size(); ++p) img[p] = protos.f32()[label * 784 + static_cast<int64_t>(p)] + 0.5f * rng.normal();
   };
   const std::vector<LayerSpec> layers = layer_specs(f.q);
+  for (const MasterFormat master : {MasterFormat::f32, MasterFormat::int16, MasterFormat::int8})
   for (const std::string text : {"bias:all;weight:11=1", "bias:last=2;weight:4=0.125,9=0.25,11=1"}) {
-    SCOPED_TRACE(text);
+    SCOPED_TRACE(text + " master " + master_format_name(master));
     FinetuneOptions opt;
     opt.lr = 0.01f;
+    set_master_format(opt, master);
     Finetuner ft(f.q, parse_update_scheme(text, layers), opt);
     std::vector<float> img;
     for (int epoch = 0; epoch < 4; ++epoch)
@@ -298,7 +300,7 @@ TEST(Finetune, NewHeadLearnsATaskAboveChance) {
       sample(i % 3, img);
       correct += ft.predict(img.data()) == i % 3;
     }
-    std::printf("[ task ] %s: %d / 60\n", text.c_str(), correct);
+    std::printf("[ task ] %s, %s master: %d / 60\n", text.c_str(), master_format_name(master), correct);
     EXPECT_GE(correct, 48);
     EXPECT_EQ(ft.high_water(), ft.plan().peak);
   }
@@ -430,7 +432,8 @@ TEST(Finetune, MomentumFollowsTheHeavyBallRecurrence) {
 // every value with the same terms in the same order as layer by layer: the models after a few steps
 // with momentum are equal to the last bit, for schemes whose first trained layer is below every block
 // (all biases, alone or with weights training in all three layers of a block), is a block's expansion,
-// or is its depthwise conv, and for groups of one channel. The fused plan holds no whole hidden gradient.
+// or is its depthwise conv, and for groups of one channel; and with int16 masters, whose stochastic
+// rounding draws per element, not in update order. The fused plan holds no whole hidden gradient.
 TEST(Finetune, FusedBlocksGiveTheLayerByLayerStepBitForBit) {
   const Fixture& f = mobilenet();
   const std::vector<LayerSpec> layers = layer_specs(f.q);
@@ -449,14 +452,17 @@ TEST(Finetune, FusedBlocksGiveTheLayerByLayerStepBitForBit) {
       "bias", "bias:all;weight:" + e + "=0.5," + d + "=0.25," + p + "=0.125",
       "bias:" + e + ";weight:" + e + "=0.25", "bias:" + d + ";weight:" + d + "=1"};
   for (const std::string& text : schemes) {
-    for (const size_t group_bytes : {size_t{16 * 1024}, size_t{1}}) {
-      SCOPED_TRACE(text + " group bytes " + std::to_string(group_bytes));
+    for (const auto& [group_bytes, master] : {std::pair{size_t{16 * 1024}, MasterFormat::f32},
+                                              std::pair{size_t{1}, MasterFormat::f32},
+                                              std::pair{size_t{16 * 1024}, MasterFormat::int16}}) {
+      SCOPED_TRACE(text + " group bytes " + std::to_string(group_bytes) + " master " + master_format_name(master));
       const UpdateScheme scheme = parse_update_scheme(text, layers);
       FinetuneOptions fused;
       fused.lr = 0.5f;
       fused.momentum = 0.9f;
       fused.step.optimizer_states = 1;
       fused.step.hidden_group_bytes = group_bytes;
+      set_master_format(fused, master);
       FinetuneOptions layer_by_layer = fused;
       layer_by_layer.step.hidden_group_bytes = 0;
       Finetuner a(f.q, scheme, fused), b(f.q, scheme, layer_by_layer);
@@ -509,6 +515,62 @@ TEST(Finetune, RefusesOptionsItDoesNotImplement) {
   opt.step.optimizer_states = 2;  // Adam's two moments: not implemented
   opt.momentum = 0.9f;
   EXPECT_THROW(Finetuner(f.q, scheme, opt), Error);
+  opt = {};
+  opt.master_format = MasterFormat::int16;  // without the plan's sizes for it
+  EXPECT_THROW(Finetuner(f.q, scheme, opt), Error);
+  opt.step.trained_weight_bytes = 2;  // still read through working copies
+  EXPECT_THROW(Finetuner(f.q, scheme, opt), Error);
+  set_master_format(opt, MasterFormat::int16);
+  EXPECT_NO_THROW(Finetuner(f.q, scheme, opt));
+  EXPECT_EQ(parse_master_format("int8"), MasterFormat::int8);
+  EXPECT_THROW(parse_master_format("int4"), Error);
+}
+
+// A fixed-point master copy is planned at its 2 or 1 bytes per trained weight, and a conv or linear
+// layer's kernels read its int8 plane in place: no working copies of its rows (a depthwise layer keeps
+// its whole-weight one). The arena's high-water mark equals the plan, which is below the f32 one.
+const Buffer* planned(const MemoryPlan& plan, const std::string& name) {
+  const auto it = std::find_if(plan.buffers.begin(), plan.buffers.end(), [&](const Buffer& b) { return b.name == name; });
+  return it == plan.buffers.end() ? nullptr : &*it;
+}
+
+TEST(Finetune, FixedPointMastersPlanTheirBytesAndNoWorkingRows) {
+  const Fixture cnn = make_fixture("cnn", 3);
+  for (const std::string model : {"cnn", "mobilenetv2"}) {
+    const Fixture& f = model == "cnn" ? cnn : mobilenet();
+    const std::vector<LayerSpec> layers = layer_specs(f.q);
+    const std::string text =
+        model == "cnn" ? "bias:all;weight:4=0.25,9=0.125" : "bias:last=12;weight:8.body.0=0.5,8.body.3=1,9.0=0.25";
+    const UpdateScheme scheme = with_last_layer_trained(parse_update_scheme(text, layers), layers);
+    FinetuneOptions f32;
+    f32.lr = 0.05f;
+    const Finetuner reference(f.q, scheme, f32);
+    for (const MasterFormat master : {MasterFormat::int16, MasterFormat::int8}) {
+      SCOPED_TRACE(model + " master " + master_format_name(master));
+      FinetuneOptions opt = f32;
+      set_master_format(opt, master);
+      Finetuner ft(f.q, scheme, opt);
+      EXPECT_LT(ft.plan().peak, reference.plan().peak);
+      EXPECT_EQ(plan_finetune_step(f.q, scheme, opt.step).peak, ft.plan().peak);
+      EXPECT_NO_THROW(validate(ft.plan()));
+      int trained_layers = 0;
+      for (size_t i = 0; i < ft.layers().size(); ++i) {
+        const LayerSpec& l = ft.layers()[i];
+        if (l.train.weight_ratio == 0) continue;
+        ++trained_layers;
+        const size_t rows = ft.trained_channels(static_cast<int>(i)).size();
+        const size_t bytes = rows * (l.weight_elems / static_cast<size_t>(l.out_channels)) * static_cast<size_t>(master);
+        const Buffer* master_copy = planned(ft.plan(), l.name + ".weight");
+        ASSERT_NE(master_copy, nullptr) << l.name;
+        EXPECT_EQ(master_copy->size, bytes) << l.name;
+        const bool depthwise = l.kind == LayerKind::kDepthwiseConv;
+        EXPECT_EQ(planned(ft.plan(), l.name + ".weight.working") != nullptr, depthwise) << l.name;
+      }
+      EXPECT_GE(trained_layers, 3);
+      for (int i = 0; i < 3; ++i) EXPECT_TRUE(std::isfinite(ft.step(image(f.images, i), i % 10).loss));
+      EXPECT_EQ(ft.high_water(), ft.plan().peak);
+    }
+  }
 }
 
 }  // namespace

@@ -120,5 +120,99 @@ TEST(SparseUpdateKernel, RowsSgdAppliesWeightDecayAndLearningRate) {
   EXPECT_EQ(w, (std::vector<float>{1, 2, 3 - 5.75f, 4 - 11.0f}));
 }
 
+// Fixed-point weights: the value a (hi, lo) pair holds.
+double fixed_value(int8_t hi, const uint8_t* lo) { return hi + (lo != nullptr ? (*lo - 128) / 256.0 : 0.0); }
+
+TEST(SparseUpdateKernel, FixedPointSgdMatchesReference) {
+  Rng rng(7);
+  for (const bool fraction : {true, false}) {
+    for (const int64_t n : {int64_t{1}, int64_t{7}, int64_t{97}, int64_t{1000}}) {
+      std::vector<int8_t> hi(static_cast<size_t>(n));
+      std::vector<uint8_t> lo(static_cast<size_t>(n));
+      for (int64_t e = 0; e < n; ++e) {
+        hi[static_cast<size_t>(e)] = static_cast<int8_t>(std::clamp(std::floor(rng.uniform(-127, 128)), -127.0f, 127.0f));
+        lo[static_cast<size_t>(e)] = static_cast<uint8_t>(std::clamp(std::floor(rng.uniform(0, 256)), 0.0f, 255.0f));
+      }
+      // Gradients from tiny (a thousandth of a step) to far past the range, both signs.
+      std::vector<float> g = random_values(rng, n);
+      for (int64_t e = 0; e < n; ++e) g[static_cast<size_t>(e)] *= std::pow(10.0f, static_cast<float>(e % 7) - 3.0f);
+      std::vector<int8_t> hi_ref = hi;
+      std::vector<uint8_t> lo_ref = lo;
+      uint8_t* l = fraction ? lo.data() : nullptr;
+      uint8_t* l_ref = fraction ? lo_ref.data() : nullptr;
+      cpu::fixed_point_sgd(hi.data(), l, g.data(), n, 0.5f, 1234u, 5);
+      ref::fixed_point_sgd(hi_ref.data(), l_ref, g.data(), n, 0.5f, 1234u, 5);
+      EXPECT_EQ(hi, hi_ref) << "n " << n << " fraction " << fraction;
+      if (fraction) {
+        EXPECT_EQ(lo, lo_ref) << "n " << n;
+      }
+    }
+  }
+}
+
+TEST(SparseUpdateKernel, FixedPointSgdIsUnbiasedAndKeepsUpdatesFarBelowItsStep) {
+  // One weight updated by the same small step under 20000 keys: the mean result is the exact update
+  // (within 5 standard errors of the rounding's noise), for updates of 1/1000 and 0.3 of the last bit.
+  for (const bool fraction : {true, false}) {
+    const double unit = fraction ? 1.0 / 256.0 : 1.0;
+    for (const double share : {0.001, 0.3, -0.3, 2.7}) {
+      const int trials = 20000;
+      const float g = static_cast<float>(-share * unit);  // lr 1: value += share * unit
+      const uint8_t lo_start = 128 + 17;
+      const double start = fixed_value(3, fraction ? &lo_start : nullptr);
+      double sum = 0;
+      for (int k = 0; k < trials; ++k) {
+        int8_t hi = 3;
+        uint8_t lo = lo_start;
+        cpu::fixed_point_sgd(&hi, fraction ? &lo : nullptr, &g, 1, 1.0f, cpu::mix32(static_cast<uint32_t>(k)), 0);
+        sum += fixed_value(hi, fraction ? &lo : nullptr);
+      }
+      const double mean = sum / trials, expected = start + share * unit;
+      const double frac = share - std::floor(share);
+      const double stderr_ = unit * std::sqrt(frac * (1 - frac) / trials);
+      EXPECT_NEAR(mean, expected, 5 * stderr_ + 1e-12) << "share " << share << " fraction " << fraction;
+      EXPECT_NE(mean, start) << "an update of " << share << " of a step must move the mean";
+    }
+  }
+}
+
+TEST(SparseUpdateKernel, FixedPointSgdHoldsTheInt8RangeAndRoundsToNearest) {
+  for (const bool fraction : {true, false}) {
+    std::vector<int8_t> hi{120, -120, 0, 5};
+    std::vector<uint8_t> lo{128, 128, 128, 128};
+    const std::vector<float> g{-1e9f, 1e9f, 0.0f, 0.0f};  // far past either end; none
+    cpu::fixed_point_sgd(hi.data(), fraction ? lo.data() : nullptr, g.data(), 4, 1.0f, 99u, 0);
+    EXPECT_EQ(hi, (std::vector<int8_t>{127, -127, 0, 5}));
+    if (fraction) {
+      EXPECT_EQ(lo[2], 128);  // a zero update changes nothing, whatever the draw
+      EXPECT_EQ(lo[3], 128);
+    }
+  }
+  // hi is round(value): a value of 4.6 (hi 5, lo 128 - 0.4 * 256) stays 5 after an update of +0.05.
+  int8_t hi = 5;
+  uint8_t lo = static_cast<uint8_t>(128 - 102);
+  const float g = -0.05f;
+  cpu::fixed_point_sgd(&hi, &lo, &g, 1, 1.0f, 3u, 0);
+  EXPECT_EQ(hi, 5);
+  EXPECT_NEAR(fixed_value(hi, &lo), 5 - 102 / 256.0 + 0.05, 1.0 / 256);
+}
+
+TEST(SparseUpdateKernel, FixedPointSgdInPartsEqualsOneCall) {
+  Rng rng(11);
+  const int64_t n = 301;
+  std::vector<int8_t> hi(static_cast<size_t>(n), 10);
+  std::vector<uint8_t> lo(static_cast<size_t>(n), 128);
+  const std::vector<float> g = random_values(rng, n);
+  std::vector<int8_t> hi_parts = hi;
+  std::vector<uint8_t> lo_parts = lo;
+  cpu::fixed_point_sgd(hi.data(), lo.data(), g.data(), n, 0.01f, 42u, 0);
+  for (int64_t e0 = 0; e0 < n; e0 += 13) {
+    const int64_t m = std::min<int64_t>(13, n - e0);
+    cpu::fixed_point_sgd(hi_parts.data() + e0, lo_parts.data() + e0, g.data() + e0, m, 0.01f, 42u, e0);
+  }
+  EXPECT_EQ(hi, hi_parts);
+  EXPECT_EQ(lo, lo_parts);
+}
+
 }  // namespace
 }  // namespace tern
