@@ -4,25 +4,27 @@
 # (tern-finetune --output), embed model, images and the planned sparse-update step
 # (tern-model-to-c), cross-compile, run under qemu-system-arm -M mps2-an386 and check what the
 # device prints and its exit status: its accuracy before and after training must equal the host's.
-# Usage: scripts/baremetal-demo.sh [--model cnn|mcunet] [--no-install] [--build DIR] [--work DIR]
-#          [--tern-train BIN --tern-finetune BIN --model-to-c BIN]
+# Usage: scripts/baremetal-demo.sh [--model cnn|mcunet] [--master f32|int16|int8] [--no-install]
+#          [--build DIR] [--work DIR] [--tern-train BIN --tern-finetune BIN --model-to-c BIN]
 #   --model mcunet: the network and 237.9 KB sparse plan that meet issue 7's accuracy goal on the
 #   host, run on the device in a 256 KB RAM (default cnn: a smaller, faster demo)
+#   --master: how the device keeps its trained weights (tern-finetune --master; default f32)
 #   --no-install: exit 77 (skipped) when the toolchain or QEMU is missing instead of installing it
 #   (ctest's baremetal.qemu_finetune uses this, with the programs it built).
 set -euo pipefail
 root=$(cd "${0%/*}/.." && pwd)
-install=1 build="$root/build-baremetal-host" work="" train="" finetune="" to_c="" model=cnn
+install=1 build="$root/build-baremetal-host" work="" train="" finetune="" to_c="" model=cnn master=f32
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --no-install) install=0; shift ;;
     --model) model=$2; shift 2 ;;
+    --master) master=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
     --tern-train) train=$2; shift 2 ;;
     --tern-finetune) finetune=$2; shift 2 ;;
     --model-to-c) to_c=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "baremetal-demo: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -67,7 +69,7 @@ rm -rf "$work/ckpt" && mkdir -p "$work"
 # The step the device runs: the sparse plan above (the new head always trains), 2 epochs over 200
 # images at batch 1, the learning rate cosine to 0 as tern-finetune's default.
 "$to_c" --model "$work/model.tmodel" --out "$work/demo_data.cpp" --classes 5-9 --train 200 --test 200 \
-  --update "$update" --lr "$lr" --lr-schedule cosine --epochs 2
+  --update "$update" --lr "$lr" --lr-schedule cosine --epochs 2 --master "$master"
 
 make -s -C "$root/ondevice/baremetal" OUT="$work" DATA="$work/demo_data.cpp"
 

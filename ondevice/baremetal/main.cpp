@@ -88,11 +88,13 @@ bool step_matches_image(const StepProgram& p) {
   return true;
 }
 
-// Ops 0..last of the step on one embedded image at learning rate lr; returns the predicted class
-// (the loss op's argmax).
-int run_ops(const int8_t* image, int label, int last, float lr) {
+// Ops 0..last of the step on one embedded image at learning rate lr, training step t (the stochastic
+// rounding's key, as the host's Finetuner counts its steps); returns the predicted class (the loss op's
+// argmax).
+int run_ops(const int8_t* image, int label, int last, float lr, uint32_t t) {
   StepProgram p = tern_step_program;
   p.lr = lr;
+  p.rounding_key = t;
   for (int i = 0; i <= p.layer_count; ++i) g_grad_written[i] = 0;
   int8_t* input = reinterpret_cast<int8_t*>(tern_step_buffers[p.layers[0].value_in]);
   for (uint32_t i = 0; i < tern_image_bytes; ++i) input[i] = image[i];
@@ -105,7 +107,7 @@ uint32_t evaluate() {
   uint32_t correct = 0;
   for (uint32_t i = 0; i < tern_test_count; ++i)
     correct += run_ops(tern_test_images + i * tern_image_bytes, tern_test_labels[i], tern_step_program.layer_count,
-                       0.0f) ==
+                       0.0f, 0) ==
                static_cast<int>(tern_test_labels[i]);
   return correct;
 }
@@ -147,7 +149,7 @@ int main() {
   const int last_op = p.num_ops - 1;
   for (uint32_t epoch = 0, t = 0; epoch < tern_epochs; ++epoch) {
     for (uint32_t i = 0; i < tern_train_count; ++i, ++t)
-      run_ops(tern_train_images + i * tern_image_bytes, tern_train_labels[i], last_op, tern_step_lr[t]);
+      run_ops(tern_train_images + i * tern_image_bytes, tern_train_labels[i], last_op, tern_step_lr[t], t);
     write_line("epoch ", epoch + 1, "");
     write_line(": ", tern_train_count, " planned SGD steps (batch 1)\n");
   }
