@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tern-finetune as issue 7 uses it: pretrain the cnn on Fashion-MNIST classes 0-4 with tern-train, then
-# fine-tune the int8 model on classes 5-9 (a new head) within --memory-budget 256KB, bias-only and with a
-# sparse update and with the scheme --update auto searches for; each must beat chance (20%) by a wide
-# margin and report a measured arena high-water equal to the planned peak, and a full update must be
-# refused as over the budget (exit 1, saying by how much).
+# fine-tune the int8 model on classes 5-9 (a new head) within --memory-budget 256KB, bias-only, with a
+# sparse update (f32 and int8 master copies) and with the scheme --update auto searches for; each must
+# beat chance (20%) by a wide margin and report a measured arena high-water equal to the planned peak,
+# and a full update must be refused as over the budget (exit 1, saying by how much).
 # usage: finetune.sh TERN_TRAIN TERN_FINETUNE
 set -uo pipefail
 train=$1
@@ -36,6 +36,8 @@ PY
 }
 check bias bias
 check sparse "bias:all;weight:4=0.25"
+check sparse_int8_master "bias:all;weight:4=0.25" --master int8  # the trained rows kept as int8 in place
+grep -Eq '"master": ?"int8"' "$dir/sparse_int8_master.jsonl" || fail "sparse_int8_master: the metrics do not say int8"
 check auto auto --probe-images 200 --threads 2
 grep -q "^update search (greedy): .*planned peak" "$dir/auto.log" || { cat "$dir/auto.log"; fail "auto: no search result"; }
 
@@ -61,4 +63,5 @@ usage "--memory-budget" --update auto --memory-budget 0  # the search needs a bu
 usage "auto:greedy" --update auto:random
 usage "--threads" --update auto --memory-budget 256KB --threads 0
 usage "--hidden-group" --hidden-group 16XB
+usage "--master" --master int4
 echo "ok: bias-only, sparse and searched updates within 256KB above chance; full update refused over budget; bad flags refused"
