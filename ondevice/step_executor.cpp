@@ -346,7 +346,7 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
   // The group buffer (update_plan.h's hidden_group_bytes): the group's gradients of the depthwise conv's
   // output [out_plane, group] and input [in_plane, group]; when the expansion trains, the slot table of
   // its group rows; when the depthwise weight trains, the group's channels of its saved input; and the
-  // expansion's trained rows of the group, rounded from their master copy.
+  // expansion's trained rows of the group, rounded from an f32 master copy.
   const bool expand_trains = expand != nullptr && expand->channel_count > 0;
   const int64_t e_cols = expand != nullptr ? expand->weight_elems / expand->out_channels : 0;
   float* g_out = at<float>(buffers, proj.hidden_group);
@@ -389,21 +389,23 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
     if (const uint8_t* bits = at<uint8_t>(buffers, expand->mask))
       cpu::apply_mask_bits_columns(bits, in_plane, hidden, c0, n, g_in);
     if (expand->train_bias) cpu::bias_grad(g_in, in_plane, n, at<float>(buffers, expand->bias_grad) + c0);
-    // The expansion's rows of the group as its input gradient reads them, before the group's update.
-    const cpu::Int8SplitWeight e_group{expand->weight + c0 * e_cols, e_rows, e_slots, e_cols};
-    if (expand_trains && wants_dx) {
+    // The expansion's share of the block's input gradient, from its rows of the group as they are
+    // before the group's update (rounded from an f32 master copy, or a fixed-point one's int8 plane).
+    if (wants_dx && expand_trains) {
+      const bool f32 = p.master_format == MasterFormat::f32;
       for (int32_t g = 0; g < n; ++g) {
         const int32_t j = expand->channel_slot[c0 + g];
         e_slots[g] = j < 0 ? -1 : j - je;
-        if (j >= 0) trained_rows_int8(p, *expand, buffers, j, 1, e_rows + (j - je) * e_cols);
+        if (j >= 0 && f32) trained_rows_int8(p, *expand, buffers, j, 1, e_rows + (j - je) * e_cols);
       }
+      const int8_t* rows = f32 ? e_rows : at<int8_t>(buffers, expand->weight_master) + je * e_cols;
+      const cpu::Int8SplitWeight e_group{expand->weight + c0 * e_cols, rows, e_slots, e_cols};
+      cpu::pointwise_input_grad_add(expand->conv, g_in, e_group, expand->weight_scale + c0, 0, n, dx);
+    } else if (wants_dx) {
+      cpu::pointwise_input_grad_add(expand->conv, g_in, expand->weight, expand->weight_scale, c0, n, dx);
     }
     if (je < expand->channel_count && expand->channels[je] < c0 + n)
       je = train_expansion_rows(p, *expand, c0, n, je, g_in, buffers);
-    if (wants_dx && expand_trains)
-      cpu::pointwise_input_grad_add(expand->conv, g_in, e_group, expand->weight_scale + c0, 0, n, dx);
-    else if (wants_dx)
-      cpu::pointwise_input_grad_add(expand->conv, g_in, expand->weight, expand->weight_scale, c0, n, dx);
   }
   if (wants_dx) {
     // The residual's share last: the sum is the same either way round.

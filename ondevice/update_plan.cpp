@@ -287,12 +287,14 @@ size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& b
   const size_t gradients = (in_plane + out_plane) * group * o.gradient_bytes;
   const size_t dw_input = d.train.weight_ratio > 0 ? in_plane * group * o.activation_bytes : 0;
   const LayerSpec& e = layers[static_cast<size_t>(b.first)];
-  // The expansion's trained rows among the group's channels (at most the group, at most those it trains).
+  // The expansion's trained rows among the group's channels (at most the group, at most those it trains)
+  // when they are rounded from an f32 master copy (a fixed-point one is read in place), and their slots.
+  const size_t row_bytes = o.working_rows ? e.weight_elems / static_cast<size_t>(e.out_channels) * o.working_weight_bytes : 0;
   const size_t expansion_rows =
       b.has_expansion() && e.train.weight_ratio > 0
           ? std::min<size_t>(group,
                              static_cast<size_t>(channels_for_ratio(e.out_channels, e.train.weight_ratio))) *
-                    (e.weight_elems / static_cast<size_t>(e.out_channels) * o.working_weight_bytes) +
+                    row_bytes +
                 group * sizeof(int32_t)
           : 0;
   return gradients + dw_input + expansion_rows;

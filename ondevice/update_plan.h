@@ -118,9 +118,9 @@ std::vector<FusedBlock> fused_blocks(std::span<const LayerSpec> layers, const St
 // The bytes of the hidden-gradient group of a fused block (the buffer "<projection>.hidden_grad_group"):
 // the group's gradient planes before and after the depthwise conv (f32); when the depthwise weight
 // trains, the group's channels of its saved input (int8), which its weight gradient reads; when the
-// expansion's weight trains, its rows of the group's channels as the kernels read them (int8, rebuilt
-// from the master copy group by group, in place of a working copy of all its trained rows) and their
-// slot table (int32).
+// expansion's weight trains, the slot table of its rows of the group's channels (int32) and, with an
+// f32 master copy (working_rows), those rows as the kernels read them (int8, rebuilt group by group,
+// in place of a working copy of all its trained rows).
 size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& block,
                           const StepOptions& options);
 

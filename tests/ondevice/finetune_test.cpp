@@ -528,7 +528,8 @@ TEST(Finetune, RefusesOptionsItDoesNotImplement) {
 
 // A fixed-point master copy is planned at its 2 or 1 bytes per trained weight, and a conv or linear
 // layer's kernels read its int8 plane in place: no working copies of its rows (a depthwise layer keeps
-// its whole-weight one). The arena's high-water mark equals the plan, which is below the f32 one.
+// its whole-weight one), nor a fused block's copy of its expansion's rows of a group. The arena's
+// high-water mark equals the plan, which is below the f32 one.
 const Buffer* planned(const MemoryPlan& plan, const std::string& name) {
   const auto it = std::find_if(plan.buffers.begin(), plan.buffers.end(), [&](const Buffer& b) { return b.name == name; });
   return it == plan.buffers.end() ? nullptr : &*it;
@@ -567,6 +568,16 @@ TEST(Finetune, FixedPointMastersPlanTheirBytesAndNoWorkingRows) {
         EXPECT_EQ(planned(ft.plan(), l.name + ".weight.working") != nullptr, depthwise) << l.name;
       }
       EXPECT_GE(trained_layers, 3);
+      // A fused block's group buffer holds no copy of its expansion's trained rows (read in place).
+      int smaller_groups = 0;
+      for (const Buffer& b : ft.plan().buffers) {
+        if (b.name.find(".hidden_grad_group") == std::string::npos) continue;
+        const Buffer* with_f32 = planned(reference.plan(), b.name);
+        ASSERT_NE(with_f32, nullptr) << b.name;
+        EXPECT_LE(b.size, with_f32->size) << b.name;
+        smaller_groups += b.size < with_f32->size;
+      }
+      EXPECT_EQ(smaller_groups, model == "cnn" ? 0 : 2);  // the blocks of 8.body.0 and 9.0
       for (int i = 0; i < 3; ++i) EXPECT_TRUE(std::isfinite(ft.step(image(f.images, i), i % 10).loss));
       EXPECT_EQ(ft.high_water(), ft.plan().peak);
     }
