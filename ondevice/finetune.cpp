@@ -76,6 +76,7 @@ Chain build_chain(const QuantizedModel& m) {
       l.relu = op.activation != Activation::none;
       l.pointwise = op.kind == QuantOpKind::conv2d && op.kernel == 1 && op.stride == 1 && op.pad == 0;
     }
+    l.global_pool = op.kind == QuantOpKind::global_avg_pool;
     if (op.kind == QuantOpKind::depthwise_conv2d) l.forward_scratch_bytes = static_cast<size_t>(in.h) * in.w;
     if (op.kind == QuantOpKind::max_pool)
       TERN_CHECK(op.kernel <= 16, "on-device training: max pool '", op.name, "' has a ", op.kernel,
@@ -309,6 +310,8 @@ void Finetuner::build_program() {
     return std::any_of(blocks.begin(), blocks.end(),
                        [&](const FusedBlock& b) { return i > b.first && i <= b.project; });
   };
+  const std::vector<int> pools = folded_pools(layers_, options_.step);
+  auto is_folded_pool = [&](int i) { return std::find(pools.begin(), pools.end(), i) != pools.end(); };
   auto is_fused_expansion = [&](int i) {
     return std::any_of(blocks.begin(), blocks.end(),
                        [&](const FusedBlock& b) { return b.has_expansion() && i == b.first; });
@@ -414,8 +417,14 @@ void Finetuner::build_program() {
                                "bias working copy", i);
       if (options_.momentum > 0) l.bias_state = require(find(spec.name + ".bias.state"), bytes, "velocity", i);
     }
-    if (i > first_trained_ && !is_hidden_in_fused_block(i))
+    if (i > first_trained_ && !is_hidden_in_fused_block(i) && !is_folded_pool(i))
       TERN_CHECK(l.grad_in >= 0, "on-device training: no input-gradient buffer for '", spec.name, "'");
+  }
+  for (int g : pools) {
+    step_layers_[static_cast<size_t>(g)].fused_into = g - 1;
+    step_layers_[static_cast<size_t>(g - 1)].pooled_grad =
+        require(find(layers_[static_cast<size_t>(g - 1)].name + ".pooled_grad"),
+                pooled_gradient_bytes(layers_, g - 1, options_.step), "pooled gradient", g - 1);
   }
   for (const FusedBlock& b : blocks) {
     StepLayer& project = step_layers_[static_cast<size_t>(b.project)];

@@ -419,11 +419,76 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
   if (expand != nullptr && expand->train_bias) update_bias(p, *expand, buffers);
 }
 
+// The backward of a 1x1 conv (layer i) with a global average pool's backward folded in (update_plan.h's
+// folded_pools): its output gradient is the pool's output gradient / pixels where its ReLU passed and 0
+// elsewhere, built a pixel's row at a time for the bias and input gradients and kGradientChannelsAtOnce
+// channels' columns at a time for the weight gradients. Each value has the terms, in the same order,
+// that the pool's backward and then the conv's give it: the same floats.
+void pooled_backward(const StepProgram& p, int i, std::byte* const* buffers, StepState& state) {
+  const StepLayer& l = p.layers[i];
+  const float* g = at<float>(buffers, p.layers[i + 1].grad_out);
+  const cpu::Int8ConvShape& s = l.conv;
+  const int32_t c = s.c_out;
+  const int64_t pixels = int64_t{s.out_h()} * s.out_w();
+  const float n_pixels = static_cast<float>(p.layers[i + 1].in_pixels);
+  const uint8_t* bits = at<uint8_t>(buffers, l.mask);
+  auto passes = [&](int64_t e) { return bits == nullptr || ((bits[e >> 3] >> (e & 7)) & 1u) != 0; };
+  float* row = at<float>(buffers, l.pooled_grad);
+  float* columns = row + c;
+
+  const bool wants_dx = i > p.first_trained;
+  uint8_t* written = state.grad_written;
+  float* dx_target = at<float>(buffers, l.grad_in);
+  const bool accumulate = wants_dx && written[i] != 0;
+  float* dx = accumulate ? at<float>(buffers, l.backward_scratch) : dx_target;
+  float* db = l.train_bias ? at<float>(buffers, l.bias_grad) : nullptr;
+  if (db != nullptr)
+    for (int32_t ch = 0; ch < c; ++ch) db[ch] = 0.0f;
+  cpu::Int8ConvShape one = s;  // a pixel's row
+  one.h = one.w = 1;
+  const WeightView w = wants_dx ? weight_view(p, l, buffers, l.weight_working_backward) : WeightView{};
+  for (int64_t px = 0; px < pixels; ++px) {
+    for (int32_t ch = 0; ch < c; ++ch) row[ch] = g[ch] / n_pixels;
+    if (bits != nullptr) cpu::apply_mask_bits_columns(bits, 1, c, px * c, c, row);
+    if (db != nullptr)
+      for (int32_t ch = 0; ch < c; ++ch) db[ch] += row[ch];
+    if (wants_dx)
+      w.apply([&](const auto& weights) { cpu::conv2d_input_grad(one, row, weights, l.weight_scale, dx + px * s.c_in); });
+  }
+  if (l.train_bias) update_bias(p, l, buffers);
+  const int8_t* x = at<int8_t>(buffers, l.value_in);
+  float* dw = at<float>(buffers, l.weight_grad);
+  for (int32_t j0 = 0; j0 < l.channel_count; j0 += kGradientChannelsAtOnce) {
+    const int32_t n =
+        l.channel_count - j0 < kGradientChannelsAtOnce ? l.channel_count - j0 : kGradientChannelsAtOnce;
+    int32_t local[kGradientChannelsAtOnce];
+    for (int32_t q = 0; q < n; ++q) {
+      local[q] = q;
+      const int32_t ch = l.channels[j0 + q];
+      for (int64_t px = 0; px < pixels; ++px)
+        columns[px * n + q] = passes(px * c + ch) ? g[ch] / n_pixels : 0.0f;
+    }
+    cpu::Int8ConvShape cols = s;  // the n channels' columns
+    cols.c_out = n;
+    cpu::conv2d_weight_grad_channels(cols, x, l.in_zero_point, l.in_scale, columns, local, n, dw);
+    update_weight_rows(p, l, j0, n, dw, buffers);
+  }
+  if (accumulate) {
+    for (int64_t e = 0; e < l.in_elems; ++e) dx_target[e] += dx[e];
+  } else if (wants_dx) {
+    written[i] = 1;
+  }
+}
+
 void backward(const StepProgram& p, int i, std::byte* const* buffers, StepState& state) {
   const StepLayer& l = p.layers[i];
-  if (l.fused_into >= 0) return;  // done by its block's op
+  if (l.fused_into >= 0) return;  // done by its block's op, or the conv its pool is folded into
   if (l.fused_first >= 0) {
     fused_backward(p, i, buffers, state);
+    return;
+  }
+  if (l.pooled_grad >= 0) {
+    pooled_backward(p, i, buffers, state);
     return;
   }
   uint8_t* written = state.grad_written;

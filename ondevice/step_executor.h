@@ -77,10 +77,14 @@ struct StepLayer {
   int32_t bias_master = -1, bias_grad = -1, bias_state = -1, bias_working = -1;
 
   // A fused inverted-residual block (update_plan.h's FusedBlock): on its projection, the block's first
-  // layer, the hidden channels a group takes and the buffer of the group's gradients; on the layers
-  // before the projection, the projection's index (their own backward op then does nothing).
+  // layer, the hidden channels a group takes and the buffer of the group's gradients. fused_into: the
+  // layer whose backward op does this one's (its own then does nothing): on the layers of a block before
+  // the projection, the projection; on a folded global average pool (update_plan.h's folded_pools), the
+  // 1x1 conv before it, whose pooled_grad is the buffer it builds its output gradient in (its grad_out
+  // is then none: the pool's output gradient, the next layer's grad_out, stands for it).
   int32_t fused_first = -1, hidden_group_channels = 0, hidden_group = -1;
   int32_t fused_into = -1;
+  int32_t pooled_grad = -1;
 };
 
 // A conv or linear layer's weight gradient is computed and applied this many output channels at a

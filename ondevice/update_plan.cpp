@@ -300,6 +300,31 @@ size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& b
   return gradients + dw_input + expansion_rows;
 }
 
+std::vector<int> folded_pools(std::span<const LayerSpec> layers, const StepOptions& o) {
+  std::vector<int> pools;
+  if (!o.fold_pool_backward) return pools;
+  const int L = static_cast<int>(layers.size());
+  const int first_trained = first_trained_layer(layers);
+  for (int g = std::max(1, first_trained + 1); g < L; ++g) {
+    const LayerSpec& conv = layers[g - 1];
+    if (!layers[g].global_pool || conv.kind != LayerKind::kConv || !conv.pointwise || conv.residual_from >= 0)
+      continue;
+    if (std::any_of(layers.begin(), layers.end(), [&](const LayerSpec& l) { return l.residual_from == g; }))
+      continue;
+    pools.push_back(g);
+  }
+  return pools;
+}
+
+size_t pooled_gradient_bytes(std::span<const LayerSpec> layers, int conv, const StepOptions& o) {
+  const LayerSpec& l = layers[static_cast<size_t>(conv)];
+  const size_t channels = static_cast<size_t>(l.out_channels), pixels = l.output_elems / channels;
+  const size_t trained_rows =
+      l.train.weight_ratio > 0 ? static_cast<size_t>(channels_for_ratio(l.out_channels, l.train.weight_ratio)) : 0;
+  const size_t columns = std::min(trained_rows, static_cast<size_t>(o.gradient_channels));
+  return (channels + pixels * columns) * o.gradient_bytes;
+}
+
 TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOptions& o) {
   check_layers(layers);
   TERN_CHECK(o.activation_bytes > 0 && o.gradient_bytes > 0, "update plan: element sizes must be > 0");
@@ -320,6 +345,11 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
     group_of[b.project - 1] = static_cast<size_t>(b.group_channels);
     for (int i = b.first; i < b.project; ++i) runs_in[i] = b.project;
     for (int t = b.first + 1; t <= b.project; ++t) hidden[t] = true;
+  }
+  const std::vector<int> pools = folded_pools(layers, o);
+  for (int g : pools) {  // the pool's backward runs in the conv's op; the conv's output gradient is never whole
+    runs_in[g] = g - 1;
+    hidden[g] = true;
   }
   auto backward_op = [&](int i) { return 2 * L - runs_in[i]; };
   const int optimizer_op =
@@ -427,6 +457,9 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
   for (const FusedBlock& b : blocks)
     add(layers[b.project].name + ".hidden_grad_group", layers[b.project].name, BufferKind::kGradient,
         hidden_group_bytes(layers, b, o), backward_op(b.project), backward_op(b.project));
+  for (int g : pools)
+    add(layers[g - 1].name + ".pooled_grad", layers[g - 1].name, BufferKind::kGradient,
+        pooled_gradient_bytes(layers, g - 1, o), backward_op(g - 1), backward_op(g - 1));
 
   // Trained parameters: their SRAM (master) copy and optimizer state live through the whole step (and
   // between steps); a gradient lives until the update that consumes it.

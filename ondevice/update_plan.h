@@ -43,6 +43,7 @@ struct LayerSpec {
   bool relu = false;       // a ReLU (or ReLU6) follows the op; backward needs its mask
   int residual_from = -1;  // a tensor index <= this layer's own input's, added to the output; -1: none
   bool pointwise = false;  // a 1x1 conv (stride 1, no padding): a fused block's expansion or projection
+  bool global_pool = false;  // a global average pool: its backward spreads a gradient evenly over the pixels
   size_t forward_scratch_bytes = 0;  // the op's workspace (im2col, a depthwise channel)
   size_t backward_scratch_bytes = 0;
   LayerUpdate train;  // which parts train in this step
@@ -93,6 +94,9 @@ struct StepOptions {
   // Backward crosses an inverted-residual block (fused_blocks) as one op, this many bytes of hidden
   // gradient at a time; 0: layer by layer, each hidden gradient held whole.
   size_t hidden_group_bytes = 16 * 1024;
+  // A global average pool's backward folds into the 1x1 conv before it (folded_pools); false: the pool's
+  // backward writes the conv's whole output gradient.
+  bool fold_pool_backward = true;
   size_t alignment = 4;  // every buffer's offset
   PlacementStrategy strategy = PlacementStrategy::kBestFit;
 };
@@ -123,6 +127,19 @@ std::vector<FusedBlock> fused_blocks(std::span<const LayerSpec> layers, const St
 // in place of a working copy of all its trained rows).
 size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& block,
                           const StepOptions& options);
+
+// The global average pools (their layer indices) whose backward folds into the 1x1 conv before them:
+// that conv's output gradient is the pool's output gradient / pixels wherever its ReLU passed, so its
+// backward builds it a pixel's row at a time (for the input and bias gradients) and a few channels'
+// columns at a time (for the weight gradients) instead of holding it whole — in a classifier head, the
+// widest gradient of the step's top. Folded where the conv's backward runs (the first trained layer is
+// at or below it), the conv has no residual and nothing else adds its output; none when
+// fold_pool_backward is false. The pool's own backward op then does nothing.
+std::vector<int> folded_pools(std::span<const LayerSpec> layers, const StepOptions& options);
+// The bytes the conv before a folded pool (layer `conv`) builds its output gradient in (the buffer
+// "<conv>.pooled_grad"): a pixel's row (f32, one per output channel) and, when its weight trains,
+// gradient_channels columns over the pixels.
+size_t pooled_gradient_bytes(std::span<const LayerSpec> layers, int conv, const StepOptions& options);
 
 // The buffers and operators of one training step. Operators: layer i's forward at i, the loss at L
 // (L layers), then layer i's backward at 2L - i for every layer from the last down to the first one

@@ -167,7 +167,8 @@ void write_step(std::ofstream& f, const tern::ondevice::Finetuner& ft, const std
       << ",\n   .bias_master = " << l.bias_master << ", .bias_grad = " << l.bias_grad
       << ", .bias_state = " << l.bias_state << ", .bias_working = " << l.bias_working
       << ",\n   .fused_first = " << l.fused_first << ", .hidden_group_channels = " << l.hidden_group_channels
-      << ", .hidden_group = " << l.hidden_group << ", .fused_into = " << l.fused_into << "},\n";
+      << ", .hidden_group = " << l.hidden_group << ", .fused_into = " << l.fused_into
+      << ", .pooled_grad = " << l.pooled_grad << "},\n";
   }
   f << "};\n";
   f << "extern const tern::ondevice::StepProgram tern_step_program = {.layers = tern_step_layers, .layer_count = "

@@ -65,6 +65,11 @@ size_t op_named(const QuantizedModel& q, const std::string& name) {
   throw Error("no op " + name);
 }
 
+const Buffer* planned(const MemoryPlan& plan, const std::string& name) {
+  const auto it = std::find_if(plan.buffers.begin(), plan.buffers.end(), [&](const Buffer& b) { return b.name == name; });
+  return it == plan.buffers.end() ? nullptr : &*it;
+}
+
 TEST(Finetune, LayerSpecsFollowTheOpsAndMergeResidualAdds) {
   const Fixture cnn = make_fixture("cnn", 1);
   const std::vector<LayerSpec> layers = layer_specs(cnn.q);
@@ -493,6 +498,52 @@ TEST(Finetune, FusedBlocksGiveTheLayerByLayerStepBitForBit) {
   }
 }
 
+// A global average pool's backward folded into the 1x1 conv before it (update_plan.h's folded_pools)
+// builds the conv's output gradient a row or a few columns at a time with the values the pool's backward
+// wrote whole: the models after a few steps are equal to the last bit, whether the conv trains its bias,
+// its weight rows, both, or is the first trained layer; and the plan holds no gradient of its output.
+TEST(Finetune, FoldedPoolBackwardGivesTheUnfoldedStepBitForBit) {
+  const Fixture& f = mobilenet();
+  const std::vector<LayerSpec> layers = layer_specs(f.q);
+  const auto pool = std::find_if(layers.begin(), layers.end(), [](const LayerSpec& l) { return l.global_pool; });
+  ASSERT_NE(pool, layers.end());
+  const int g = static_cast<int>(pool - layers.begin());
+  const std::string conv = layers[static_cast<size_t>(g - 1)].name;
+  ASSERT_TRUE(layers[static_cast<size_t>(g - 1)].pointwise);
+  for (const std::string& text : {std::string("bias"), "bias:last=3;weight:" + conv + "=0.25",
+                                  "weight:" + conv + "=1", "bias:all;weight:" + conv + "=0.125"}) {
+    for (const MasterFormat master : {MasterFormat::f32, MasterFormat::int8}) {
+      SCOPED_TRACE(text + " master " + master_format_name(master));
+      const UpdateScheme scheme = parse_update_scheme(text, layers);
+      FinetuneOptions folded;
+      folded.lr = 0.5f;
+      folded.momentum = 0.9f;
+      folded.step.optimizer_states = 1;
+      set_master_format(folded, master);
+      FinetuneOptions whole = folded;
+      whole.step.fold_pool_backward = false;
+      Finetuner a(f.q, scheme, folded), b(f.q, scheme, whole);
+      ASSERT_EQ(folded_pools(a.layers(), folded.step), std::vector<int>{g});
+      EXPECT_TRUE(folded_pools(b.layers(), whole.step).empty());
+      EXPECT_EQ(planned(a.plan(), conv + ".out.grad"), nullptr);
+      EXPECT_NE(planned(b.plan(), conv + ".out.grad"), nullptr);
+      EXPECT_LE(a.plan().peak, b.plan().peak);
+      for (int i = 0; i < 3; ++i) {
+        const StepResult ra = a.step(image(f.images, i), i % 10), rb = b.step(image(f.images, i), i % 10);
+        EXPECT_EQ(ra.loss, rb.loss) << "step " << i;
+      }
+      EXPECT_EQ(a.high_water(), a.plan().peak);
+      bool moved = false;
+      for (size_t k = 0; k < f.q.ops.size(); ++k) {
+        EXPECT_EQ(a.model().ops[k].bias, b.model().ops[k].bias) << f.q.ops[k].name;
+        EXPECT_EQ(a.model().ops[k].weight, b.model().ops[k].weight) << f.q.ops[k].name;
+        moved |= a.model().ops[k].bias != f.q.ops[k].bias || a.model().ops[k].weight != f.q.ops[k].weight;
+      }
+      EXPECT_TRUE(moved);
+    }
+  }
+}
+
 TEST(Finetune, RefusesOptionsItDoesNotImplement) {
   const Fixture f = make_fixture("cnn", 8);
   const UpdateScheme scheme = bias_only_update(layer_specs(f.q));
@@ -530,11 +581,6 @@ TEST(Finetune, RefusesOptionsItDoesNotImplement) {
 // layer's kernels read its int8 plane in place: no working copies of its rows (a depthwise layer keeps
 // its whole-weight one), nor a fused block's copy of its expansion's rows of a group. The arena's
 // high-water mark equals the plan, which is below the f32 one.
-const Buffer* planned(const MemoryPlan& plan, const std::string& name) {
-  const auto it = std::find_if(plan.buffers.begin(), plan.buffers.end(), [&](const Buffer& b) { return b.name == name; });
-  return it == plan.buffers.end() ? nullptr : &*it;
-}
-
 TEST(Finetune, FixedPointMastersPlanTheirBytesAndNoWorkingRows) {
   const Fixture cnn = make_fixture("cnn", 3);
   for (const std::string model : {"cnn", "mobilenetv2"}) {

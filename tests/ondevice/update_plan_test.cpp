@@ -447,6 +447,56 @@ TEST(UpdatePlan, BlocksAreFusedOnlyWhereTheirBackwardCanRunAsOneOp) {
   EXPECT_TRUE(blocks_of(reads_hidden, "stem").empty());
 }
 
+// A global average pool's backward folds into the 1x1 conv before it: no gradient of the conv's output
+// (4x4x1280 f32 here, the widest of the top), the pool's output gradient kept until the conv's op, which
+// builds what it needs in a row of the conv's channels plus, when its weight trains, gradient_channels
+// columns over its pixels. Not folded: a conv that is not 1x1, has a residual, or whose output another
+// layer adds; backward stopping above the conv; fold_pool_backward off.
+TEST(UpdatePlan, GlobalPoolBackwardFoldsIntoThe1x1ConvBeforeIt) {
+  std::vector<LayerSpec> base = mobilenetv2_w035_pointwise();
+  const int g = static_cast<int>(base.size()) - 2;
+  ASSERT_EQ(base[static_cast<size_t>(g)].name, "pool");
+  base[static_cast<size_t>(g)].global_pool = true;
+  StepOptions options;
+  const std::vector<LayerSpec> net = with_update(base, bias_only_update(base));
+  EXPECT_EQ(folded_pools(net, options), std::vector<int>{g});
+  const TrainingStep step = build_training_step(net, options);
+  EXPECT_EQ(find_buffer(step.buffers, "head.out.grad"), nullptr);
+  const Buffer* rows = find_buffer(step.buffers, "head.pooled_grad");
+  ASSERT_NE(rows, nullptr);
+  EXPECT_EQ(rows->size, 1280u * 4);
+  EXPECT_EQ(rows->first, op_index(step, "head.backward"));
+  EXPECT_EQ(rows->last, rows->first);
+  EXPECT_NE(op_index(step, "pool.backward (in head.backward)"), -1);
+  const Buffer* pooled = find_buffer(step.buffers, "pool.out.grad");
+  ASSERT_NE(pooled, nullptr);
+  EXPECT_EQ(pooled->last, op_index(step, "head.backward"));
+  const size_t folded_peak = plan_training_step(net, options).peak;
+
+  std::vector<LayerSpec> head_trains = net;
+  head_trains[static_cast<size_t>(g - 1)].train.weight_ratio = 0.25f;  // 320 rows, 4 columns at a time
+  const size_t pixels = head_trains[static_cast<size_t>(g - 1)].output_elems / 1280;
+  EXPECT_EQ(pixels, 16u);
+  EXPECT_EQ(pooled_gradient_bytes(head_trains, g - 1, options), (1280 + pixels * 4) * 4);
+
+  StepOptions off = options;
+  off.fold_pool_backward = false;
+  EXPECT_TRUE(folded_pools(net, off).empty());
+  EXPECT_LT(folded_peak + 4 * 4 * 1280 * 4 / 2, plan_training_step(net, off).peak);
+  std::vector<LayerSpec> not_pointwise = net;
+  not_pointwise[static_cast<size_t>(g - 1)].pointwise = false;
+  EXPECT_TRUE(folded_pools(not_pointwise, options).empty());
+  std::vector<LayerSpec> residual = net;
+  residual[static_cast<size_t>(g - 1)].residual_from = g - 2;
+  EXPECT_TRUE(folded_pools(residual, options).empty());
+  std::vector<LayerSpec> head_output_added = net;
+  head_output_added.back().residual_from = g;  // (as if) the classifier added the head's output
+  EXPECT_TRUE(folded_pools(head_output_added, options).empty());
+  std::vector<LayerSpec> top_only = with_update(base, no_update(base));  // the classifier alone trains
+  top_only.back().train.bias = true;
+  EXPECT_TRUE(folded_pools(top_only, options).empty());
+}
+
 TEST(UpdatePlan, DepthwiseConvWritesOverAnInputNothingElseReads) {
   const std::vector<LayerSpec> net = with_update(mobilenetv2_w035(), bias_only_update(mobilenetv2_w035()));
   StepOptions options;
