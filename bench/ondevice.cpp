@@ -150,6 +150,8 @@ int run(const Flags& f) {
   fp32.apply = ondevice::GradientApply::kAfterBackward;
   fp32.in_place_depthwise = false;
   fp32.in_place_depthwise_backward = false;
+  fp32.hidden_group_bytes = 0;  // layer by layer, as a framework's autograd runs it
+  fp32.fold_pool_backward = false;
   const size_t fp32_plan_peak =
       ondevice::plan_training_step(ondevice::with_update(layers, ondevice::full_update(layers)), fp32).peak;
 

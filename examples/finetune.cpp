@@ -50,9 +50,10 @@ void declare(Flags& f) {
                "constant | cosine[:min_lr=X] (to min_lr over the run) | step:size=N[,gamma=G]; any may add "
                ",warmup=N[,start_factor=F]");
   f.add_float("momentum", 0, "SGD momentum; above 0 the arena holds a velocity per trained value");
-  f.add_string("master", "f32",
-               "how trained weights are kept between steps: f32 (4 bytes each, plus an int8 working copy while "
-               "an op reads them) | int16 (int8 + 8 fraction bits, stochastic rounding: 2 bytes) | int8 (1 byte)");
+  f.add_string(
+      "master", "f32",
+      "how trained weights are kept between steps: f32 (4 bytes each, plus an int8 working copy while "
+      "an op reads them) | int16 (int8 + 8 fraction bits, stochastic rounding: 2 bytes) | int8 (1 byte)");
   f.add_string("calibration", "minmax", "int8 activation ranges: minmax|mse");
   f.add_int("calibration-images", 256, "training images the int8 ranges are calibrated on");
   f.add_string("head-init", "zeros", "the new head's weights: zeros|random");
@@ -254,8 +255,8 @@ int run(const Flags& f) {
               classes.lo, classes.hi, classes.count());
   std::printf("update: %s, QAS %s, lr %s, momentum %g, %s master; %lld train / %lld test images\n",
               describe(scheme, layers).c_str(), qas_text.c_str(), schedule->describe().c_str(), opt.momentum,
-              master_format_name(master),
-              static_cast<long long>(train.size()), static_cast<long long>(test.size()));
+              master_format_name(master), static_cast<long long>(train.size()),
+              static_cast<long long>(test.size()));
   if (f.get_bool("show-plan")) std::printf("%s", format_memory_table(plan).c_str());
   std::printf("memory: planned peak %s (%zu bytes), budget %s, flash %s (%zu bytes)\n", format_bytes(plan.peak).c_str(),
               plan.peak, budget ? format_bytes(budget).c_str() : "none", format_bytes(flash_bytes).c_str(),

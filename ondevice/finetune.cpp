@@ -134,11 +134,12 @@ Prepared prepare(const QuantizedModel& model, const UpdateScheme& scheme, const 
                  o.working_weight_bytes == 1 && o.working_bias_bytes == 4 && o.alignment >= 4,
              "on-device training: the step stores int8 activations, f32 gradients, f32 bias master copies "
              "and int8 / int32 working copies (element sizes 1, 4, 4, 1, 4) at an alignment of at least 4");
-  TERN_CHECK((o.trained_weight_bytes == 4 && o.working_rows) ||
-                 ((o.trained_weight_bytes == 2 || o.trained_weight_bytes == 1) && !o.working_rows),
-             "on-device training: a trained weight is kept as f32 (4 bytes, read through working copies) or in "
-             "fixed point (2 or 1 bytes, read in place): StepOptions has trained_weight_bytes ",
-             o.trained_weight_bytes, " and working_rows ", o.working_rows, " (set_master_format sets both)");
+  TERN_CHECK(
+      (o.trained_weight_bytes == 4 && o.working_rows) ||
+          ((o.trained_weight_bytes == 2 || o.trained_weight_bytes == 1) && !o.working_rows),
+      "on-device training: a trained weight is kept as f32 (4 bytes, read through working copies) or in "
+      "fixed point (2 or 1 bytes, read in place): StepOptions has trained_weight_bytes ",
+      o.trained_weight_bytes, " and working_rows ", o.working_rows, " (set_master_format sets both)");
   Prepared p;
   p.chain = build_chain(model);
   std::vector<LayerSpec>& layers = p.chain.layers;

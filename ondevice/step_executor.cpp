@@ -57,7 +57,8 @@ const int8_t* weight_for_op(const StepProgram& p, const StepLayer& l, std::byte*
   if (to == nullptr) return l.weight;
   std::memcpy(to, l.weight, static_cast<size_t>(l.weight_elems));
   const int64_t cols = l.weight_elems / l.out_channels;
-  for (int32_t j = 0; j < l.channel_count; ++j) trained_rows_int8(p, l, buffers, j, 1, to + l.channels[j] * cols);
+  for (int32_t j = 0; j < l.channel_count; ++j)
+    trained_rows_int8(p, l, buffers, j, 1, to + l.channels[j] * cols);
   return to;
 }
 
@@ -90,7 +91,8 @@ WeightView weight_view(const StepProgram& p, const StepLayer& l, std::byte* cons
 }
 
 template <typename Op>
-void with_weight(const StepProgram& p, const StepLayer& l, std::byte* const* buffers, int32_t working, Op&& op) {
+void with_weight(const StepProgram& p, const StepLayer& l, std::byte* const* buffers, int32_t working,
+                 Op&& op) {
   weight_view(p, l, buffers, working).apply(op);
 }
 
@@ -245,7 +247,8 @@ void update_weight_rows(const StepProgram& p, const StepLayer& l, int32_t j0, in
     uint8_t* lo = p.master_format == MasterFormat::int16
                       ? reinterpret_cast<uint8_t*>(hi) + l.channel_count * cols + j0 * cols
                       : nullptr;
-    const uint32_t layer_key = cpu::mix32(p.rounding_key * 0x9e3779b9U + static_cast<uint32_t>(&l - p.layers));
+    const uint32_t layer_key =
+        cpu::mix32(p.rounding_key * 0x9e3779b9U + static_cast<uint32_t>(&l - p.layers));
     cpu::fixed_point_sgd(hi + j0 * cols, lo, g, n, p.lr, layer_key, j0 * cols);
   }
   if (l.weight_mirror)
@@ -453,7 +456,9 @@ void pooled_backward(const StepProgram& p, int i, std::byte* const* buffers, Ste
     if (db != nullptr)
       for (int32_t ch = 0; ch < c; ++ch) db[ch] += row[ch];
     if (wants_dx)
-      w.apply([&](const auto& weights) { cpu::conv2d_input_grad(one, row, weights, l.weight_scale, dx + px * s.c_in); });
+      w.apply([&](const auto& weights) {
+        cpu::conv2d_input_grad(one, row, weights, l.weight_scale, dx + px * s.c_in);
+      });
   }
   if (l.train_bias) update_bias(p, l, buffers);
   const int8_t* x = at<int8_t>(buffers, l.value_in);
@@ -608,7 +613,8 @@ void init_trained_state(const StepProgram& program, std::byte* const* buffers) n
       for (int32_t j = 0; j < l.channel_count; ++j) {
         const int8_t* row = l.weight + l.channels[j] * cols;
         if (program.master_format == MasterFormat::f32)
-          for (int64_t e = 0; e < cols; ++e) reinterpret_cast<float*>(master)[j * cols + e] = static_cast<float>(row[e]);
+          for (int64_t e = 0; e < cols; ++e)
+            reinterpret_cast<float*>(master)[j * cols + e] = static_cast<float>(row[e]);
         else
           std::memcpy(master + j * cols, row, static_cast<size_t>(cols));
       }

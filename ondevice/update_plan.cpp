@@ -289,7 +289,8 @@ size_t hidden_group_bytes(std::span<const LayerSpec> layers, const FusedBlock& b
   const LayerSpec& e = layers[static_cast<size_t>(b.first)];
   // The expansion's trained rows among the group's channels (at most the group, at most those it trains)
   // when they are rounded from an f32 master copy (a fixed-point one is read in place), and their slots.
-  const size_t row_bytes = o.working_rows ? e.weight_elems / static_cast<size_t>(e.out_channels) * o.working_weight_bytes : 0;
+  const size_t row_bytes =
+      o.working_rows ? e.weight_elems / static_cast<size_t>(e.out_channels) * o.working_weight_bytes : 0;
   const size_t expansion_rows =
       b.has_expansion() && e.train.weight_ratio > 0
           ? std::min<size_t>(group,
@@ -320,7 +321,8 @@ size_t pooled_gradient_bytes(std::span<const LayerSpec> layers, int conv, const 
   const LayerSpec& l = layers[static_cast<size_t>(conv)];
   const size_t channels = static_cast<size_t>(l.out_channels), pixels = l.output_elems / channels;
   const size_t trained_rows =
-      l.train.weight_ratio > 0 ? static_cast<size_t>(channels_for_ratio(l.out_channels, l.train.weight_ratio)) : 0;
+      l.train.weight_ratio > 0 ? static_cast<size_t>(channels_for_ratio(l.out_channels, l.train.weight_ratio))
+                               : 0;
   const size_t columns = std::min(trained_rows, static_cast<size_t>(o.gradient_channels));
   return (channels + pixels * columns) * o.gradient_bytes;
 }
@@ -347,7 +349,8 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
     for (int t = b.first + 1; t <= b.project; ++t) hidden[t] = true;
   }
   const std::vector<int> pools = folded_pools(layers, o);
-  for (int g : pools) {  // the pool's backward runs in the conv's op; the conv's output gradient is never whole
+  for (int g :
+       pools) {  // the pool's backward runs in the conv's op; the conv's output gradient is never whole
     runs_in[g] = g - 1;
     hidden[g] = true;
   }

@@ -24,7 +24,7 @@
 // not a shrink toward 0). floor is exact: a round-toward-zero add in the vector path, an integer
 // compare in the plain one. Random bits: encode draws one u64 key from rng (every call advances rng
 // by the same amount, n = 0 included); value j of group g (i = 32 g + j) takes
-// k = hash32(seed_g + j * 0x9E3779B9) >> 9, seed_g = the low 32 bits of mix_seed(key + g). This
+// k = mix32(seed_g + j * 0x9E3779B9) >> 9, seed_g = the low 32 bits of mix_seed(key + g). This
 // counter-based generator lets the vector path draw 16 at once, keeps groups independent, and makes
 // the bytes a function of rng's state and x only.
 //
@@ -39,6 +39,7 @@
 #include <cstring>
 
 #include "runtime/error.h"
+#include "runtime/kernels/cpu/sparse_update.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && \
     defined(__AVX512VBMI__) && defined(__GFNI__)
@@ -100,15 +101,7 @@ void read_tail(const uint8_t* in, int bits, int r, uint32_t* planes) {
   }
 }
 
-// Lowbias32 (C. Wellons): a 32-bit bijection with good avalanche, cheap enough to vectorise.
-inline uint32_t hash32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
+using cpu::mix32;  // lowbias32 (runtime/kernels/cpu/sparse_update.h)
 inline uint32_t group_seed(uint64_t key, int64_t g) {
   return static_cast<uint32_t>(mix_seed(key + static_cast<uint64_t>(g)));
 }
@@ -156,7 +149,7 @@ inline void encode_levels_group(const float* __restrict x, const Rounding& q, ui
     const float r = std::min(std::fabs(x[j]) * q.pre * q.inv, q.s);
     const auto whole = static_cast<int32_t>(r);
     const float frac = r - static_cast<float>(whole);  // exact (Sterbenz)
-    const auto k = static_cast<int32_t>(hash32(seed + static_cast<uint32_t>(j) * kLaneStep) >> 9);
+    const auto k = static_cast<int32_t>(mix32(seed + static_cast<uint32_t>(j) * kLaneStep) >> 9);
     // floor(r + (k + 1/2) / 2^23) = whole + [2k + 1 >= 2^24 - floor(frac 2^24)], in exact integers.
     level[j] = whole + (2 * k + 1 >= (1 << 24) - static_cast<int32_t>(frac * 0x1p24f) ? 1 : 0);
     sign |= static_cast<uint32_t>(x[j] < 0) << j;
@@ -233,7 +226,7 @@ float max_abs(const float* x, int64_t groups) {
   return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
 }
 
-inline __m512i hash32x16(__m512i x) {
+inline __m512i mix32x16(__m512i x) {
   x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
   x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
   x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
@@ -326,7 +319,7 @@ void encode_levels(const float* x, int64_t groups, const Rounding& q, uint64_t k
       negative[h] = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
       const __m512 r = _mm512_min_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_abs_ps(v), pre), inv), s);
       // u = 1.k - (1 - 2^-24) = (k + 1/2) / 2^23 with the hash's top 23 bits as k: exact.
-      const __m512i k = _mm512_srli_epi32(hash32x16(_mm512_add_epi32(seed, lane_offset[h])), 9);
+      const __m512i k = _mm512_srli_epi32(mix32x16(_mm512_add_epi32(seed, lane_offset[h])), 9);
       const __m512 u = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_or_si512(k, one_bits)), below_one);
       // Rounding toward zero never carries r + u past an integer it does not reach, so the
       // truncation is floor(r + u) exactly (integers up to 2^24 are floats).

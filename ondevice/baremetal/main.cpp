@@ -106,9 +106,8 @@ int run_ops(const int8_t* image, int label, int last, float lr, uint32_t t) {
 uint32_t evaluate() {
   uint32_t correct = 0;
   for (uint32_t i = 0; i < tern_test_count; ++i)
-    correct += run_ops(tern_test_images + i * tern_image_bytes, tern_test_labels[i], tern_step_program.layer_count,
-                       0.0f, 0) ==
-               static_cast<int>(tern_test_labels[i]);
+    correct += run_ops(tern_test_images + i * tern_image_bytes, tern_test_labels[i],
+                       tern_step_program.layer_count, 0.0f, 0) == static_cast<int>(tern_test_labels[i]);
   return correct;
 }
 

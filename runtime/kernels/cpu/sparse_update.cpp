@@ -33,15 +33,6 @@ void sparse_rows_sgd(float* w, int64_t cols, const int32_t* rows_idx, int64_t k,
   }
 }
 
-uint32_t mix32(uint32_t x) noexcept {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
-
 float fixed_point_draw(uint32_t key, int64_t index) noexcept {
   return static_cast<float>(mix32(key ^ static_cast<uint32_t>(index)) >> 8) * (1.0f / 16777216.0f);
 }
@@ -58,7 +49,7 @@ void fixed_point_sgd(int8_t* hi, uint8_t* lo, const float* g, int64_t n, float l
     const int32_t d = static_cast<int32_t>(floorf(step + fixed_point_draw(key, first + e)));
     int32_t t = hi[e] * unit + (lo != nullptr ? lo[e] - half : 0) + d;
     t = t < t_min ? t_min : (t > t_max ? t_max : t);
-    const int32_t biased = t + half;  // hi * 2^F + lo, >= -127 * 2^F
+    const int32_t biased = t + half;               // hi * 2^F + lo, >= -127 * 2^F
     hi[e] = static_cast<int8_t>(biased >> shift);  // an arithmetic shift: the floor
     if (lo != nullptr) lo[e] = static_cast<uint8_t>(biased & (unit - 1));
   }

@@ -17,7 +17,6 @@ void sparse_zero(float* y, const int32_t* idx, int64_t k);
 void sparse_rows_sgd(float* w, int64_t cols, const int32_t* rows_idx, int64_t k, const float* g, float lr,
                      float weight_decay);
 
-
 // SGD on n weights kept in fixed point, w -= lr * g, each weight's value t / 2^F held as an int8 plane
 // hi = round(value) (what int8 kernels read) and, with F = 8, a plane lo of fraction bits (t = hi * 256 +
 // lo - 128); with F = 0 (lo null) hi alone. Each update is rounded stochastically to a multiple of 2^-F —
@@ -28,7 +27,15 @@ void fixed_point_sgd(int8_t* hi, uint8_t* lo, const float* g, int64_t n, float l
                      int64_t first) noexcept;
 // The uniform draw in [0, 1) fixed_point_sgd uses for element `index` under `key`.
 float fixed_point_draw(uint32_t key, int64_t index) noexcept;
-// A well-mixed 32-bit hash (to derive keys, e.g. from a step and a layer).
-uint32_t mix32(uint32_t x) noexcept;
+// Lowbias32 (C. Wellons): a 32-bit bijection with good avalanche, cheap enough to vectorise; the draws
+// above and the stochastic quantisers (comm/compress) hash with it.
+inline uint32_t mix32(uint32_t x) noexcept {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
 
 }  // namespace tern::cpu

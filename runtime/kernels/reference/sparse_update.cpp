@@ -33,7 +33,8 @@ void sparse_rows_sgd(float* w, int64_t cols, const int32_t* rows_idx, int64_t k,
   }
 }
 
-void fixed_point_sgd(int8_t* hi, uint8_t* lo, const float* g, int64_t n, float lr, uint32_t key, int64_t first) {
+void fixed_point_sgd(int8_t* hi, uint8_t* lo, const float* g, int64_t n, float lr, uint32_t key,
+                     int64_t first) {
   const double unit = lo != nullptr ? 256.0 : 1.0, half = lo != nullptr ? 0.5 : 0.0;
   for (int64_t e = 0; e < n; ++e) {
     const double value = hi[e] + (lo != nullptr ? (lo[e] - 128) / 256.0 : 0.0);

@@ -14,6 +14,7 @@ void sparse_rows_sgd(float* w, int64_t cols, const int32_t* rows_idx, int64_t k,
 // cpu::fixed_point_sgd written out on real values: decode each weight to hi + (lo - 128) / 256 (or hi),
 // subtract lr * g in double, round stochastically to a multiple of 2^-F with the kernel's draw u,
 // clamp, and split into hi and lo again by rounding and subtraction (lo null: no fraction bits).
-void fixed_point_sgd(int8_t* hi, uint8_t* lo, const float* g, int64_t n, float lr, uint32_t key, int64_t first);
+void fixed_point_sgd(int8_t* hi, uint8_t* lo, const float* g, int64_t n, float lr, uint32_t key,
+                     int64_t first);
 
 }  // namespace tern::ref

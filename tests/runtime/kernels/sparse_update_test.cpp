@@ -130,12 +130,15 @@ TEST(SparseUpdateKernel, FixedPointSgdMatchesReference) {
       std::vector<int8_t> hi(static_cast<size_t>(n));
       std::vector<uint8_t> lo(static_cast<size_t>(n));
       for (int64_t e = 0; e < n; ++e) {
-        hi[static_cast<size_t>(e)] = static_cast<int8_t>(std::clamp(std::floor(rng.uniform(-127, 128)), -127.0f, 127.0f));
-        lo[static_cast<size_t>(e)] = static_cast<uint8_t>(std::clamp(std::floor(rng.uniform(0, 256)), 0.0f, 255.0f));
+        hi[static_cast<size_t>(e)] =
+            static_cast<int8_t>(std::clamp(std::floor(rng.uniform(-127, 128)), -127.0f, 127.0f));
+        lo[static_cast<size_t>(e)] =
+            static_cast<uint8_t>(std::clamp(std::floor(rng.uniform(0, 256)), 0.0f, 255.0f));
       }
       // Gradients from tiny (a thousandth of a step) to far past the range, both signs.
       std::vector<float> g = random_values(rng, n);
-      for (int64_t e = 0; e < n; ++e) g[static_cast<size_t>(e)] *= std::pow(10.0f, static_cast<float>(e % 7) - 3.0f);
+      for (int64_t e = 0; e < n; ++e)
+        g[static_cast<size_t>(e)] *= std::pow(10.0f, static_cast<float>(e % 7) - 3.0f);
       std::vector<int8_t> hi_ref = hi;
       std::vector<uint8_t> lo_ref = lo;
       uint8_t* l = fraction ? lo.data() : nullptr;
@@ -164,7 +167,8 @@ TEST(SparseUpdateKernel, FixedPointSgdIsUnbiasedAndKeepsUpdatesFarBelowItsStep) 
       for (int k = 0; k < trials; ++k) {
         int8_t hi = 3;
         uint8_t lo = lo_start;
-        cpu::fixed_point_sgd(&hi, fraction ? &lo : nullptr, &g, 1, 1.0f, cpu::mix32(static_cast<uint32_t>(k)), 0);
+        cpu::fixed_point_sgd(&hi, fraction ? &lo : nullptr, &g, 1, 1.0f, cpu::mix32(static_cast<uint32_t>(k)),
+                             0);
         sum += fixed_value(hi, fraction ? &lo : nullptr);
       }
       const double mean = sum / trials, expected = start + share * unit;
