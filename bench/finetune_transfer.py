@@ -60,10 +60,17 @@ BUDGET = 256 * 1024  # bytes; a row over its model's budget is refused, then mea
 SPARSE_TOP = "bias:last=12;weight:11=0.25,10.6=0.25,10.0=0.125,9.body.6=0.25"
 SPARSE_MEDIUM = "bias:all;weight:11=0.25,10.6=0.25,10.0=0.125,9.body.6=0.25,8.0=1,7.body.0=1,6.0=1,5.body.0=1,4.0=1,0=1"
 SPARSE = "bias:all;weight:11=1,10.6=0.5,10.0=0.25,9.body.6=0.5,8.0=1,7.body.0=1,6.0=1,5.body.0=1,4.0=1,0=1"
-# mcunet-w4: what --update auto found within 238 KB (1/20 of the full plan) on 6000 images: the narrow early
-# layers, whose gradients pass back through the wide stages. Rates at --limit-train 6000, two epochs:
-#   bias:last=20: 0.03 91.84, 0.1 94.20; SPARSE_W4: 0.02 94.70, 0.03 95.16, 0.05 94.74, 0.1 94.38
-SPARSE_W4 = "bias:last=1;weight:3.3=0.5,4.0=1,5.body.0=1,5.body.3=1,5.body.6=1,6.0=1,6.3=1"
+# mcunet-w4, f32 master copies: what --update auto found within 238 KB (1/20 of the full plan) on 6000
+# images, the narrow early layers, whose gradients pass back through the wide stages; with int8 master
+# copies (--master int8, 1 byte per trained weight instead of 4 + a working byte) a quarter or an eighth
+# of the wide late 1x1 convs fit instead. Rates at --limit-train 6000, two epochs:
+#   bias:last=20: 0.03 91.84, 0.1 94.20; SPARSE_W4_F32: 0.02 94.70, 0.03 95.16, 0.05 94.74, 0.1 94.38
+#   SPARSE_W4 (int8 masters): 0.03 95.60, 0.05 96.02, 0.1 96.50, 0.2 96.24 (with 9.body.0 and 10.0 at a
+#   quarter and --hidden-group 4KB, 238.7 KB: 0.05 96.22, 0.1 96.54)
+SPARSE_W4_F32 = "bias:last=1;weight:3.3=0.5,4.0=1,5.body.0=1,5.body.3=1,5.body.6=1,6.0=1,6.3=1"
+SPARSE_W4 = "bias:last=20;weight:7.body.0=0.25,8.0=0.25,9.body.0=0.125,10.0=0.125,11=0.25"
+INT8_MASTER = ("--master", "int8")
+# A row may add tern-finetune flags as a fifth element.
 ROWS = {
     "cnn": [("sparse", "bias:all;weight:4=0.25", 0.05, 1e4)],
     "mcunet": [("last layer", "none", 0.1, 1e5),
@@ -75,8 +82,10 @@ ROWS = {
                ("auto evolution", "auto:evolution", 0.03, 3e3),
                ("full", "full", 0.02, 3e3)],
     "mcunet-w4": [("bias last 20", "bias:last=20", 0.1, None),  # QAS off not run (None): QAS is measured on mcunet
-                  ("sparse", SPARSE_W4, 0.03, None),
-                  ("full", "full", 0.02, None)],
+                  ("sparse f32 master", SPARSE_W4_F32, 0.03, None),
+                  ("sparse", SPARSE_W4, 0.1, None, INT8_MASTER),
+                  ("full", "full", 0.02, None),
+                  ("full int8 master", "full", 0.02, None, INT8_MASTER)],
 }
 # The budget a row is refused over: 256 KB, or for mcunet-w4 1/20 of its full plan (the 20x goal).
 ROW_BUDGET = {"mcunet-w4": 238 * 1024}
@@ -123,12 +132,12 @@ def run_name(args, *parts):
     return "_".join([*parts, *settings]).replace(" ", "_")
 
 
-def finetune(args, model, ckpt, name, update, qas, lr):
+def finetune(args, model, ckpt, name, update, qas, lr, flags=()):
     base = os.path.join(args.work, model, run_name(args, name, f"qas{qas}", f"lr{lr:g}"))
     budget = ROW_BUDGET.get(model, BUDGET)
     cmd = [os.path.join(args.build, "examples", "tern-finetune"), "--checkpoint", ckpt, *zoo_args(model),
            "--classes", "5-9", "--update", update, "--qas", qas, "--epochs", str(args.epochs), "--lr", f"{lr:g}",
-           "--lr-schedule", args.lr_schedule, "--show-plan=false", "--metrics", base + ".jsonl"] + limits(args)
+           "--lr-schedule", args.lr_schedule, "--show-plan=false", "--metrics", base + ".jsonl", *flags] + limits(args)
     if args.reuse and final_line(base + ".jsonl"):
         refused = final_line(base + ".jsonl")["peak_memory_bytes"] > budget  # a refused plan writes no metrics
     elif run(cmd + ["--memory-budget", f"{budget // 1024}KB"], base + ".log") == 0:
@@ -143,15 +152,16 @@ def finetune(args, model, ckpt, name, update, qas, lr):
     fin = final_line(base + ".jsonl")
     # --update auto: the scheme its search chose, as tern-finetune's final line reports it.
     return {"model": model, "scheme": name, "update": fin.get("update", update), "qas": qas, "lr": lr,
+            "master": fin.get("master", "f32"),
             "refused": refused,
             "peak_memory_bytes": fin["peak_memory_bytes"], "test_accuracy": fin["test_accuracy"],
             "flash_bytes": fin["flash_bytes"], "steps_per_s": fin["steps_per_s"]}
 
 
-def best_finetune(args, model, ckpt, name, update, qas, lr):
+def best_finetune(args, model, ckpt, name, update, qas, lr, flags=()):
     """The row at its table rate, or with --sweep the best over SWEEP[qas] (ties: the first)."""
     rates = SWEEP[qas] if args.sweep else [args.lr if args.lr else lr]
-    runs = [finetune(args, model, ckpt, name, update, qas, r) for r in rates]
+    runs = [finetune(args, model, ckpt, name, update, qas, r, flags) for r in rates]
     best = max(runs, key=lambda r: r["test_accuracy"])
     best["swept"] = {f"{r['lr']:g}": r["test_accuracy"] for r in runs} if len(runs) > 1 else None
     return best
@@ -278,11 +288,11 @@ def main():
                 for lr in args.fp32_lrs.split(",")]
         ref = max(refs, key=lambda r: r["test_accuracy"])
         mrows = []
-        for name, update, lr_on, lr_off in ROWS[model]:
+        for name, update, lr_on, lr_off, *flags in ROWS[model]:
             for qas, lr in (("on", lr_on), ("off", lr_off)):
                 if lr is None:
                     continue
-                mrows.append(best_finetune(args, model, ckpt, name, update, qas, lr))
+                mrows.append(best_finetune(args, model, ckpt, name, update, qas, lr, *flags))
         mrows.append(ref)
         torch_row = None if args.no_torch else torch_peer(model)
         rows += mrows
@@ -297,6 +307,9 @@ def main():
         full = next((r for r in mrows if r["scheme"] == "full" and r["qas"] == "on"), None)
         if full:
             s["full_int8_over_sparse"] = full["peak_memory_bytes"] / sparse["peak_memory_bytes"]
+        full_int8_master = next((r for r in mrows if r["scheme"] == "full int8 master"), None)
+        if full_int8_master:
+            s["full_int8_master_over_sparse"] = full_int8_master["peak_memory_bytes"] / sparse["peak_memory_bytes"]
         if torch_row:
             s["torch"] = torch_row
             s["torch_over_sparse"] = torch_row["peak_memory_bytes"] / sparse["peak_memory_bytes"]
@@ -308,12 +321,13 @@ def main():
         for s in summary:
             print(json.dumps({"event": "summary", **s}))
         return
-    print(f"{'model':10} {'scheme':22} {'QAS':4} {'lr':>7} {'peak memory':>12} {'fits':>8} {'accuracy':>9} "
-          f"{'flash':>10} {'steps/s':>8}")
+    print(f"{'model':10} {'scheme':22} {'QAS':4} {'master':6} {'lr':>7} {'peak memory':>12} {'fits':>8} "
+          f"{'accuracy':>9} {'flash':>10} {'steps/s':>8}")
     for r in rows:
         fits = "no" if r["refused"] else "yes"
-        print(f"{r['model']:10} {r['scheme']:22} {r['qas']:4} {r['lr']:7g} {kb(r['peak_memory_bytes']):>12} {fits:>8} "
-              f"{100 * r['test_accuracy']:8.2f}% {kb(r['flash_bytes']):>10} {r['steps_per_s']:8.1f}")
+        print(f"{r['model']:10} {r['scheme']:22} {r['qas']:4} {r.get('master', '-'):6} {r['lr']:7g} "
+              f"{kb(r['peak_memory_bytes']):>12} {fits:>8} {100 * r['test_accuracy']:8.2f}% {kb(r['flash_bytes']):>10} "
+              f"{r['steps_per_s']:8.1f}")
         if r.get("swept"):
             print(" " * 40 + "swept: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in r["swept"].items()))
     print(f"(every row: {args.epochs} epoch(s), lr schedule {args.lr_schedule}; fp32: SGD momentum "
@@ -322,6 +336,8 @@ def main():
     for s in summary:
         print(f"{s['model']}: fp32 sweep " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in s["fp32_sweep"].items()))
         ratios = f"fp32 plan / sparse {s['fp32_plan_over_sparse']:.1f}x"
+        if "full_int8_master_over_sparse" in s:
+            ratios = f"full with int8 masters / sparse {s['full_int8_master_over_sparse']:.1f}x, " + ratios
         if "full_int8_over_sparse" in s:
             ratios = f"full int8 / sparse {s['full_int8_over_sparse']:.1f}x, " + ratios
         print(f"{s['model']}: sparse+QAS {100 * s['sparse_qas_accuracy']:.2f}% (lr {s['sparse_lr']:g}) vs fp32 full "
