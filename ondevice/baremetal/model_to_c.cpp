@@ -73,6 +73,8 @@ Options parse(int argc, char** argv) {
   TERN_CHECK(!o.model.empty() && !o.out.empty(), "tern-model-to-c: --model and --out are required\n", kUsage);
   TERN_CHECK(o.train > 0 && o.test > 0 && o.epochs > 0, "--train, --test and --epochs must be positive");
   TERN_CHECK(o.lr >= 0, "--lr must be >= 0");
+  TERN_CHECK(o.master == "f32" || o.master == "int16" || o.master == "int8", "--master '", o.master,
+             "': expected f32, int16 or int8");
   return o;
 }
 
