@@ -174,8 +174,9 @@ void write_step(std::ofstream& f, const tern::ondevice::Finetuner& ft, const std
   }
   f << "};\n";
   f << "extern const tern::ondevice::StepProgram tern_step_program = {.layers = tern_step_layers"
-    << ", .layer_count = " << p.layer_count << ", .first_trained = " << p.first_trained << ", .num_ops = " << p.num_ops
-    << ", .num_classes = " << p.num_classes << ", .logits_f32 = " << (p.logits_f32 ? "true" : "false")
+    << ", .layer_count = " << p.layer_count << ", .first_trained = " << p.first_trained
+    << ", .num_ops = " << p.num_ops << ", .num_classes = " << p.num_classes
+    << ", .logits_f32 = " << (p.logits_f32 ? "true" : "false")
     << ", .output_zero_point = " << p.output_zero_point << ", .output_scale = " << exact(p.output_scale)
     << ", .lr = " << exact(p.lr) << ", .momentum = " << exact(p.momentum)
     << ", .qas = " << (p.qas ? "true" : "false")
