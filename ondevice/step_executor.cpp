@@ -422,6 +422,32 @@ void fused_backward(const StepProgram& p, int i, std::byte* const* buffers, Step
   if (expand != nullptr && expand->train_bias) update_bias(p, *expand, buffers);
 }
 
+// Where layer i's input gradient goes: straight into its buffer, or into the scratch when a residual
+// already wrote a share of it there, then added by finish(). dx is null when backward stops at layer i.
+struct InputGradient {
+  float* dx = nullptr;
+  float* target = nullptr;
+  int64_t n = 0;
+  uint8_t* written = nullptr;  // the layer's grad_written flag
+
+  void finish() const {
+    if (dx == nullptr) return;
+    if (dx != target) {
+      for (int64_t e = 0; e < n; ++e) target[e] += dx[e];
+    } else {
+      *written = 1;
+    }
+  }
+};
+
+InputGradient input_gradient(const StepProgram& p, int i, std::byte* const* buffers, StepState& state) {
+  const StepLayer& l = p.layers[i];
+  if (i <= p.first_trained) return {};
+  float* target = at<float>(buffers, l.grad_in);
+  float* dx = state.grad_written[i] != 0 ? at<float>(buffers, l.backward_scratch) : target;
+  return InputGradient{dx, target, l.in_elems, &state.grad_written[i]};
+}
+
 // The backward of a 1x1 conv (layer i) with a global average pool's backward folded in (update_plan.h's
 // folded_pools): its output gradient is the pool's output gradient / pixels where its ReLU passed and 0
 // elsewhere, built a pixel's row at a time for the bias and input gradients and kGradientChannelsAtOnce
@@ -439,11 +465,9 @@ void pooled_backward(const StepProgram& p, int i, std::byte* const* buffers, Ste
   float* row = at<float>(buffers, l.pooled_grad);
   float* columns = row + c;
 
-  const bool wants_dx = i > p.first_trained;
-  uint8_t* written = state.grad_written;
-  float* dx_target = at<float>(buffers, l.grad_in);
-  const bool accumulate = wants_dx && written[i] != 0;
-  float* dx = accumulate ? at<float>(buffers, l.backward_scratch) : dx_target;
+  const InputGradient input = input_gradient(p, i, buffers, state);
+  float* dx = input.dx;
+  const bool wants_dx = dx != nullptr;
   float* db = l.train_bias ? at<float>(buffers, l.bias_grad) : nullptr;
   if (db != nullptr)
     for (int32_t ch = 0; ch < c; ++ch) db[ch] = 0.0f;
@@ -478,11 +502,7 @@ void pooled_backward(const StepProgram& p, int i, std::byte* const* buffers, Ste
     cpu::conv2d_weight_grad_channels(cols, x, l.in_zero_point, l.in_scale, columns, local, n, dw);
     update_weight_rows(p, l, j0, n, dw, buffers);
   }
-  if (accumulate) {
-    for (int64_t e = 0; e < l.in_elems; ++e) dx_target[e] += dx[e];
-  } else if (wants_dx) {
-    written[i] = 1;
-  }
+  input.finish();
 }
 
 void backward(const StepProgram& p, int i, std::byte* const* buffers, StepState& state) {
@@ -514,12 +534,9 @@ void backward(const StepProgram& p, int i, std::byte* const* buffers, StepState&
   }
   if (const uint8_t* bits = at<uint8_t>(buffers, l.mask)) cpu::apply_mask_bits(bits, n_out, dy);
 
-  // Where the input gradient goes: straight into its buffer, or into the scratch when a residual already
-  // wrote a share of it there (then added).
-  const bool wants_dx = i > p.first_trained;
-  float* dx_target = at<float>(buffers, l.grad_in);
-  const bool accumulate = wants_dx && written[i] != 0;
-  float* dx = accumulate ? at<float>(buffers, l.backward_scratch) : dx_target;
+  const InputGradient input = input_gradient(p, i, buffers, state);
+  float* dx = input.dx;
+  const bool wants_dx = dx != nullptr;
 
   if (has_weights(l)) {
     const cpu::Int8ConvShape& s = l.conv;
@@ -583,11 +600,7 @@ void backward(const StepProgram& p, int i, std::byte* const* buffers, StepState&
         for (int32_t c = 0; c < l.in_c; ++c) dx[px * l.in_c + c] = dy[c] / static_cast<float>(l.in_pixels);
     }
   }
-  if (accumulate) {
-    for (int64_t e = 0; e < n_in; ++e) dx_target[e] += dx[e];
-  } else if (wants_dx) {
-    written[i] = 1;
-  }
+  input.finish();
 }
 
 }  // namespace
