@@ -188,6 +188,10 @@ int main(int argc, char** argv) {
   f.add_int("poll-every-size", 1, "tcp: 1 = recvs of every size poll (shared memory always, sockets while this host has a core per rank); 0 = only up to --poll-max-bytes");
   f.add_int("socket-buffer-bytes", static_cast<int64_t>(CommOptions{}.socket_buffer_bytes),
             "tcp on sockets: SO_SNDBUF/SO_RCVBUF of each connection (0: the kernel's default and autotuning)");
+  f.add_int(
+      "read-after-send-bytes", static_cast<int64_t>(CommOptions{}.read_after_send_bytes),
+      "tcp on sockets, a core per rank: a send of at least this many bytes then reads the whole messages "
+      "already in (0: never)");
   return run_program(f, argc, argv, [&] {
     const std::string op = f.get_string("op");
     if (op != "allreduce" && op != "allgather") throw UsageError("--op must be allreduce or allgather");
@@ -204,6 +208,8 @@ int main(int argc, char** argv) {
     options.poll_max_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("poll-max-bytes")));
     options.poll_every_size = f.get_int("poll-every-size") != 0;
     options.socket_buffer_bytes = static_cast<size_t>(std::max<int64_t>(0, f.get_int("socket-buffer-bytes")));
+    options.read_after_send_bytes =
+        static_cast<size_t>(std::max<int64_t>(0, f.get_int("read-after-send-bytes")));
     if (f.get_string("comm") == "local") {
       run_local(
           static_cast<int>(f.get_int("ranks")),

@@ -76,6 +76,7 @@ std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, c
   auto transport = std::make_shared<TcpTransport>(world, store, options);
   if (world.size > 1 && !shm_enabled()) here = ranks_on_this_host(world, store, options.timeout);
   transport->set_poll_max_bytes(polled_recv_limit(options, false, here, cores));
+  transport->set_read_after_send_bytes(read_after_send_limit(options, here, cores));
   return transport;
 }
 
@@ -84,6 +85,10 @@ std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, c
 size_t polled_recv_limit(const CommOptions& options, bool shared_memory, int ranks_here, int cores) {
   const bool every_size = options.poll_every_size && (shared_memory || ranks_here <= cores);
   return every_size ? std::numeric_limits<size_t>::max() : options.poll_max_bytes;
+}
+
+size_t read_after_send_limit(const CommOptions& options, int ranks_here, int cores) {
+  return ranks_here <= cores ? options.read_after_send_bytes : 0;
 }
 
 size_t ring_chunk_for_host(const CommOptions& options, int ranks_here, int cores) {

@@ -80,6 +80,11 @@ struct TcpTransport::Peer {
   // after the last poller got its message (TcpTransport::kReaderGrace), so that a recv posted soon
   // after finds the next frame in the socket instead of a reader thread woken by it.
   std::atomic<int> sleepers{0};
+  // Recvs posted on this socket that will read it themselves in wait() (PeerRecv::watches_), not
+  // yet waiting. The reader parks while there are any, as for pollers: their owner is sending or
+  // waiting on an earlier recv and comes for the frames soon, and a reader woken for them would
+  // take the core from that thread (ranks are bound to a core each) to read what it reads anyway.
+  std::atomic<int> posted{0};
   std::atomic<int64_t> last_poll_end_ns{0};  // steady_clock, when a poller last got its message
   std::mutex park_mu;
   std::condition_variable park_cv;
@@ -89,7 +94,11 @@ struct TcpTransport::Peer {
 };
 
 TcpTransport::TcpTransport(const TcpWorld& world, Store& store, const CommOptions& options)
-    : rank_(world.rank), size_(world.size), job_hash_(net::job_hash(world.job_id)), options_(options) {
+    : rank_(world.rank),
+      size_(world.size),
+      job_hash_(net::job_hash(world.job_id)),
+      options_(options),
+      read_after_send_bytes_(options.read_after_send_bytes) {
   TERN_CHECK(world.size >= 1 && world.rank >= 0 && world.rank < world.size, "tcp transport: rank ",
              world.rank, " is outside a world of size ", world.size);
   TERN_CHECK(world.job_id.size() <= net::kMaxJobIdBytes, "tcp transport: job id of ", world.job_id.size(),
@@ -157,22 +166,30 @@ void TcpTransport::send(int dst, uint64_t context, uint64_t tag, const void* dat
     bytes_received_ += bytes;
     return;
   }
-  std::lock_guard write_lock(peer.write_mu);
-  if (peer.inbox.dead()) throw peer.inbox.peer_error("send", context, tag, bytes);
-  net::FrameHeader header;
-  header.kind = static_cast<uint16_t>(net::FrameKind::data);
-  header.job_hash = job_hash_;
-  header.context = context;
-  header.tag = tag;
-  header.sequence = peer.next_sequence++;
-  header.payload_bytes = bytes;
-  const net::EncodedHeader encoded = net::encode_header(header);
-  const std::string error = write_frame(peer, encoded.data(), data, bytes);
-  if (!error.empty()) {
-    peer.inbox.mark_dead(error);
-    throw peer.inbox.peer_error("send", context, tag, bytes);
+  {
+    std::lock_guard write_lock(peer.write_mu);
+    if (peer.inbox.dead()) throw peer.inbox.peer_error("send", context, tag, bytes);
+    net::FrameHeader header;
+    header.kind = static_cast<uint16_t>(net::FrameKind::data);
+    header.job_hash = job_hash_;
+    header.context = context;
+    header.tag = tag;
+    header.sequence = peer.next_sequence++;
+    header.payload_bytes = bytes;
+    const net::EncodedHeader encoded = net::encode_header(header);
+    const std::string error = write_frame(peer, encoded.data(), data, bytes);
+    if (!error.empty()) {
+      peer.inbox.mark_dead(error);
+      throw peer.inbox.peer_error("send", context, tag, bytes);
+    }
+    bytes_sent_ += bytes;
   }
-  bytes_sent_ += bytes;
+  // What came in meanwhile, read now by this thread: the peers' sockets stay drained, so their
+  // large sends flow while ours do, without a reader thread taking this rank's core.
+  if (read_after_send_bytes_ != 0 && bytes >= read_after_send_bytes_) {
+    while (take_any_frame()) {
+    }
+  }
 }
 
 // Header and payload in one gathered write per call, from the caller's memory. MSG_DONTWAIT makes
@@ -342,12 +359,16 @@ bool TcpTransport::take_frame(Peer& peer, Clock::time_point deadline) {
 // recv that is not posted yet), and notices EOF, errors and shutdown.
 void TcpTransport::read_frames(Peer& peer) {
   constexpr int kSliceMs = 20;  // how often a parked or idle reader looks at shutdown again
-  // Parked while a recv waits on the socket, or within the grace period after one got its message
-  // unless a recv now waits for the reader or a send of ours for socket space.
+  // Parked while a recv waits on the socket. Else it reads at once while a recv waits for the reader
+  // or a send of ours for socket space, and otherwise stays parked while recvs that will read the
+  // socket themselves are posted on it (Peer::posted), and for a grace period after one got its
+  // message.
   auto parked_until = [&]() -> Clock::time_point {
     if (peer.pollers.load(std::memory_order_acquire) > 0) return Clock::now() + std::chrono::milliseconds(kSliceMs);
     if (peer.sleepers.load(std::memory_order_acquire) > 0 || stalled_sends_.load(std::memory_order_acquire) > 0)
       return Clock::time_point::min();
+    if (peer.posted.load(std::memory_order_acquire) > 0)
+      return Clock::now() + std::chrono::milliseconds(kSliceMs);
     return Clock::time_point(Clock::duration(peer.last_poll_end_ns.load(std::memory_order_acquire))) + kReaderGrace;
   };
   for (;;) {
@@ -414,12 +435,15 @@ class TcpTransport::PeerRecv final : public PostedRecv {
         yields_(bytes <= transport.options_.poll_max_bytes) {
     peer_.inbox.post(post_);
     if (peer_.socket && !watches_) sleeping_.start();  // the reader fills it, from now on
+    if (watches_) peer_.posted.fetch_add(1, std::memory_order_acq_rel);
   }
   ~PeerRecv() override {
+    stop_counting_posted();
     peer_.inbox.cancel(post_, transport_.options_.timeout);  // then sleeping_ uncounts this recv
   }
 
   void wait(std::chrono::milliseconds timeout) override {
+    stop_counting_posted();  // counted among the pollers (or sleepers) from here on
     if (!watches_) return peer_.inbox.wait(post_, timeout);
     const Clock::time_point deadline = Clock::now() + timeout;
     struct Polling {  // counted from the first look until the recv sleeps or returns
@@ -445,11 +469,19 @@ class TcpTransport::PeerRecv final : public PostedRecv {
   }
 
  private:
+  // Uncounts this recv from its peer's posted ones (once; a recv that waits is then a poller).
+  // The reader, if parked for it and for no other, looks again within its parking slice.
+  void stop_counting_posted() {
+    if (watches_ && !std::exchange(posted_uncounted_, true))
+      peer_.posted.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
   TcpTransport& transport_;
   Peer& peer_;
   Inbox::Post post_;
   const bool watches_;  // reads the socket itself in wait() (else the reader thread fills it)
   const bool yields_;   // looks at the socket in a loop before sleeping on it
+  bool posted_uncounted_ = false;
   // Counted among the peer's sleepers: the reader thread, woken from its park, reads for us.
   ReaderWaiter sleeping_{peer_.sleepers, [this] {
     std::lock_guard park(peer_.park_mu);

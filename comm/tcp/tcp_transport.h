@@ -52,6 +52,11 @@ class TcpTransport final : public Transport {
   // make_tcp_communicator sets it once the mesh stands and it knows how many ranks share the host.
   // Call it before any recv.
   void set_poll_max_bytes(size_t bytes) { options_.poll_max_bytes = bytes; }
+  // A send of at least this many bytes (0: none) then takes every whole message already in from
+  // any peer (CommOptions::read_after_send_bytes, from which it starts): make_tcp_communicator
+  // turns it off when this host runs more of the world's ranks than it has cores. Call it before
+  // any send.
+  void set_read_after_send_bytes(size_t bytes) { read_after_send_bytes_ = bytes; }
   uint64_t bytes_sent() const override { return bytes_sent_; }
   uint64_t bytes_received() const override { return bytes_received_; }
   // The kernel's send and receive buffer sizes (SO_SNDBUF, SO_RCVBUF) of the connection to `peer`,
@@ -83,6 +88,7 @@ class TcpTransport final : public Transport {
   boost::asio::io_context io_;  // owns the sockets' services: declared before the peers
   std::vector<std::unique_ptr<Peer>> peers_;
   std::atomic<bool> closing_{false};
+  size_t read_after_send_bytes_;
   std::atomic<int> stalled_sends_{0};  // sends waiting for socket space: the readers read meanwhile
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> bytes_received_{0};

@@ -95,6 +95,16 @@ TEST(TcpCommunicator, RecvsOfEverySizePollSharedMemoryAndSocketsOnlyWhileEachRan
   EXPECT_EQ(polled_recv_limit(options, true, 2, 2), 1000u);
 }
 
+TEST(TcpCommunicator, SendsReadWhatCameInOnlyWhileEachRankHasACore) {
+  CommOptions options;
+  options.read_after_send_bytes = 5000;
+  EXPECT_EQ(read_after_send_limit(options, 2, 2), 5000u);
+  EXPECT_EQ(read_after_send_limit(options, 1, 8), 5000u);
+  EXPECT_EQ(read_after_send_limit(options, 4, 2), 0u);
+  options.read_after_send_bytes = 0;
+  EXPECT_EQ(read_after_send_limit(options, 2, 2), 0u);
+}
+
 TEST(TcpCommunicator, RingChunksGrowOnlyWithMoreRanksThanCoresUnlessChosen) {
   CommOptions options;
   EXPECT_EQ(ring_chunk_for_host(options, 2, 2), 0u);  // comm/algorithms.h's default

@@ -236,7 +236,12 @@ TEST_F(TcpBadFrames, RecvTimingOutInTheMiddleOfAFrameEndsAtItsTimeout) {
 }
 
 TEST_F(TcpFaults, APostedRecvDestroyedWhileItsSenderStallsMidFrameCutsTheLinkAfterTheTimeout) {
-  auto rank0 = start_rank(0, 2, "stalled-post", testing::short_timeouts(milliseconds(300)));
+  // Recvs that never read the socket themselves (poll 0): the reader thread fills a posted recv as
+  // its frame comes. (A recv that reads the socket itself leaves its frames there until its wait,
+  // so the reader does not touch them while it is only posted.)
+  CommOptions options = testing::short_timeouts(milliseconds(300));
+  options.poll = std::chrono::microseconds(0);
+  auto rank0 = start_rank(0, 2, "stalled-post", options);
   FakePeer fake(*store_, "stalled-post", 1, 2, 0);
   auto t0 = rank0.get();
   std::vector<uint8_t> buffer(8, 0);

@@ -26,7 +26,9 @@ using testing::short_timeouts;
 
 constexpr milliseconds kRecvTimeout = seconds(10);
 
-enum class Link { sockets, shared_memory };
+// Sockets as they run by default, sockets whose every send then reads what came in (the path of
+// sends from 1 MB with a core per rank, CommOptions::read_after_send_bytes), and shared memory.
+enum class Link { sockets, sockets_reading_after_sends, shared_memory };
 
 // Test options with recvs that poll for `poll_us` (recvs of up to `poll_max_bytes`).
 CommOptions polling(int64_t poll_us, size_t poll_max_bytes = CommOptions{}.poll_max_bytes) {
@@ -37,7 +39,15 @@ CommOptions polling(int64_t poll_us, size_t poll_max_bytes = CommOptions{}.poll_
 }
 
 std::string link_name(const ::testing::TestParamInfo<Link>& info) {
-  return info.param == Link::sockets ? "Sockets" : "SharedMemory";
+  switch (info.param) {
+    case Link::sockets:
+      return "Sockets";
+    case Link::sockets_reading_after_sends:
+      return "SocketsReadingAfterSends";
+    case Link::shared_memory:
+      break;
+  }
+  return "SharedMemory";
 }
 
 class TransportContract : public ::testing::TestWithParam<Link> {
@@ -46,8 +56,10 @@ class TransportContract : public ::testing::TestWithParam<Link> {
   std::vector<std::unique_ptr<Transport>> world(int n, const std::string& job_id,
                                                 const CommOptions& options = short_timeouts()) {
     std::vector<std::unique_ptr<Transport>> ranks;
-    if (GetParam() == Link::sockets) {
-      for (auto& t : testing::make_tcp_world(n, *store_, job_id, options)) ranks.push_back(std::move(t));
+    if (GetParam() != Link::shared_memory) {
+      CommOptions link = options;
+      if (GetParam() == Link::sockets_reading_after_sends) link.read_after_send_bytes = 1;
+      for (auto& t : testing::make_tcp_world(n, *store_, job_id, link)) ranks.push_back(std::move(t));
     } else {
       for (auto& t : testing::make_shm_world(n, *store_, job_id, options)) ranks.push_back(std::move(t));
     }
@@ -58,7 +70,9 @@ class TransportContract : public ::testing::TestWithParam<Link> {
   std::shared_ptr<Store> store_ = connect_tcp_store(server_.address(), seconds(5));
 };
 
-INSTANTIATE_TEST_SUITE_P(Links, TransportContract, ::testing::Values(Link::sockets, Link::shared_memory),
+INSTANTIATE_TEST_SUITE_P(Links, TransportContract,
+                         ::testing::Values(Link::sockets, Link::sockets_reading_after_sends,
+                                           Link::shared_memory),
                          link_name);
 
 // Every rank sends everything (to itself too) before it receives anything: sends far larger than
