@@ -40,8 +40,9 @@ class TcpTransport final : public Transport {
   // any recv sleeps in poll() on the socket — no thread hand-off per message.
   void recv(int src, uint64_t context, uint64_t tag, void* data, size_t bytes,
             std::chrono::milliseconds timeout) override;
-  // Until wait() the reader thread reads the message straight into the posted buffer whenever it
-  // comes; wait() reads the socket itself, as recv does.
+  // wait() reads the socket itself, as recv does, straight into the posted buffer; until then the
+  // reader thread leaves the socket alone (it reads into the buffer only while a send of ours
+  // cannot write, or when recvs do not poll: options.poll = 0).
   std::unique_ptr<PostedRecv> post_recv(int src, uint64_t context, uint64_t tag, void* data,
                                         size_t bytes) override;
   // The same, reducing the message into `data` as it is read off the socket, a piece at a time.
