@@ -46,7 +46,9 @@ def main():
     p.add_argument("--ops", default="allreduce,allgather")
     p.add_argument("--min", default="4K")
     p.add_argument("--max", default="64M")
-    p.add_argument("--iters", default="100")
+    # Timed operations per run at 1 MB, fewer above (iters * 1 MB / size, at least 5): at 400 a
+    # 16 MB cell rests on 25 operations; at 100 it rested on 5-6 and moved 10-20 % between runs.
+    p.add_argument("--iters", default="400", help="timed operations per run at 1 MB (fewer above, at least 5)")
     p.add_argument("--json", help="write every row of every backend here (JSON lines)")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--repeat", type=int, default=3, help="runs per backend, interleaved; cells are medians")
