@@ -37,10 +37,11 @@ void check_send_size(int rank, int dst, uint64_t context, uint64_t tag, size_t b
 // another length). Once the peer is dead (the link failed, or a recv gave up in the middle of a
 // message) every waiting and later recv fails with the reason; messages that arrived whole before
 // that are still delivered.
-// A recv's place in its peer's count of recvs that wait for the link's reader thread: the reader
-// reads the link for them, and while there are none it may leave the link to recvs that poll it.
-// start() counts the recv and wakes the reader through `wake`; stop() and destruction uncount it.
-// Both are idempotent.
+// A recv's place in one of its peer's counts that the link's reader thread consults: recvs that
+// wait for the reader (it reads the link for them; while there are none it may leave the link to
+// recvs that poll it), or, over sockets, recvs posted to read the link themselves (it leaves the link
+// to them). start() counts the recv and wakes the reader through `wake`; stop() and destruction
+// uncount it. Both are idempotent.
 class ReaderWaiter {
  public:
   ReaderWaiter(std::atomic<int>& count, std::function<void()> wake) : count_(count), wake_(std::move(wake)) {}

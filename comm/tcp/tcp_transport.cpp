@@ -94,11 +94,7 @@ struct TcpTransport::Peer {
 };
 
 TcpTransport::TcpTransport(const TcpWorld& world, Store& store, const CommOptions& options)
-    : rank_(world.rank),
-      size_(world.size),
-      job_hash_(net::job_hash(world.job_id)),
-      options_(options),
-      read_after_send_bytes_(options.read_after_send_bytes) {
+    : rank_(world.rank), size_(world.size), job_hash_(net::job_hash(world.job_id)), options_(options) {
   TERN_CHECK(world.size >= 1 && world.rank >= 0 && world.rank < world.size, "tcp transport: rank ",
              world.rank, " is outside a world of size ", world.size);
   TERN_CHECK(world.job_id.size() <= net::kMaxJobIdBytes, "tcp transport: job id of ", world.job_id.size(),
@@ -186,7 +182,7 @@ void TcpTransport::send(int dst, uint64_t context, uint64_t tag, const void* dat
   }
   // What came in meanwhile, read now by this thread: the peers' sockets stay drained, so their
   // large sends flow while ours do, without a reader thread taking this rank's core.
-  if (read_after_send_bytes_ != 0 && bytes >= read_after_send_bytes_) {
+  if (options_.read_after_send_bytes != 0 && bytes >= options_.read_after_send_bytes) {
     while (take_any_frame()) {
     }
   }
@@ -435,15 +431,15 @@ class TcpTransport::PeerRecv final : public PostedRecv {
         yields_(bytes <= transport.options_.poll_max_bytes) {
     peer_.inbox.post(post_);
     if (peer_.socket && !watches_) sleeping_.start();  // the reader fills it, from now on
-    if (watches_) peer_.posted.fetch_add(1, std::memory_order_acq_rel);
+    if (watches_) posted_.start();
   }
   ~PeerRecv() override {
-    stop_counting_posted();
+    posted_.stop();
     peer_.inbox.cancel(post_, transport_.options_.timeout);  // then sleeping_ uncounts this recv
   }
 
   void wait(std::chrono::milliseconds timeout) override {
-    stop_counting_posted();  // counted among the pollers (or sleepers) from here on
+    posted_.stop();  // counted among the pollers (or sleepers) from here on
     if (!watches_) return peer_.inbox.wait(post_, timeout);
     const Clock::time_point deadline = Clock::now() + timeout;
     struct Polling {  // counted from the first look until the recv sleeps or returns
@@ -469,19 +465,14 @@ class TcpTransport::PeerRecv final : public PostedRecv {
   }
 
  private:
-  // Uncounts this recv from its peer's posted ones (once; a recv that waits is then a poller).
-  // The reader, if parked for it and for no other, looks again within its parking slice.
-  void stop_counting_posted() {
-    if (watches_ && !std::exchange(posted_uncounted_, true))
-      peer_.posted.fetch_sub(1, std::memory_order_acq_rel);
-  }
-
   TcpTransport& transport_;
   Peer& peer_;
   Inbox::Post post_;
   const bool watches_;  // reads the socket itself in wait() (else the reader thread fills it)
   const bool yields_;   // looks at the socket in a loop before sleeping on it
-  bool posted_uncounted_ = false;
+  // Counted among the peer's posted recvs until its wait starts: the reader leaves the socket to
+  // it. Nothing to wake: a parked reader looks again within its parking slice.
+  ReaderWaiter posted_{peer_.posted, [] {}};
   // Counted among the peer's sleepers: the reader thread, woken from its park, reads for us.
   ReaderWaiter sleeping_{peer_.sleepers, [this] {
     std::lock_guard park(peer_.park_mu);

@@ -57,7 +57,7 @@ class TcpTransport final : public Transport {
   // any peer (CommOptions::read_after_send_bytes, from which it starts): make_tcp_communicator
   // turns it off when this host runs more of the world's ranks than it has cores. Call it before
   // any send.
-  void set_read_after_send_bytes(size_t bytes) { read_after_send_bytes_ = bytes; }
+  void set_read_after_send_bytes(size_t bytes) { options_.read_after_send_bytes = bytes; }
   uint64_t bytes_sent() const override { return bytes_sent_; }
   uint64_t bytes_received() const override { return bytes_received_; }
   // The kernel's send and receive buffer sizes (SO_SNDBUF, SO_RCVBUF) of the connection to `peer`,
@@ -89,7 +89,6 @@ class TcpTransport final : public Transport {
   boost::asio::io_context io_;  // owns the sockets' services: declared before the peers
   std::vector<std::unique_ptr<Peer>> peers_;
   std::atomic<bool> closing_{false};
-  size_t read_after_send_bytes_;
   std::atomic<int> stalled_sends_{0};  // sends waiting for socket space: the readers read meanwhile
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> bytes_received_{0};
