@@ -6,6 +6,7 @@
 
 #include "ondevice/qas.h"
 #include "runtime/kernels/cpu/int8_backward.h"
+#include "runtime/kernels/cpu/mix32.h"
 #include "runtime/kernels/cpu/requantize.h"
 #include "runtime/kernels/cpu/sparse_update.h"
 

@@ -349,8 +349,8 @@ TrainingStep build_training_step(std::span<const LayerSpec> layers, const StepOp
     for (int t = b.first + 1; t <= b.project; ++t) hidden[t] = true;
   }
   const std::vector<int> pools = folded_pools(layers, o);
-  for (int g :
-       pools) {  // the pool's backward runs in the conv's op; the conv's output gradient is never whole
+  // The pool's backward runs in the conv's op; the conv's output gradient is never whole.
+  for (int g : pools) {
     runs_in[g] = g - 1;
     hidden[g] = true;
   }

@@ -39,7 +39,7 @@
 #include <cstring>
 
 #include "runtime/error.h"
-#include "runtime/kernels/cpu/sparse_update.h"
+#include "runtime/kernels/cpu/mix32.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && \
     defined(__AVX512VBMI__) && defined(__GFNI__)
@@ -101,7 +101,7 @@ void read_tail(const uint8_t* in, int bits, int r, uint32_t* planes) {
   }
 }
 
-using cpu::mix32;  // lowbias32 (runtime/kernels/cpu/sparse_update.h)
+using cpu::mix32;  // lowbias32 (runtime/kernels/cpu/mix32.h)
 inline uint32_t group_seed(uint64_t key, int64_t g) {
   return static_cast<uint32_t>(mix_seed(key + static_cast<uint64_t>(g)));
 }

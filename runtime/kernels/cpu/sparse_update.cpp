@@ -2,6 +2,8 @@
 
 #include <math.h>
 
+#include "runtime/kernels/cpu/mix32.h"
+
 namespace tern::cpu {
 
 // The index lists are short next to the tensors they touch (top-k of a gradient, a few embedding

@@ -27,15 +27,5 @@ void fixed_point_sgd(int8_t* hi, uint8_t* lo, const float* g, int64_t n, float l
                      int64_t first) noexcept;
 // The uniform draw in [0, 1) fixed_point_sgd uses for element `index` under `key`.
 float fixed_point_draw(uint32_t key, int64_t index) noexcept;
-// Lowbias32 (C. Wellons): a 32-bit bijection with good avalanche, cheap enough to vectorise; the draws
-// above and the stochastic quantisers (comm/compress) hash with it.
-inline uint32_t mix32(uint32_t x) noexcept {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
 
 }  // namespace tern::cpu

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "runtime/kernels/cpu/mix32.h"
 #include "runtime/kernels/reference/sparse_update.h"
 #include "runtime/rng.h"
 
