@@ -132,8 +132,9 @@ class MeshSetup {
   template <typename Handler>
   void send_handshake(const std::shared_ptr<Link>& link, Handler handler) {
     link->header_out = encode_header(my_handshake());
-    const std::array<asio::const_buffer, 2> buffers{asio::buffer(link->header_out),
-                                                    asio::buffer(world_.job_id)};
+    const std::array<asio::const_buffer, 3> buffers{
+        asio::buffer(link->header_out), asio::buffer(world_.job_id),
+        asio::buffer(kFramePadding, frame_padding(world_.job_id.size()))};
     asio::async_write(*link->socket, buffers, [link, handler](ErrorCode ec, size_t) { handler(ec); });
   }
 
@@ -153,12 +154,14 @@ class MeshSetup {
                        if (problem.empty()) problem = check_rank(header.tag);
                        if (!problem.empty()) return handler("bad handshake: " + problem);
                        link->rank = static_cast<int>(header.tag);
-                       link->job_id_in.resize(header.payload_bytes);
+                       // the job id and its padding; the padding is dropped once read
+                       link->job_id_in.resize(header.payload_bytes + frame_padding(header.payload_bytes));
                        asio::async_read(*link->socket, asio::buffer(link->job_id_in),
-                                        [this, link, handler](ErrorCode ec2, size_t) {
+                                        [this, link, handler, header](ErrorCode ec2, size_t) {
                                           if (finished_) return;
                                           if (ec2)
                                             return handler("failed during its handshake: " + ec2.message());
+                                          link->job_id_in.resize(header.payload_bytes);
                                           if (link->job_id_in != world_.job_id) {
                                             return handler("bad handshake: job id '" + link->job_id_in +
                                                            "', expected '" + world_.job_id + "'");

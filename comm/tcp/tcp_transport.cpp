@@ -188,13 +188,14 @@ void TcpTransport::send(int dst, uint64_t context, uint64_t tag, const void* dat
   }
 }
 
-// Header and payload in one gathered write per call, from the caller's memory. MSG_DONTWAIT makes
-// only these writes non-blocking (the reader's recv on the same descriptor keeps blocking), so a
+// Header, payload and padding in one gathered write per call, from the caller's memory. MSG_DONTWAIT
+// makes only these writes non-blocking (the reader's recv on the same descriptor keeps blocking), so a
 // peer that stops reading for options.timeout fails the send instead of hanging it.
 std::string TcpTransport::write_frame(Peer& peer, const void* header, const void* data, size_t bytes) {
-  const size_t total = net::kFrameHeaderBytes + bytes;
-  const auto* header_bytes = static_cast<const uint8_t*>(header);
-  const auto* payload = static_cast<const uint8_t*>(data);
+  const iovec frame[3] = {{const_cast<void*>(header), net::kFrameHeaderBytes},
+                          {const_cast<void*>(data), bytes},
+                          {const_cast<uint8_t*>(net::kFramePadding), net::frame_padding(bytes)}};
+  const size_t total = net::kFrameHeaderBytes + bytes + net::frame_padding(bytes);
   Clock::time_point deadline = Clock::now() + options_.timeout;  // moves on with every byte written
   size_t done = 0;
   // Once the socket is full, every reader thread reads (none waits out its grace period): the
@@ -212,13 +213,13 @@ std::string TcpTransport::write_frame(Peer& peer, const void* header, const void
   };
   std::optional<Stalled> stalled;
   while (done < total) {
-    iovec parts[2];
+    iovec parts[3];  // what of the frame is left to write
     int count = 0;
-    if (done < net::kFrameHeaderBytes) {
-      parts[count++] = {const_cast<uint8_t*>(header_bytes + done), net::kFrameHeaderBytes - done};
-      if (bytes) parts[count++] = {const_cast<uint8_t*>(payload), bytes};
-    } else {
-      parts[count++] = {const_cast<uint8_t*>(payload + (done - net::kFrameHeaderBytes)), total - done};
+    for (size_t i = 0, start = 0; i < 3; start += frame[i].iov_len, ++i) {
+      const size_t end = start + frame[i].iov_len;
+      if (end <= done || frame[i].iov_len == 0) continue;
+      const size_t skip = done > start ? done - start : 0;
+      parts[count++] = {static_cast<uint8_t*>(frame[i].iov_base) + skip, frame[i].iov_len - skip};
     }
     msghdr message{};
     message.msg_iov = parts;
@@ -270,7 +271,8 @@ bool TcpTransport::whole_frame_readable(Peer& peer) {
   if (!net::frame_problem(header, net::FrameKind::data, job_hash_, peer.expected_sequence,
                           options_.max_message_bytes).empty())
     return true;
-  return readable_bytes(peer.fd) >= net::kFrameHeaderBytes + header.payload_bytes;
+  return readable_bytes(peer.fd) >=
+         net::kFrameHeaderBytes + header.payload_bytes + net::frame_padding(header.payload_bytes);
 }
 
 // Sleeps until `to` can take more bytes or any peer's socket has bytes to read, for at most a
@@ -347,6 +349,12 @@ bool TcpTransport::take_frame(Peer& peer, Clock::time_point deadline) {
   ++peer.expected_sequence;
   const size_t bytes = header.payload_bytes;
   if (!peer.inbox.receive(header.context, header.tag, bytes, read_payload)) return false;  // the peer is dead
+  uint8_t padding[net::kFrameAlign];
+  const std::string padding_error = read_payload(padding, net::frame_padding(bytes));
+  if (!padding_error.empty()) {
+    peer.inbox.mark_dead(padding_error);
+    return false;
+  }
   bytes_received_ += bytes;
   return true;
 }

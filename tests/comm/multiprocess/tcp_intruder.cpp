@@ -72,6 +72,7 @@ int main() {
     const auto bytes = tern::net::encode_header(h);
     send_all(impostor, bytes.data(), bytes.size());
     send_all(impostor, other_job.data(), other_job.size());
+    send_all(impostor, tern::net::kFramePadding, tern::net::frame_padding(other_job.size()));
     sleep(1);  // let the rank read and reject before we hang up
     close(garbage);
     close(impostor);

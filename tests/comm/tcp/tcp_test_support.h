@@ -124,6 +124,11 @@ inline net::FrameHeader data_header(const std::string& job_id, uint64_t context,
   return header;
 }
 
+// A payload as it goes on the wire: followed by zeros up to a multiple of net::kFrameAlign.
+inline std::string padded(const std::string& payload) {
+  return payload + std::string(net::frame_padding(payload.size()), '\0');
+}
+
 // The address rank `rank` published for the first tcp world of job_id.
 inline std::string published_address(Store& store, const std::string& job_id, int rank) {
   return store.get(net::address_key(job_id, 1, rank), std::chrono::seconds(10));
@@ -137,9 +142,9 @@ class FakePeer {
       : job_id_(job_id), connection_(published_address(store, job_id, peer)) {
     const net::EncodedHeader hello = net::encode_header(handshake_header(job_id, rank, world_size));
     connection_.write(hello.data(), hello.size());
-    connection_.write(job_id);
+    connection_.write(padded(job_id));
     net::EncodedHeader answer;
-    std::string answer_job(job_id.size(), '\0');
+    std::string answer_job(padded(job_id).size(), '\0');
     if (!connection_.read(answer.data(), answer.size()) ||
         !connection_.read(answer_job.data(), answer_job.size())) {
       throw Error("fake peer: no answer to its handshake");
@@ -148,7 +153,8 @@ class FakePeer {
   void send_frame(const net::FrameHeader& header, const std::string& payload) {
     const net::EncodedHeader encoded = net::encode_header(header);
     connection_.write(encoded.data(), encoded.size());
-    connection_.write(payload);
+    // a payload cut short (the tests' torn frames) is sent as it is
+    connection_.write(payload.size() == header.payload_bytes ? padded(payload) : payload);
   }
   // A well-formed data frame with the next sequence number.
   void send(uint64_t context, uint64_t tag, const std::string& payload) {

@@ -82,7 +82,7 @@ TEST_F(TcpFaults, HandshakeFromAnotherJobIsRejectedAndTheJobCarriesOn) {
   RawConnection intruder(address);
   const net::EncodedHeader hello = net::encode_header(testing::handshake_header("other_job", 1, 2));
   intruder.write(hello.data(), hello.size());
-  intruder.write(std::string("other_job"));
+  intruder.write(testing::padded("other_job"));
   EXPECT_TRUE(intruder.closed_by_peer());
 
   // Same length of job id and a forged hash: caught by comparing the ids themselves.
@@ -90,19 +90,19 @@ TEST_F(TcpFaults, HandshakeFromAnotherJobIsRejectedAndTheJobCarriesOn) {
   net::FrameHeader forged = testing::handshake_header("the_job", 1, 2);
   const net::EncodedHeader forged_bytes = net::encode_header(forged);
   forger.write(forged_bytes.data(), forged_bytes.size());
-  forger.write(std::string("the_jox"));
+  forger.write(testing::padded("the_jox"));
   EXPECT_TRUE(forger.closed_by_peer());
 
   RawConnection wrong_rank(address);  // rank 0 only accepts higher ranks
   const net::EncodedHeader low = net::encode_header(testing::handshake_header("the_job", 0, 2));
   wrong_rank.write(low.data(), low.size());
-  wrong_rank.write(std::string("the_job"));
+  wrong_rank.write(testing::padded("the_job"));
   EXPECT_TRUE(wrong_rank.closed_by_peer());
 
   RawConnection wrong_size(address);
   const net::EncodedHeader big = net::encode_header(testing::handshake_header("the_job", 1, 3));
   wrong_size.write(big.data(), big.size());
-  wrong_size.write(std::string("the_job"));
+  wrong_size.write(testing::padded("the_job"));
   EXPECT_TRUE(wrong_size.closed_by_peer());
 
   auto rank1 = start_rank(1, 2, "the_job");

@@ -2,10 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <future>
 #include <thread>
 #include <vector>
 
+#include "comm/tcp/frame.h"
 #include "comm/tcp/tcp_store.h"
 #include "runtime/rng.h"
 #include "tests/comm/tcp/tcp_test_support.h"
@@ -46,6 +49,45 @@ TEST_F(TcpTransportWorld, SocketBuffersAreSetFromTheOptionsOrLeftToTheKernel) {
   EXPECT_GT(receive0, 0);
   EXPECT_NE(std::make_pair(send0, receive0), std::make_pair(send, receive));
   EXPECT_THROW(make_tcp_world(1, *store_, "buffers-one")[0]->socket_buffers(1), CommError);
+}
+
+// Every header and payload starts at a multiple of net::kFrameAlign in the byte stream, whatever
+// the sizes before it (the kernel's copies out of the socket are then aligned), and the padding
+// is zeros. Read off the wire by a peer played by hand.
+TEST_F(TcpTransportWorld, FramesOnTheWireAreHeaderPayloadAndZerosToTheAlignment) {
+  auto rank0 = std::async(std::launch::async, [&] {
+    return std::make_unique<TcpTransport>(TcpWorld{0, 2, "wire"}, *store_, testing::short_timeouts());
+  });
+  testing::FakePeer fake(*store_, "wire", 1, 2, 0);
+  auto t0 = rank0.get();
+  const std::vector<size_t> sizes = {0, 1, 7, 63, 64, 65, 130, 4099};
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const auto payload = pattern(sizes[i], i);
+    t0->send(1, 5, 100 + i, payload.data(), payload.size());
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    net::EncodedHeader raw;
+    ASSERT_TRUE(fake.connection().read(raw.data(), raw.size())) << "frame " << i;
+    const net::FrameHeader header = net::decode_header(raw.data());
+    EXPECT_EQ(net::frame_problem(header, net::FrameKind::data, net::job_hash("wire"), i + 1, 1 << 20), "");
+    EXPECT_EQ(header.tag, 100 + i);
+    ASSERT_EQ(header.payload_bytes, sizes[i]);
+    const size_t on_wire = (sizes[i] + net::kFrameAlign - 1) / net::kFrameAlign * net::kFrameAlign;
+    std::vector<uint8_t> body(on_wire, 0xEE);
+    ASSERT_TRUE(fake.connection().read(body.data(), body.size())) << "frame " << i;
+    EXPECT_EQ(std::vector<uint8_t>(body.begin(), body.begin() + static_cast<ptrdiff_t>(sizes[i])),
+              pattern(sizes[i], i));
+    EXPECT_TRUE(std::all_of(body.begin() + static_cast<ptrdiff_t>(sizes[i]), body.end(),
+                            [](uint8_t b) { return b == 0; }))
+        << "padding of frame " << i;
+  }
+  // and the real end reads the same framing back
+  for (size_t i = 0; i < sizes.size(); ++i) fake.send(5, 100 + i, std::string(sizes[i], static_cast<char>('a' + i)));
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    std::string got(sizes[i], '\0');
+    t0->recv(1, 5, 100 + i, got.data(), got.size(), kRecvTimeout);
+    EXPECT_EQ(got, std::string(sizes[i], static_cast<char>('a' + i)));
+  }
 }
 
 TEST_F(TcpTransportWorld, BothDirectionsOfALargeExchangeProceedTogether) {
