@@ -79,7 +79,8 @@ class TcpTransport final : public Transport {
   bool whole_frame_readable(Peer& peer);
   void wait_writable_or_readable(Peer& to);
   void poll_frames(Peer& peer, std::chrono::steady_clock::time_point deadline, bool sleep);
-  std::string read_exact(Peer& peer, void* data, size_t bytes, std::chrono::steady_clock::time_point deadline);
+  std::string read_exact(Peer& peer, void* data, size_t bytes, size_t padding,
+                         std::chrono::steady_clock::time_point deadline);
   std::string write_frame(Peer& peer, const void* header, const void* data, size_t bytes);
 
   int rank_;
