@@ -14,10 +14,10 @@ namespace tern::net {
 constexpr uint32_t kFrameMagic = 0x4E524554;  // the bytes "TERN" on the wire
 constexpr uint16_t kFrameVersion = 2;  // 1: 48-byte headers, payloads not padded
 constexpr size_t kFrameHeaderBytes = 64;
-// Every header and payload starts at a multiple of this in the byte stream, so the kernel's copies
-// out of the socket run cache-line aligned into aligned buffers. With 48-byte headers they ran
-// misaligned, and a 4-rank 4 MB allgather over sockets spent 38 % of its samples in the kernel's
-// receive copy against 17 % (bench/allreduce, perf; README "Frames on the wire").
+// Every header and payload starts at a multiple of this in the byte stream, so the kernel copies
+// payloads out of the socket cache-line aligned into aligned buffers. With 48-byte headers and no
+// padding, a 4-rank 4 MB allgather over sockets spent 36-40 % of its samples in the kernel's
+// receive copy (_copy_to_iter), against 18 % (perf; README "Frames on the wire").
 constexpr size_t kFrameAlign = 64;
 constexpr uint8_t kFramePadding[kFrameAlign] = {};
 // A handshake's payload is the job id; ids longer than this are refused before they are read.
