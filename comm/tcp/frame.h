@@ -12,7 +12,7 @@
 namespace tern::net {
 
 constexpr uint32_t kFrameMagic = 0x4E524554;  // the bytes "TERN" on the wire
-constexpr uint16_t kFrameVersion = 2;  // 1: 48-byte headers, payloads not padded
+constexpr uint16_t kFrameVersion = 2;         // 1: 48-byte headers, payloads not padded
 constexpr size_t kFrameHeaderBytes = 64;
 // Every header and payload starts at a multiple of this in the byte stream, so the kernel copies
 // payloads out of the socket cache-line aligned into aligned buffers. With 48-byte headers and no

@@ -82,7 +82,8 @@ TEST_F(TcpTransportWorld, FramesOnTheWireAreHeaderPayloadAndZerosToTheAlignment)
         << "padding of frame " << i;
   }
   // and the real end reads the same framing back
-  for (size_t i = 0; i < sizes.size(); ++i) fake.send(5, 100 + i, std::string(sizes[i], static_cast<char>('a' + i)));
+  for (size_t i = 0; i < sizes.size(); ++i)
+    fake.send(5, 100 + i, std::string(sizes[i], static_cast<char>('a' + i)));
   for (size_t i = 0; i < sizes.size(); ++i) {
     std::string got(sizes[i], '\0');
     t0->recv(1, 5, 100 + i, got.data(), got.size(), kRecvTimeout);
