@@ -305,8 +305,8 @@ void TcpTransport::wait_writable_or_readable(Peer& to) {
 std::string TcpTransport::read_exact(Peer& peer, void* data, size_t bytes, size_t padding,
                                      Clock::time_point deadline) {
   const bool blocking = deadline == Clock::time_point::max();
-  uint8_t zeros[net::kFrameAlign];
-  const iovec whole[2] = {{data, bytes}, {zeros, std::min(padding, sizeof(zeros))}};
+  uint8_t dropped[net::kFrameAlign];  // the padding lands here (frame_padding is below kFrameAlign)
+  const iovec whole[2] = {{data, bytes}, {dropped, std::min(padding, sizeof(dropped))}};
   const size_t total = bytes + whole[1].iov_len;
   size_t done = 0;
   Clock::time_point look_until = blocking ? Clock::time_point() : Clock::now() + options_.poll;
@@ -339,18 +339,12 @@ std::string TcpTransport::read_exact(Peer& peer, void* data, size_t bytes, size_
 // With read_mu held and a frame's first byte readable: the frame's header, checked, then its
 // payload into the inbox. False when the peer is now dead.
 bool TcpTransport::take_frame(Peer& peer, Clock::time_point deadline) {
-  size_t payload_left = 0;  // of the payload, once the header is in
-  size_t padding = 0;       // after it
-  const Inbox::PayloadReader read_payload = [&](void* data, size_t bytes) {
-    // The payload's last piece takes the zeros after it in the same calls (one recvmsg for a small
-    // message, not two).
-    const size_t trailer = bytes == payload_left ? padding : 0;
-    payload_left -= std::min(bytes, payload_left);
-    const std::string error = read_exact(peer, data, bytes, trailer, deadline);
+  const auto read = [&](void* data, size_t bytes, size_t padding) {
+    const std::string error = read_exact(peer, data, bytes, padding, deadline);
     return error.empty() || error.rfind("stalled", 0) == 0 ? error : "disconnected (" + error + ")";
   };
   net::EncodedHeader raw;
-  const std::string error = read_payload(raw.data(), raw.size());
+  const std::string error = read(raw.data(), raw.size(), 0);
   if (!error.empty()) {
     peer.inbox.mark_dead(error);
     return false;
@@ -366,8 +360,13 @@ bool TcpTransport::take_frame(Peer& peer, Clock::time_point deadline) {
   }
   ++peer.expected_sequence;
   const size_t bytes = header.payload_bytes;
-  payload_left = bytes;
-  padding = net::frame_padding(bytes);
+  // The inbox may read the payload in pieces (a reducing recv); the last one takes the zeros after
+  // it in the same calls (one recvmsg for a small message, not two).
+  size_t left = bytes;
+  const Inbox::PayloadReader read_payload = [&](void* data, size_t n) {
+    left -= std::min(n, left);
+    return read(data, n, left == 0 ? net::frame_padding(bytes) : 0);
+  };
   if (!peer.inbox.receive(header.context, header.tag, bytes, read_payload)) return false;  // the peer is dead
   bytes_received_ += bytes;
   return true;
