@@ -65,9 +65,6 @@ void add_backward_sums(const float* dy, const float* x, int64_t N, int64_t C, in
   }
 }
 
-// The allreduce carries the count as an f32, exact up to 2^24 values per channel.
-constexpr double kMaxExactCount = 16777216.0;
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -103,7 +100,7 @@ void BatchNorm2d::swap_forward_state(ForwardState& s) {
 
 void BatchNorm2d::set_stats_allreduce(StatsAllreduce allreduce) {
   stats_allreduce_ = std::move(allreduce);
-  if (stats_allreduce_ && !sync_sums_.defined()) sync_sums_ = Tensor::zeros({2 * channels_ + 1});
+  if (stats_allreduce_) sync_sums_.reserve(static_cast<size_t>(2 * channels_));
 }
 
 // The kernel's two-pass statistics (cpu::batch_norm_forward_train), with each pass's
@@ -111,37 +108,30 @@ void BatchNorm2d::set_stats_allreduce(StatsAllreduce allreduce) {
 void BatchNorm2d::forward_train_synchronised(const Tensor& x, Tensor& y) {
   const int64_t N = x.dim(0), C = channels_, S = spatial_size(x);
   const float* xp = x.f32();
-  float* sums = sync_sums_.f32();
-  std::vector<double> acc(static_cast<size_t>(C), 0.0);
+  std::vector<double>& sums = sync_sums_;
 
+  sums.assign(static_cast<size_t>(C + 1), 0.0);
   add_channel_sums(
-      xp, N, C, S, [](int64_t, float v) { return v; }, acc.data());
-  for (int64_t c = 0; c < C; ++c) sums[c] = static_cast<float>(acc[static_cast<size_t>(c)]);
-  sums[C] = static_cast<float>(N * S);
-  Tensor first = sync_sums_.slice(0, C + 1);
-  stats_allreduce_(first);
-  const double count = sums[C];
+      xp, N, C, S, [](int64_t, float v) { return v; }, sums.data());
+  sums[static_cast<size_t>(C)] = static_cast<double>(N * S);
+  stats_allreduce_(sums);
+  const double count = sums[static_cast<size_t>(C)];
   TERN_CHECK(count > 1, describe(),
              ": expected more than 1 value per channel over all ranks when training, got ", count,
              " (this rank's input ", x.str(), ")");
-  TERN_CHECK(count <= kMaxExactCount, describe(),
-             ": synchronised statistics count values per channel in f32, ", "exact up to 2^24; got ", count,
-             " over all ranks. Use a smaller batch or local BatchNorm");
   global_count_ = count;
   float* mean = save_mean_.f32();
-  for (int64_t c = 0; c < C; ++c) mean[c] = static_cast<float>(static_cast<double>(sums[c]) / count);
+  for (int64_t c = 0; c < C; ++c) mean[c] = static_cast<float>(sums[static_cast<size_t>(c)] / count);
 
-  std::fill(acc.begin(), acc.end(), 0.0);
+  sums.assign(static_cast<size_t>(C), 0.0);
   add_channel_sums(
       xp, N, C, S,
       [mean](int64_t c, float v) {
         const float d = v - mean[c];
         return d * d;
       },
-      acc.data());
-  for (int64_t c = 0; c < C; ++c) sums[c] = static_cast<float>(acc[static_cast<size_t>(c)]);
-  Tensor second = sync_sums_.slice(0, C);
-  stats_allreduce_(second);
+      sums.data());
+  stats_allreduce_(sums);
 
   const float* gamma = weight.value.f32();
   const float* beta = bias.value.f32();
@@ -150,7 +140,7 @@ void BatchNorm2d::forward_train_synchronised(const Tensor& x, Tensor& y) {
   float* running_var_p = running_var.value.f32();
   float* yp = y.f32();
   for (int64_t c = 0; c < C; ++c) {
-    const double var = static_cast<double>(sums[c]) / count;
+    const double var = sums[static_cast<size_t>(c)] / count;
     invstd[c] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps_)));
     const float a = gamma[c] * invstd[c];
     const float b = beta[c] - mean[c] * a;
@@ -173,20 +163,16 @@ void BatchNorm2d::backward_train_synchronised(const Tensor& dy, Tensor& dx) {
   const int64_t N = x_.dim(0), C = channels_, S = spatial_size(x_);
   const float* mean = save_mean_.f32();
   const float* invstd = save_invstd_.f32();
-  std::vector<double> sdy(static_cast<size_t>(C), 0.0), sdyd(static_cast<size_t>(C), 0.0);
-  add_backward_sums(dy.f32(), x_.f32(), N, C, S, mean, sdy.data(), sdyd.data());
-  float* sums = sync_sums_.f32();
+  std::vector<double>& sums = sync_sums_;  // sum(dy) of each channel, then sum(dy * (x - mean))
+  sums.assign(static_cast<size_t>(2 * C), 0.0);
+  add_backward_sums(dy.f32(), x_.f32(), N, C, S, mean, sums.data(), sums.data() + C);
   float* dgamma = dgamma_.f32();
   float* dbeta = dbeta_.f32();
   for (int64_t c = 0; c < C; ++c) {
-    const auto i = static_cast<size_t>(c);
-    dgamma[c] = static_cast<float>(sdyd[i] * invstd[c]);
-    dbeta[c] = static_cast<float>(sdy[i]);
-    sums[c] = static_cast<float>(sdy[i]);
-    sums[C + c] = static_cast<float>(sdyd[i]);
+    dgamma[c] = static_cast<float>(sums[static_cast<size_t>(C + c)] * invstd[c]);
+    dbeta[c] = static_cast<float>(sums[static_cast<size_t>(c)]);
   }
-  Tensor both = sync_sums_.slice(0, 2 * C);
-  stats_allreduce_(both);
+  stats_allreduce_(sums);
 
   const float* gamma = weight.value.f32();
   const float* dyp = dy.f32();
@@ -196,9 +182,9 @@ void BatchNorm2d::backward_train_synchronised(const Tensor& dy, Tensor& dx) {
   for (int64_t c = 0; c < C; ++c) {
     // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), means over all ranks.
     const float k = gamma[c] * invstd[c];
-    const double dg = static_cast<double>(sums[C + c]) * invstd[c];
+    const double dg = sums[static_cast<size_t>(C + c)] * invstd[c];
     const float b = static_cast<float>(-k * invstd[c] * dg / count);
-    const float shift = static_cast<float>(-k * static_cast<double>(sums[c]) / count);
+    const float shift = static_cast<float>(-k * sums[static_cast<size_t>(c)] / count);
     const float m = mean[c];
     for (int64_t n = 0; n < N; ++n) {
       const int64_t off = (n * C + c) * S;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "runtime/nn/module.h"
 
@@ -17,7 +18,7 @@ namespace tern {
 // Synchronised BatchNorm (data-parallel --sync-bn): with a stats allreduce set, a training
 // forward normalises with the statistics of the batch of every rank together, and backward
 // uses the matching global sums, so N ranks compute what one process computes on the
-// concatenated batch. Per forward: two allreduces, the per-channel sums and count (for the
+// concatenated batch. Per forward: two sums across ranks, the per-channel sums and count (for the
 // mean), then the sums of squared deviations from that mean (the two-pass variance, accurate
 // whatever the mean is, unlike sum-of-squares minus squared mean); per backward: one, of
 // sum(dy) and sum(dy * (x - mean)). The param gradients stay this rank's own share: the
@@ -26,10 +27,15 @@ class BatchNorm2d : public Module {
  public:
   BatchNorm2d(int64_t channels, float momentum = 0.1f, float eps = 1e-5f);
 
-  // Sums an f32 tensor in place across the data-parallel ranks, blocking. runtime/nn does not
-  // know about communicators; DataParallel sets this. Every rank must call forward/backward in
-  // training mode the same number of times. An empty function restores local statistics.
-  using StatsAllreduce = std::function<void(Tensor& values)>;
+  // Sums per-channel statistics in place across the data-parallel ranks, blocking, in double and
+  // to the same bits on every rank. runtime/nn does not know about communicators; DataParallel
+  // sets this (sync_bn_stats_sum). Every rank must call forward/backward in training mode the same
+  // number of times. An empty function restores local statistics.
+  //
+  // Double, so the count stays exact past 2^24 values per channel over all ranks (an f32 sum
+  // stopped there: 64 ranks x batch 32 of 112 x 112 maps are 25.7 M) and the sums are as precise
+  // as one process's, whose kernels accumulate in double too.
+  using StatsAllreduce = std::function<void(std::vector<double>& values)>;
   void set_stats_allreduce(StatsAllreduce allreduce);
   bool synchronised() const { return static_cast<bool>(stats_allreduce_); }
 
@@ -55,7 +61,7 @@ class BatchNorm2d : public Module {
   Tensor save_mean_, save_invstd_;     // [C], batch statistics of the last training forward
   Tensor dgamma_, dbeta_;              // [C], scratch: kernels overwrite, grads accumulate
   StatsAllreduce stats_allreduce_;
-  Tensor sync_sums_;         // [2C + 1] scratch of the synchronised passes
+  std::vector<double> sync_sums_;  // scratch of the synchronised passes, at most 2C values
   double global_count_ = 0;  // values per channel over all ranks, of the last sync forward
 
   void forward_train_synchronised(const Tensor& x, Tensor& y);

@@ -1,5 +1,6 @@
 #include "runtime/train/data_parallel.h"
 
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 #include <string>
@@ -132,6 +133,23 @@ void broadcast_model(Module& model, Communicator& comm) {
   }
 }
 
+BatchNorm2d::StatsAllreduce sync_bn_stats_sum(Communicator& comm) {
+  return [&comm](std::vector<double>& values) {
+    const auto n = static_cast<int64_t>(values.size());
+    const size_t bytes = values.size() * sizeof(double);
+    Tensor mine = Tensor::empty({n}, DType::i64);  // the doubles' bytes
+    std::memcpy(mine.raw(), values.data(), bytes);
+    Tensor all = Tensor::empty({n * comm.size()}, DType::i64);
+    comm.allgather(mine, all);
+    std::vector<double> part(values.size());
+    std::fill(values.begin(), values.end(), 0.0);
+    for (int r = 0; r < comm.size(); ++r) {
+      std::memcpy(part.data(), static_cast<const char*>(all.raw()) + static_cast<size_t>(r) * bytes, bytes);
+      for (size_t i = 0; i < values.size(); ++i) values[i] += part[i];
+    }
+  };
+}
+
 DataParallel::DataParallel(Module& model, Communicator& comm, DataParallelOptions options)
     : model_(model), comm_(comm) {
   check_same_model(model, comm);
@@ -146,7 +164,7 @@ DataParallel::DataParallel(Module& model, Communicator& comm, DataParallelOption
     Communicator* bn_comm = bn_comm_.get();
     model.visit([bn_comm](Module& m) {
       if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) {
-        bn->set_stats_allreduce([bn_comm](Tensor& values) { bn_comm->allreduce(values, ReduceOp::sum); });
+        bn->set_stats_allreduce(sync_bn_stats_sum(*bn_comm));
       }
     });
   }

@@ -7,6 +7,7 @@
 
 #include "comm/communicator.h"
 #include "runtime/nn/module.h"
+#include "runtime/nn/norm.h"
 #include "runtime/train/grad_sync.h"
 
 namespace tern {
@@ -54,6 +55,11 @@ class DataParallel {
   std::unique_ptr<Communicator> bn_comm_;  // sync_bn only
   std::unique_ptr<GradSync> grad_sync_;
 };
+
+// Sync-BN's sum of per-channel statistics over `comm` (BatchNorm2d::StatsAllreduce): every rank's
+// values are gathered and added up in rank order, in double, so every rank gets the same bits.
+// The communicators reduce no f64; gathering is what PyTorch's SyncBatchNorm does too.
+BatchNorm2d::StatsAllreduce sync_bn_stats_sum(Communicator& comm);
 
 // Collective: throws the same Error on every rank unless all ranks' models have the same params
 // and buffers (names, dtypes, shapes, trainable flags), naming the first difference.

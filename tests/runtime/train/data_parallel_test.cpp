@@ -336,7 +336,7 @@ void check_sync_bn_matches_concatenated_batch(const Shape& shape, int world) {
       world,
       [&](Communicator& comm) {
         auto bn = make();
-        bn->set_stats_allreduce([&comm](Tensor& v) { comm.allreduce(v, ReduceOp::sum); });
+        bn->set_stats_allreduce(sync_bn_stats_sum(comm));
         const int64_t begin = comm.rank() * part;
         const Tensor my_y = bn->forward(x.slice(begin, begin + part));
         const Tensor my_dx = bn->backward(dy.slice(begin, begin + part));
@@ -362,6 +362,11 @@ TEST(SyncBatchNorm, MatchesOneProcessOnTheConcatenatedBatch) {
 
 TEST(SyncBatchNorm, MatchesOneProcessForFlatInputs) { check_sync_bn_matches_concatenated_batch({12, 70}, 3); }
 
+TEST(SyncBatchNorm, CountsMoreValuesPerChannelThanAnF32HoldsExactly) {
+  // 2 x 2900 x 2900 = 16 820 000 values in the channel, past 2^24: the statistics travel in double.
+  check_sync_bn_matches_concatenated_batch({2, 1, 2900, 2900}, 2);
+}
+
 TEST(SyncBatchNorm, StaysAccurateWhenTheMeanDwarfsTheSpread) {
   // Values 1000 +- 1: sum of squares minus squared mean would lose the variance in f32.
   Tensor x = random_tensor({8, 2, 4, 4}, 9, 999.0f, 1001.0f);
@@ -371,7 +376,7 @@ TEST(SyncBatchNorm, StaysAccurateWhenTheMeanDwarfsTheSpread) {
       2,
       [&](Communicator& comm) {
         BatchNorm2d bn(2);
-        bn.set_stats_allreduce([&comm](Tensor& v) { comm.allreduce(v, ReduceOp::sum); });
+        bn.set_stats_allreduce(sync_bn_stats_sum(comm));
         const int64_t begin = comm.rank() * 4;
         EXPECT_LE(relative_difference(bn.forward(x.slice(begin, begin + 4)), y.slice(begin, begin + 4)),
                   1e-4);
@@ -382,7 +387,7 @@ TEST(SyncBatchNorm, StaysAccurateWhenTheMeanDwarfsTheSpread) {
 TEST(SyncBatchNorm, OneValuePerChannelOverAllRanksIsAnError) {
   const auto errors = errors_on_each_rank(2, [](Communicator& comm) {
     BatchNorm2d bn(3);
-    bn.set_stats_allreduce([&comm](Tensor& v) { comm.allreduce(v, ReduceOp::sum); });
+    bn.set_stats_allreduce(sync_bn_stats_sum(comm));
     bn.forward(random_tensor({comm.rank() == 0 ? int64_t{1} : int64_t{0}, 3}, 1));
   });
   for (const std::string& e : errors) EXPECT_TRUE(contains(e, "more than 1 value per channel")) << e;
