@@ -8,7 +8,11 @@ one host (shared memory) and forced onto TCP (--mca btl tcp,self); busbw per siz
 sock/mpi-tcp (TCP against TCP), tcp/mpi-tcp and tcp/mpi-def (shared memory against Open MPI's
 default). All in one run, so the ratios compare like with like on a noisy machine; with --repeat N
 (default 3) every backend runs N times, the rounds interleaved (round 1 of every backend, then
-round 2, ...), and each cell is the median time of its N runs, so one disturbed run moves no cell.
+round 2, ...), and each busbw cell is the median time of its N runs, so one disturbed run moves no
+cell. Within a round the pairs that are compared run back to back (tcp next to mpi-default,
+tcp-sock next to mpi-tcp), which goes first alternating from round to round, and a ratio is the
+median over the rounds of that round's ratio: a slow stretch of the machine, which lasts longer
+than a pair of runs, then slows both sides of a ratio instead of whichever backend it fell on.
 The "spread" column is the largest max/min time ratio of a cell's runs in that row. Both launchers
 bind as they do by default: mpirun each rank to its own core when every rank has one (2 ranks here)
 and none when the ranks outnumber the cores (4 ranks on 2 cores); ternrun alike (--bind-to auto).
@@ -37,6 +41,13 @@ def run(cmd, json_path, timeout, extra_env=None):
         return None, f"exit {proc.returncode}: {tail}"
     with open(json_path) as f:
         return [json.loads(line) for line in f if line.strip()], None
+
+
+def paired_ratio(runs_of, a_, b_, size):
+    """Median over the rounds of b_'s time / a_'s time (a_'s busbw over b_'s) in that round."""
+    times = {label: {r["run"]: r["time_us"] for r in runs_of.get(label, {}).get(size, [])} for label in (a_, b_)}
+    each = [times[b_][rn] / times[a_][rn] for rn in times[a_] if rn in times[b_] and times[a_][rn] > 0]
+    return statistics.median(each) if each else None
 
 
 def main():
@@ -74,9 +85,14 @@ def main():
                 # Open MPI itself (blocking MPI_Allreduce/MPI_Allgather), by default and over TCP.
                 runs += [("mpi-default", MPIRUN + ["-np", str(n), bench, "--comm", "openmpi"]),
                          ("mpi-tcp", MPIRUN + ["--mca", "btl", "tcp,self", "-np", str(n), bench, "--comm", "openmpi"])]
+            # The compared pairs back to back, which of a pair goes first alternating by round.
+            pairs = [["tcp", "mpi-default"], ["tcp-sock", "mpi-tcp"], ["local"]]
             runs_of = {}  # label -> size -> the rows of its repeats
             for rnd in range(max(1, a.repeat)):
-                for label, cmd in runs:
+                sequence = [label for pair in pairs for label in (pair if rnd % 2 == 0 else pair[::-1])
+                            if label in dict(runs)]
+                for label in sequence:
+                    cmd = dict(runs)[label]
                     path = os.path.join(tmp, f"{op}-{n}-{label}-{rnd}.jsonl")
                     rows, err = run(cmd + common + ["--label", label, "--json", path], path, a.timeout,
                                     {"TERN_SHM": "0"} if label == "tcp-sock" else None)
@@ -98,7 +114,7 @@ def main():
                     spread[size] = max(spread.get(size, 1.0), max(times) / max(min(times), 1e-9))
             labels = [l for l, _ in runs if l in results]
             print(f"\n{op}, {n} ranks: busbw GB/s (time us), median of {max(1, a.repeat)} interleaved runs; "
-                  "#wrong summed over backends and runs")
+                  "ratios: median of the rounds' ratios; #wrong summed over backends and runs")
             head = f"{'size(B)':>10}" + "".join(f"{l + ' busbw':>18}" for l in labels)
             ratios = [(a_, b_) for a_, b_ in (("tcp-sock", "mpi-tcp"), ("tcp", "mpi-tcp"), ("tcp", "mpi-default"))
                       if a_ in results and b_ in results]
@@ -115,8 +131,8 @@ def main():
                     line += f"{r['busbw_gbs']:>9.3f} ({r['time_us']:>6.0f})" if r else f"{'-':>18}"
                     wrong += r["wrong"] if r else 0
                 for a_, b_ in ratios:
-                    t, o = results[a_].get(size), results[b_].get(size)
-                    line += f"{t['busbw_gbs'] / o['busbw_gbs']:>12.2f}x" if t and o and o["busbw_gbs"] > 0 else f"{'-':>13}"
+                    ratio = paired_ratio(runs_of, a_, b_, size)
+                    line += f"{ratio:>12.2f}x" if ratio is not None else f"{'-':>13}"
                 print(line + f"{wrong:>8}{spread.get(size, 1.0):>7.1f}x")
     if a.json:
         with open(a.json, "w") as f:
