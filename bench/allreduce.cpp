@@ -184,8 +184,9 @@ int main(int argc, char** argv) {
   f.add_int("poll-us", CommOptions{}.poll.count(),
             "tcp: microseconds a waiting recv polls the socket or shared-memory ring before sleeping (0: never)");
   f.add_int("poll-max-bytes", static_cast<int64_t>(CommOptions{}.poll_max_bytes),
-            "tcp: recvs of at most this many bytes poll (with --poll-every-size 0, or on sockets with more ranks on this host than cores)");
-  f.add_int("poll-every-size", 1, "tcp: 1 = recvs of every size poll (shared memory always, sockets while this host has a core per rank); 0 = only up to --poll-max-bytes");
+            "tcp: recvs of at most this many bytes poll (with --poll-every-size 0)");
+  f.add_int("poll-every-size", 1,
+            "tcp: 1 = recvs of every size poll (shared memory and sockets); 0 = only up to --poll-max-bytes");
   f.add_int("socket-buffer-bytes", static_cast<int64_t>(CommOptions{}.socket_buffer_bytes),
             "tcp on sockets: SO_SNDBUF/SO_RCVBUF of each connection (0: the kernel's default and autotuning)");
   f.add_int(

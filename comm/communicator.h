@@ -60,16 +60,19 @@ struct CommOptions {
   // Longer: lower latency for replies that take a while; shorter: less CPU spent waiting. 0: no
   // recv reads the link, the reader threads fill them all.
   std::chrono::microseconds poll{200};
-  // Which recvs poll (the others sleep at once, as above): those of
-  // at most poll_max_bytes, and, with poll_every_size, every size over shared memory and over
-  // sockets while this host has a core for each of the world's ranks on it (make_tcp_communicator
-  // counts them). A send that cannot write meanwhile reads incoming messages itself, so no one
-  // waits on a reader thread. Measured (bench/allreduce, medians of 3-7 alternated runs, 64 KB
-  // limit vs every size polling): 2 ranks on 2 cores, shared memory 1 MB 0.23 -> 0.09 ms, 4 MB
-  // 0.94 -> 0.37, 16 MB 5.2 -> 3.3; sockets 1 MB 0.33 -> 0.25, 4 MB 2.3 -> 1.5, 16 MB 11.3 -> 8.1.
-  // 4 ranks on 2 cores: shared memory 256 KB 0.32 -> 0.19 ms, 1 MB 0.77-0.87 -> 0.56, 4 MB 4.9-6.3
-  // -> 4.7-6.4, 16 MB 19.2 -> 17.8 (3 ranks, 1 MB: 0.54 -> 0.28); sockets 1 MB 1.34 -> 2.65 ms (a
-  // recv polling a socket takes the core its sender needs), hence sockets only with a core per rank.
+  // Which recvs poll (the others sleep at once, as above): those of at most poll_max_bytes, and,
+  // with poll_every_size, every size, over shared memory and sockets alike. A send that cannot
+  // write meanwhile reads incoming messages itself, so no one waits on a reader thread. Measured
+  // (bench/allreduce, medians of 3-7 alternated runs, 64 KB limit vs every size polling): 2 ranks
+  // on 2 cores, shared memory 1 MB 0.23 -> 0.09 ms, 4 MB 0.94 -> 0.37, 16 MB 5.2 -> 3.3; sockets
+  // 1 MB 0.33 -> 0.25, 4 MB 2.3 -> 1.5, 16 MB 11.3 -> 8.1. 4 ranks on 2 cores: shared memory
+  // 256 KB 0.32 -> 0.19 ms, 1 MB 0.77-0.87 -> 0.56, 4 MB 4.9-6.3 -> 4.7-6.4, 16 MB 19.2 -> 17.8
+  // (3 ranks, 1 MB: 0.54 -> 0.28); sockets (7 runs) allgather 1 MB 753 -> 658 us, 4 MB 4069 ->
+  // 3500, allreduce 1 MB 1713 -> 1352, 4 MB 8958 -> 8505, and (5 runs) 256 KB 251 -> 224 and
+  // 491 -> 418, 16 MB 18.3 -> 17.9 and 34.8 -> 32.6 ms; 3 and 8 ranks on 2 cores alike or better
+  // from 1 MB. (Sockets with more ranks than cores once read 1 MB 1.34 -> 2.65 ms, a polling recv
+  // taking the core its sender needed; since recvs read their sockets themselves, with no reader
+  // thread between, that is gone.)
   size_t poll_max_bytes = size_t{64} << 10;
   bool poll_every_size = true;
   // tcp backend on shared memory: allreduces and allgather(v)s of the world communicator up to this

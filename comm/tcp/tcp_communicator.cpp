@@ -65,7 +65,7 @@ std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, c
     here = ranks_on_this_host(world, store, options.timeout);
     if (here == world.size) {
       CommOptions tuned = options;
-      tuned.poll_max_bytes = polled_recv_limit(options, true, here, cores);
+      tuned.poll_max_bytes = polled_recv_limit(options);
       try {
         return std::make_shared<ShmTransport>(world, store, tuned);
       } catch (const ShmUnavailable& e) {  // every rank, with the same reason: said once
@@ -75,16 +75,15 @@ std::shared_ptr<Transport> make_transport(const TcpWorld& world, Store& store, c
   }
   auto transport = std::make_shared<TcpTransport>(world, store, options);
   if (world.size > 1 && !shm_enabled()) here = ranks_on_this_host(world, store, options.timeout);
-  transport->set_poll_max_bytes(polled_recv_limit(options, false, here, cores));
+  transport->set_poll_max_bytes(polled_recv_limit(options));
   transport->set_read_after_send_bytes(read_after_send_limit(options, here, cores));
   return transport;
 }
 
 }  // namespace
 
-size_t polled_recv_limit(const CommOptions& options, bool shared_memory, int ranks_here, int cores) {
-  const bool every_size = options.poll_every_size && (shared_memory || ranks_here <= cores);
-  return every_size ? std::numeric_limits<size_t>::max() : options.poll_max_bytes;
+size_t polled_recv_limit(const CommOptions& options) {
+  return options.poll_every_size ? std::numeric_limits<size_t>::max() : options.poll_max_bytes;
 }
 
 size_t read_after_send_limit(const CommOptions& options, int ranks_here, int cores) {

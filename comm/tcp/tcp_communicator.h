@@ -21,10 +21,9 @@ struct TcpWorld {
 // From TERN_RANK, TERN_WORLD_SIZE, TERN_STORE_ADDR, TERN_JOB_ID; a missing or malformed variable
 // is an Error naming it.
 std::unique_ptr<Communicator> make_tcp_communicator_from_env(const CommOptions& options = {});
-// The largest recv that polls the link: every size over shared memory, and over sockets while the
-// host (with `cores` cores) runs at most that many of the world's ranks (`ranks_here`), when
-// options.poll_every_size allows; else options.poll_max_bytes.
-size_t polled_recv_limit(const CommOptions& options, bool shared_memory, int ranks_here, int cores);
+// The largest recv that polls the link (shared memory or sockets): every size when
+// options.poll_every_size, else options.poll_max_bytes.
+size_t polled_recv_limit(const CommOptions& options);
 // The smallest send over sockets after which the sender reads what came in: options.
 // read_after_send_bytes while the host runs at most `cores` of the world's ranks, else 0 (never):
 // with ranks sharing a core the reading held up a peer waiting for it (4 ranks on 2 cores, 16 MB

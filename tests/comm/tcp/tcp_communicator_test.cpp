@@ -82,17 +82,12 @@ TEST(TcpCommunicator, CommunicationThreadsCarryNames) {
   EXPECT_EQ(during.count("tern-shm-r0"), 1u);
 }
 
-TEST(TcpCommunicator, RecvsOfEverySizePollSharedMemoryAndSocketsOnlyWhileEachRankHasACore) {
+TEST(TcpCommunicator, RecvsOfEverySizePollUnlessTurnedOff) {
   CommOptions options;
   options.poll_max_bytes = 1000;
-  constexpr size_t kEvery = std::numeric_limits<size_t>::max();
-  EXPECT_EQ(polled_recv_limit(options, false, 2, 2), kEvery);
-  EXPECT_EQ(polled_recv_limit(options, false, 1, 8), kEvery);
-  EXPECT_EQ(polled_recv_limit(options, false, 4, 2), 1000u);
-  EXPECT_EQ(polled_recv_limit(options, true, 4, 2), kEvery);
+  EXPECT_EQ(polled_recv_limit(options), std::numeric_limits<size_t>::max());
   options.poll_every_size = false;
-  EXPECT_EQ(polled_recv_limit(options, false, 2, 2), 1000u);
-  EXPECT_EQ(polled_recv_limit(options, true, 2, 2), 1000u);
+  EXPECT_EQ(polled_recv_limit(options), 1000u);
 }
 
 TEST(TcpCommunicator, SendsReadWhatCameInOnlyWhileEachRankHasACore) {
