@@ -86,13 +86,14 @@ def main():
                 runs += [("mpi-default", MPIRUN + ["-np", str(n), bench, "--comm", "openmpi"]),
                          ("mpi-tcp", MPIRUN + ["--mca", "btl", "tcp,self", "-np", str(n), bench, "--comm", "openmpi"])]
             # The compared pairs back to back, which of a pair goes first alternating by round.
+            commands = dict(runs)
             pairs = [["tcp", "mpi-default"], ["tcp-sock", "mpi-tcp"], ["local"]]
             runs_of = {}  # label -> size -> the rows of its repeats
             for rnd in range(max(1, a.repeat)):
-                sequence = [label for pair in pairs for label in (pair if rnd % 2 == 0 else pair[::-1])
-                            if label in dict(runs)]
-                for label in sequence:
-                    cmd = dict(runs)[label]
+                for label in [label for pair in pairs for label in (pair if rnd % 2 == 0 else pair[::-1])]:
+                    if label not in commands:
+                        continue
+                    cmd = commands[label]
                     path = os.path.join(tmp, f"{op}-{n}-{label}-{rnd}.jsonl")
                     rows, err = run(cmd + common + ["--label", label, "--json", path], path, a.timeout,
                                     {"TERN_SHM": "0"} if label == "tcp-sock" else None)

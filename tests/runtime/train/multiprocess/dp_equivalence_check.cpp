@@ -37,12 +37,13 @@ constexpr uint64_t kDataSeed = 11;
 // Runs differ only in summation order; measured differences are a few 1e-7 of the largest value.
 constexpr double kTolerance = 1e-5;
 
-// The zoo's mlp and cnn with GELU for ReLU and average for max pooling. Where two runs' rounding
-// differs, a ReLU or a max can switch (a value within an ulp of 0, two maxima within an ulp of
-// each other), and one switch moves a gradient by far more than rounding: with the zoo's cnn, the
-// first conv's weights of 3 ranks and of one process differed by 9e-5 after one such step where
-// the three steps before agreed to 1e-6, and which build and which code switched changed with the
-// compiler's flags. Smooth functions keep the two runs apart by rounding only.
+// An MLP with one hidden layer, and the zoo's cnn with GELU for ReLU and average for max pooling
+// (the MLP uses GELU too). Where two runs' rounding differs, a ReLU or a max can switch (a value
+// within an ulp of 0, two maxima within an ulp of each other), and one switch moves a gradient by
+// far more than rounding: with the zoo's cnn, the first conv's weights of 3 ranks and of one
+// process differed by 9e-5 after one such step where the three steps before agreed to 1e-6, and
+// which build and which code switched changed with the compiler's flags. Smooth functions keep the
+// two runs apart by rounding only.
 std::unique_ptr<Sequential> make_net(const std::string& name, uint64_t seed) {
   Rng rng(seed, name == "mlp" ? 1 : 2);
   auto net = std::make_unique<Sequential>();
