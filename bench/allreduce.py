@@ -13,12 +13,16 @@ cell. Within a round the pairs that are compared run back to back (tcp next to m
 tcp-sock next to mpi-tcp), which goes first alternating from round to round, and a ratio is the
 median over the rounds of that round's ratio: a slow stretch of the machine, which lasts longer
 than a pair of runs, then slows both sides of a ratio instead of whichever backend it fell on.
+With 6 rounds or more, each ratio's median also gets a 95 % interval, from the order statistics
+of the rounds' ratios (no assumption on their distribution): a goal is shown met where the
+interval's low end reaches it, and a cell whose interval straddles 1.0 is a tie.
 The "spread" column is the largest max/min time ratio of a cell's runs in that row. Both launchers
 bind as they do by default: mpirun each rank to its own core when every rank has one (2 ranks here)
 and none when the ranks outnumber the cores (4 ranks on 2 cores); ternrun alike (--bind-to auto).
 """
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -43,11 +47,33 @@ def run(cmd, json_path, timeout, extra_env=None):
         return [json.loads(line) for line in f if line.strip()], None
 
 
-def paired_ratio(runs_of, a_, b_, size):
-    """Median over the rounds of b_'s time / a_'s time (a_'s busbw over b_'s) in that round."""
+def round_ratios(runs_of, a_, b_, size):
+    """Each round's b_ time / a_ time (a_'s busbw over b_'s), for the rounds that have both."""
     times = {label: {r["run"]: r["time_us"] for r in runs_of.get(label, {}).get(size, [])} for label in (a_, b_)}
-    each = [times[b_][rn] / times[a_][rn] for rn in times[a_] if rn in times[b_] and times[a_][rn] > 0]
+    return [times[b_][rn] / times[a_][rn] for rn in times[a_] if rn in times[b_] and times[a_][rn] > 0]
+
+
+def paired_ratio(runs_of, a_, b_, size):
+    """Median over the rounds of b_'s time / a_'s time in that round."""
+    each = round_ratios(runs_of, a_, b_, size)
     return statistics.median(each) if each else None
+
+
+def median_interval(values, confidence=0.95):
+    """A distribution-free interval for the median: the j-th smallest and j-th largest value, j the
+    largest with P(Binomial(n, 1/2) <= j - 1) <= (1 - confidence) / 2 (so it covers the median with
+    at least that probability whatever the distribution). None with too few values (n < 6 at 95 %)."""
+    n = len(values)
+    tail, j = 0.0, 0
+    while True:
+        tail += math.comb(n, j) / 2 ** n  # P(B <= j)
+        if tail > (1 - confidence) / 2:
+            break
+        j += 1
+    if j == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[j - 1], ordered[n - j]
 
 
 def main():
@@ -135,6 +161,15 @@ def main():
                     ratio = paired_ratio(runs_of, a_, b_, size)
                     line += f"{ratio:>12.2f}x" if ratio is not None else f"{'-':>13}"
                 print(line + f"{wrong:>8}{spread.get(size, 1.0):>7.1f}x")
+            # How sure each ratio is: its median's 95 % interval over the rounds (6 rounds or more).
+            if ratios and max(1, a.repeat) >= 6:
+                print(f"{'':>10}95 % intervals of the ratios' medians (order statistics of the rounds' ratios):")
+                for size in sizes:
+                    cells = []
+                    for a_, b_ in ratios:
+                        ci = median_interval(round_ratios(runs_of, a_, b_, size))
+                        cells.append(f"{short[a_] + '/' + short[b_]} {ci[0]:.2f}-{ci[1]:.2f}x" if ci else "-")
+                    print(f"{size:>10}  " + "   ".join(cells))
     if a.json:
         with open(a.json, "w") as f:
             for r in all_rows:
