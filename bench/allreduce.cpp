@@ -4,11 +4,13 @@
 // bench/allreduce.py runs it on every backend and prints them side by side.
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <cstdio>
+#include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "bench/bare_exchange.h"
 #include "comm/factory.h"
 #include "comm/local/local.h"
 #include "runtime/io/flags.h"
@@ -47,6 +49,19 @@ Collectives through(Communicator& comm) {
             comm.allreduce(t, max ? ReduceOp::max : ReduceOp::sum);
             return static_cast<double>(t.f32()[0]);
           }};
+}
+
+// --comm bare: a 2-rank allgather as a bare exchange over one loopback TCP connection (the own
+// block copied into place first, as the collectives do); the scalars through the tcp backend.
+Collectives bare(Communicator& comm, BareExchange& exchange) {
+  Collectives c = through(comm);
+  c.allgather = [&comm, &exchange](const Tensor& in, Tensor& out) {
+    const size_t bytes = static_cast<size_t>(in.numel()) * sizeof(float);
+    auto* slots = static_cast<char*>(out.raw());
+    std::memmove(slots + static_cast<size_t>(comm.rank()) * bytes, in.raw(), bytes);
+    exchange.exchange(in.raw(), slots + static_cast<size_t>(1 - comm.rank()) * bytes, bytes);
+  };
+  return c;
 }
 
 #if defined(TERN_HAVE_MPI)
@@ -123,6 +138,7 @@ int64_t parse_size(const std::string& s) {
 void run(const Collectives& comm, const Flags& f, const std::string& label) {
   const std::string op = f.get_string("op");
   const int64_t lo = parse_size(f.get_string("min")), hi = parse_size(f.get_string("max"));
+  if (lo < 1 || hi < lo) throw UsageError("--min must be at least 1 byte and --max at least --min");
   JsonlWriter json;
   if (comm.rank == 0 && !f.get_string("json").empty()) json.open(f.get_string("json"));
   const int n = comm.size;
@@ -152,6 +168,10 @@ void run(const Collectives& comm, const Flags& f, const std::string& label) {
                      .add("busbw_gbs", algbw * factor)
                      .add("wrong", row.wrong));
     }
+    // Every rank knows the total (measure reduces it), so every rank stops alike.
+    if (row.wrong != 0 && f.get_int("check") != 0)
+      throw Error(label + " " + op + ": " + std::to_string(row.wrong) + " wrong elements at " +
+                  std::to_string(row.bytes) + " bytes");
   }
 }
 
@@ -159,9 +179,11 @@ void run(const Collectives& comm, const Flags& f, const std::string& label) {
 
 int main(int argc, char** argv) {
   Flags f("tern_allreduce_bench", "nccl-tests-style bandwidth table for allreduce/allgather on any backend.");
-  f.add_string("comm", "auto",
-               "backend: auto|tcp|mpi|single|local (--ranks threads in this process)|openmpi (MPI_Allreduce/"
-               "MPI_Allgather called directly, under mpirun: the peer)");
+  f.add_string(
+      "comm", "auto",
+      "backend: auto|tcp|mpi|single|local (--ranks threads in this process)|openmpi (MPI_Allreduce/"
+      "MPI_Allgather called directly, under mpirun: the peer)|bare (under ternrun -n 2 with --op allgather: "
+      "a bare exchange over one loopback TCP connection, no frames, no collective)");
   f.add_int("ranks", 2, "threads for --comm local");
   f.add_string("op", "allreduce", "allreduce|allgather");
   f.add_string("min", "4K", "smallest message (bytes; K/M suffixes)");
@@ -170,6 +192,7 @@ int main(int argc, char** argv) {
   f.add_int("iters", 200, "timed repetitions at small sizes (fewer for large ones)");
   f.add_string("label", "", "backend label in the output (default: the backend's name)");
   f.add_string("json", "", "rank 0 writes one JSON line per row here");
+  f.add_int("check", 0, "1 = exit non-zero at the first row with a wrong element (for tests)");
   f.add_int("shm-collectives-max-bytes", -1,
             "tcp on shared memory: allreduces/allgathers up to this size use the world segment (0: never; -1: default)");
   f.add_int("halving-doubling-max-bytes", -1,
@@ -224,6 +247,12 @@ int main(int argc, char** argv) {
 #else
       throw Error("--comm openmpi: this build has no MPI");
 #endif
+    } else if (f.get_string("comm") == "bare") {
+      if (op != "allgather") throw UsageError("--comm bare measures allgather only (--op allgather)");
+      auto comm = make_communicator("tcp", options);
+      if (comm->size() != 2) throw UsageError("--comm bare needs 2 ranks (ternrun -n 2)");
+      BareExchange exchange(*comm, options.socket_buffer_bytes);
+      run(bare(*comm, exchange), f, f.get_string("label").empty() ? "bare" : f.get_string("label"));
     } else {
       auto comm = make_communicator(f.get_string("comm"), options);
       run(through(*comm), f, f.get_string("label").empty() ? comm->backend() : f.get_string("label"));
