@@ -45,8 +45,12 @@ BareExchange::BareExchange(Communicator& comm, size_t socket_buffer_bytes) {
     tune(listener, socket_buffer_bytes);  // inherited by the accepted socket, before its handshake
     if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
         ::listen(listener, 1) != 0 ||
-        ::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+        ::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      const int error = errno;
+      ::close(listener);
+      errno = error;
       fail("listen on 127.0.0.1");
+    }
   }
   Tensor port = Tensor::from({1}, {static_cast<float>(ntohs(address.sin_port))});  // exact: ports < 2^24
   comm.broadcast(port, 0);
