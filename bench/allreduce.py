@@ -14,8 +14,8 @@ tcp-sock next to mpi-tcp), which goes first alternating from round to round, and
 median over the rounds of that round's ratio: a slow stretch of the machine, which lasts longer
 than a pair of runs, then slows both sides of a ratio instead of whichever backend it fell on.
 With 6 rounds or more, each ratio's median also gets a 95 % interval, from the order statistics
-of the rounds' ratios (no assumption on their distribution): a goal is shown met where the
-interval's low end reaches it, and a cell whose interval straddles 1.0 is a tie.
+of the rounds' ratios (no assumption on their distribution): a cell whose interval lies wholly
+above a goal meets it with that confidence, and one whose interval straddles 1.0 is a tie.
 The "spread" column is the largest max/min time ratio of a cell's runs in that row. Both launchers
 bind as they do by default: mpirun each rank to its own core when every rank has one (2 ranks here)
 and none when the ranks outnumber the cores (4 ranks on 2 cores); ternrun alike (--bind-to auto).
